@@ -1,0 +1,191 @@
+"""The os-ken app: keeps every connected bridge holding exactly the wanted flows.
+
+Handlers only route events; the work is done by ``controller.sync`` (what to change) and
+``controller.ofmsg`` (how to say it). Changes go in one atomic ONF bundle per update.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER
+from os_ken.controller.handler import set_ev_cls
+from os_ken.ofproto import ofproto_v1_3
+
+from controller import ofmsg
+from controller.flows import Flow
+from controller.sync import diff_flows
+
+LOG = logging.getLogger("switchboard.controller")
+
+
+def _logged(handler: Any) -> Any:
+    """os-ken swallows exceptions raised in handlers: log them instead."""
+
+    def wrapper(self: Any, ev: Any) -> None:
+        try:
+            handler(self, ev)
+        except Exception:  # noqa: BLE001 - must never vanish silently
+            LOG.exception("handler %s failed", handler.__name__)
+
+    wrapper.__name__ = handler.__name__
+    return wrapper
+
+
+@dataclass
+class SwitchState:
+    """What we know about one connected bridge."""
+
+    datapath: Any
+    installed: set[int] = field(default_factory=set)
+    ready: bool = False  # True once the installed set has been read from the switch
+    pending_stats: set[int] = field(default_factory=set)
+    barriers: dict[int, threading.Event] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+class SwitchboardApp(app_manager.OSKenApp):
+    """Proactive controller: no packet-in, no learning, only the compiled pipeline."""
+
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.switches: dict[int, SwitchState] = {}
+        self.wanted: list[Flow] | None = None
+        self.flow_mods_sent = 0
+        self.bundles_sent = 0
+        self.connected = threading.Event()
+        self.wake = threading.Event()  # set when a bridge needs programming
+        self._lock = threading.RLock()
+        self._bundle_id = 0
+
+    # --- events -------------------------------------------------------------------------
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    @_logged
+    def on_switch_features(self, ev: Any) -> None:
+        dp = ev.msg.datapath
+        with self._lock:
+            state = SwitchState(datapath=dp)
+            self.switches[dp.id] = state
+            request = ofmsg.flow_stats_request(dp)
+            dp.set_xid(request)
+            state.pending_stats.add(request.xid)
+            dp.send_msg(request)
+        LOG.info("bridge %016x connected; reading its flows", dp.id)
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    @_logged
+    def on_flow_stats(self, ev: Any) -> None:
+        msg = ev.msg
+        with self._lock:
+            state = self.switches.get(msg.datapath.id)
+            if state is None or msg.xid not in state.pending_stats:
+                return
+            state.installed.update(stat.cookie for stat in msg.body)
+            if msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+                return
+            state.pending_stats.discard(msg.xid)
+            state.ready = True
+            self.connected.set()
+        LOG.info("bridge %016x holds %d flows", msg.datapath.id, len(state.installed))
+        self.wake.set()  # the daemon thread programs it: handlers must not block on replies
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    @_logged
+    def on_barrier(self, ev: Any) -> None:
+        state = self.switches.get(ev.msg.datapath.id)
+        if state is not None and ev.msg.xid in state.barriers:
+            state.barriers[ev.msg.xid].set()
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    @_logged
+    def on_error(self, ev: Any) -> None:
+        msg = ev.msg
+        text = f"OpenFlow error type={msg.type} code={msg.code} xid={msg.xid}"
+        LOG.error("bridge %016x: %s", msg.datapath.id, text)
+        state = self.switches.get(msg.datapath.id)
+        if state is not None:
+            state.errors[msg.xid] = text
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
+    @_logged
+    def on_disconnect(self, ev: Any) -> None:
+        dp = ev.datapath
+        if dp.id is None:
+            return
+        with self._lock:
+            state = self.switches.get(dp.id)
+            if state is not None and state.datapath is dp:
+                del self.switches[dp.id]
+                if not self.switches:
+                    self.connected.clear()
+        self.wake.set()
+        LOG.warning("bridge %016x disconnected", dp.id)
+
+    # --- API for the daemon -------------------------------------------------------------
+    def program(self, flows: list[Flow], timeout: float = 10.0) -> bool:
+        """Make every connected bridge hold exactly ``flows``; True when all confirmed."""
+        self.wanted = list(flows)
+        ok = True
+        for state in list(self.switches.values()):
+            if state.ready:
+                ok = self._sync(state, timeout) and ok
+            else:
+                ok = False
+        return ok and bool(self.switches)
+
+    def installed_cookies(self) -> set[int]:
+        """Cookies on the first connected bridge (for status)."""
+        for state in self.switches.values():
+            return set(state.installed)
+        return set()
+
+    # --- internals ----------------------------------------------------------------------
+    def _sync(self, state: SwitchState, timeout: float) -> bool:
+        with self._lock:
+            wanted = self.wanted or []
+            diff = diff_flows(wanted, state.installed)
+            if not diff:
+                return True
+            dp = state.datapath
+            ofp, parser = dp.ofproto, dp.ofproto_parser
+            self._bundle_id = (self._bundle_id + 1) & 0xFFFFFFFF
+            bundle = self._bundle_id
+            flags = ofp.ONF_BF_ATOMIC | ofp.ONF_BF_ORDERED
+            xids = []
+            opened = parser.ONFBundleCtrlMsg(dp, bundle, ofp.ONF_BCT_OPEN_REQUEST, flags, [])
+            dp.send_msg(opened)
+            xids.append(opened.xid)
+            mods = [ofmsg.delete_cookie(dp, c) for c in diff.delete]
+            mods += [ofmsg.add_flow(dp, f) for f in diff.add]
+            for mod in mods:
+                add = parser.ONFBundleAddMsg(dp, bundle, flags, mod, [])
+                dp.send_msg(add)
+                xids.append(add.xid)
+            commit = parser.ONFBundleCtrlMsg(dp, bundle, ofp.ONF_BCT_COMMIT_REQUEST, flags, [])
+            dp.send_msg(commit)
+            xids.append(commit.xid)
+            barrier = parser.OFPBarrierRequest(dp)
+            dp.set_xid(barrier)
+            done = threading.Event()
+            state.barriers[barrier.xid] = done
+            dp.send_msg(barrier)
+            self.flow_mods_sent += len(mods)
+            self.bundles_sent += 1
+        confirmed = done.wait(timeout)
+        with self._lock:
+            state.barriers.pop(barrier.xid, None)
+            errors = [state.errors.pop(x) for x in xids if x in state.errors]
+            if not confirmed or errors:
+                LOG.error("bundle %d not applied: %s", bundle, errors or "no barrier reply")
+                return False
+            state.installed.difference_update(diff.delete)
+            state.installed.update(f.cookie for f in diff.add)
+        LOG.info("bridge %016x: -%d +%d flows", dp.id, len(diff.delete), len(diff.add))
+        return True

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Install what Switchboard needs on Debian 12 (as root): Open vSwitch, Consul 1.8.7 from
+# Debian 11 (pinned), test clients, and a virtualenv with the Python dependencies.
+# Idempotent: what is already installed is left alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${SWITCHBOARD_VENV:-/opt/switchboard/venv}
+
+need_apt=()
+command -v ovs-vswitchd >/dev/null || need_apt+=(openvswitch-switch)
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v ping >/dev/null || need_apt+=(iputils-ping)
+command -v dig >/dev/null || need_apt+=(dnsutils)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v ethtool >/dev/null || need_apt+=(ethtool)
+command -v iperf3 >/dev/null || need_apt+=(iperf3)
+command -v unshare >/dev/null || need_apt+=(util-linux)
+
+if ! command -v consul >/dev/null; then
+  # Debian 12 has no consul; Debian 11's 1.8.7 installs from the bullseye suite. Add that suite
+  # beside the machine's own Debian source (same URI, same keyring) and pin it to consul only.
+  src=/etc/apt/sources.list.d/debian.sources
+  uri=$(awk '/^URIs:/{print $2; exit}' "$src" 2>/dev/null || true)
+  key=$(awk '/^Signed-By:/{print $2; exit}' "$src" 2>/dev/null || true)
+  uri=${uri:-http://deb.debian.org/debian}
+  key=${key:-/usr/share/keyrings/debian-archive-keyring.gpg}
+  cat > /etc/apt/sources.list.d/switchboard-bullseye.sources <<SRC
+Types: deb
+URIs: $uri
+Suites: bullseye
+Components: main
+Signed-By: $key
+SRC
+  cat > /etc/apt/preferences.d/switchboard-bullseye <<PIN
+Package: *
+Pin: release n=bullseye
+Pin-Priority: 1
+
+Package: consul
+Pin: release n=bullseye
+Pin-Priority: 500
+PIN
+  need_apt+=(consul)
+fi
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q -e '.[test]'
+ln -sf "$VENV/bin/switchboard" /usr/local/bin/switchboard

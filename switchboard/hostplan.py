@@ -1,0 +1,143 @@
+"""What one host must hold for a topology: namespaces, interfaces, host legs. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+
+from switchboard import ipam, naming
+from switchboard.model import Topology
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A container's interface on one network, plugged into the bridge as ``port``."""
+
+    topology: str
+    container: str
+    network: str
+    netns: str
+    ifname: str
+    port: str
+    mac: str
+    ip: IPv4Address
+    prefixlen: int
+    mtu: int
+    default_gateway: IPv4Address | None  # set on the container's first network only
+
+
+@dataclass(frozen=True)
+class HostLeg:
+    """The host's own interface on a network (an OVS internal port)."""
+
+    topology: str
+    network: str
+    port: str
+    mac: str
+    ip: IPv4Address
+    prefixlen: int
+    mtu: int
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    """A network as the switch sees it."""
+
+    topology: str
+    name: str
+    key: int
+    subnet: IPv4Network
+    gateway: IPv4Address
+    gateway_mac: str
+    mtu: int
+    host_leg: HostLeg
+
+
+@dataclass(frozen=True)
+class ContainerPlan:
+    """A container: its namespace, what runs in it and its interfaces."""
+
+    topology: str
+    name: str
+    netns: str
+    command: str | None
+    attach_pid: int | None
+    endpoints: tuple[Endpoint, ...]
+
+
+@dataclass(frozen=True)
+class TopologyPlan:
+    """Everything a host needs to realise one topology."""
+
+    name: str
+    networks: tuple[NetworkPlan, ...]
+    containers: tuple[ContainerPlan, ...]
+    allocation: dict[tuple[str, str], IPv4Address] = field(default_factory=dict, compare=False)
+
+    def endpoints(self) -> list[Endpoint]:
+        return [ep for c in self.containers for ep in c.endpoints]
+
+
+def plan_topology(
+    topology: Topology, allocation: ipam.Allocation | None = None
+) -> TopologyPlan:
+    """Derive the host plan of a validated topology; ``allocation`` defaults to fresh IPAM."""
+    if allocation is None:
+        allocation = ipam.allocate(topology)
+    topo = topology.name
+    networks = []
+    for net_name, net in topology.networks.items():
+        leg = HostLeg(
+            topology=topo,
+            network=net_name,
+            port=naming.host_leg_name(topo, net_name),
+            mac=naming.host_leg_mac(topo, net_name),
+            ip=ipam.host_leg_address(topology, net_name),
+            prefixlen=net.subnet.prefixlen,
+            mtu=net.effective_mtu,
+        )
+        networks.append(
+            NetworkPlan(
+                topology=topo,
+                name=net_name,
+                key=naming.network_key(topo, net_name),
+                subnet=net.subnet,
+                gateway=net.effective_gateway,
+                gateway_mac=naming.gateway_mac(topo, net_name),
+                mtu=net.effective_mtu,
+                host_leg=leg,
+            )
+        )
+    containers = []
+    for c_name, container in topology.containers.items():
+        endpoints = []
+        for index, net_name in enumerate(container.networks):
+            net = topology.networks[net_name]
+            endpoints.append(
+                Endpoint(
+                    topology=topo,
+                    container=c_name,
+                    network=net_name,
+                    netns=naming.netns_name(topo, c_name),
+                    ifname=naming.container_ifname(index),
+                    port=naming.veth_name(topo, c_name, net_name),
+                    mac=naming.container_mac(topo, c_name, net_name),
+                    ip=allocation[(c_name, net_name)],
+                    prefixlen=net.subnet.prefixlen,
+                    mtu=net.effective_mtu,
+                    default_gateway=net.effective_gateway if index == 0 else None,
+                )
+            )
+        containers.append(
+            ContainerPlan(
+                topology=topo,
+                name=c_name,
+                netns=naming.netns_name(topo, c_name),
+                command=container.command,
+                attach_pid=container.attach.pid if container.attach else None,
+                endpoints=tuple(endpoints),
+            )
+        )
+    return TopologyPlan(
+        name=topo, networks=tuple(networks), containers=tuple(containers), allocation=allocation
+    )

@@ -1,0 +1,61 @@
+"""Names and identifiers Switchboard derives from a topology: stable across runs and hosts."""
+
+from __future__ import annotations
+
+import hashlib
+
+OWNER_KEY = "switchboard"  # external_ids / meta key that marks what Switchboard owns
+
+
+def _digest(*parts: str) -> bytes:
+    return hashlib.sha1("/".join(parts).encode()).digest()
+
+
+def netns_name(topology: str, container: str) -> str:
+    """Named network namespace of a container (``ip netns`` name)."""
+    return f"sb-{topology}-{container}"
+
+
+def veth_name(topology: str, container: str, network: str) -> str:
+    """Host end of a container's veth (at most 15 characters)."""
+    return "sbv" + _digest("veth", topology, container, network).hex()[:10]
+
+
+def host_leg_name(topology: str, network: str) -> str:
+    """OVS internal port that gives the host an address on a network."""
+    return "sbh" + _digest("leg", topology, network).hex()[:10]
+
+
+def container_ifname(index: int) -> str:
+    """Interface name inside the container for its index-th network."""
+    return f"eth{index}"
+
+
+def _mac(*parts: str) -> str:
+    raw = _digest("mac", *parts)[:5]
+    return "02:" + ":".join(f"{b:02x}" for b in raw)
+
+
+def container_mac(topology: str, container: str, network: str) -> str:
+    """Stable, locally administered unicast MAC of a container interface."""
+    return _mac(topology, container, network)
+
+
+def gateway_mac(topology: str, network: str) -> str:
+    """MAC the switch answers with for a network's gateway address."""
+    return _mac("gateway", topology, network)
+
+
+def host_leg_mac(topology: str, network: str) -> str:
+    """MAC of the host's interface on a network."""
+    return _mac("host", topology, network)
+
+
+def network_key(topology: str, network: str) -> int:
+    """32-bit identifier of a network on the switch (carried in the metadata field)."""
+    return int.from_bytes(_digest("net", topology, network)[:4], "big") or 1
+
+
+def service_id(topology: str, container: str, service: str) -> str:
+    """Consul service ID of one instance: independent of the host name."""
+    return f"sb-{topology}-{container}-{service}"
