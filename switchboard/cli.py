@@ -1,0 +1,200 @@
+"""The ``switchboard`` command: thin wrappers over the model, the store and the daemon."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from switchboard import ipam
+from switchboard.model import TopologyError, check_against_applied, load_topology_file
+from switchboard.store import Store, consul_client
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _store(ctx: click.Context) -> Store:
+    return Store(consul_client(ctx.obj["consul"]), ctx.obj["prefix"])
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--consul", envvar="SWITCHBOARD_CONSUL", default="http://127.0.0.1:8500",
+              show_default=True, help="Consul HTTP address (holds the desired state).")
+@click.option("--prefix", envvar="SWITCHBOARD_PREFIX", default="switchboard",
+              show_default=True, help="Consul KV prefix of Switchboard's keys.")
+@click.pass_context
+def main(ctx: click.Context, consul: str, prefix: str) -> None:
+    """Switchboard: container networks on Open vSwitch with Consul service discovery."""
+    ctx.obj = {"consul": consul, "prefix": prefix}
+
+
+@main.command()
+@click.option("--bridge", envvar="SWITCHBOARD_BRIDGE", default="sb-int", show_default=True,
+              help="OVS bridge the containers are plugged into.")
+@click.option("--of-port", envvar="SWITCHBOARD_OF_PORT", default=6653, show_default=True,
+              help="OpenFlow listen port (on loopback only).")
+@click.option("--state-dir", envvar="SWITCHBOARD_STATE", default="/var/lib/switchboard",
+              show_default=True, type=click.Path(path_type=Path),
+              help="Where container logs and PID files live.")
+@click.option("--host-id", envvar="SWITCHBOARD_HOST_ID", default=None,
+              help="Name this host reports under (default: the host name).")
+@click.option("-v", "--verbose", is_flag=True, help="Log every change made.")
+@click.pass_context
+def controller(
+    ctx: click.Context, bridge: str, of_port: int, state_dir: Path, host_id: str | None,
+    verbose: bool,
+) -> None:
+    """Run the per-host daemon: os-ken app, plumbing and status reports (foreground)."""
+    from controller.daemon import Daemon, DaemonConfig
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("switchboard").setLevel(logging.INFO)
+    config = DaemonConfig(consul=ctx.obj["consul"], prefix=ctx.obj["prefix"], bridge=bridge,
+                          of_port=of_port, state_dir=state_dir)
+    if host_id:
+        config.host_id = host_id
+    daemon = Daemon(config)
+    try:
+        daemon.run()
+    except KeyboardInterrupt:
+        daemon.stop()
+    os._exit(0)  # os-ken's threads do not stop on their own
+
+
+def _converged(digest: str) -> Any:
+    def check(reports: dict[Any, dict[str, Any]]) -> bool:
+        return any(r["digest"] == digest and r["state"] in ("converged", "error")
+                   for r in reports.values())
+    return check
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--timeout", default=120.0, show_default=True,
+              help="Seconds to wait for the host to converge.")
+@click.option("--no-wait", is_flag=True, help="Write the desired state and return.")
+@click.pass_context
+def up(ctx: click.Context, file: Path, timeout: float, no_wait: bool) -> None:
+    """Validate FILE, store it as desired state and wait until the host has converged."""
+    try:
+        topology = load_topology_file(file)
+    except TopologyError as exc:
+        _fail(f"{file} is not a valid topology; nothing was changed.\n{exc}", 2)
+    store = _store(ctx)
+    applied = store.applied()
+    try:
+        check_against_applied(topology, [s.topology for s in applied.values()])
+        previous = applied[topology.name].allocation if topology.name in applied else None
+        allocation = ipam.allocate(topology, previous)
+    except TopologyError as exc:
+        _fail(f"{file} cannot be applied; nothing was changed.\n{exc}", 2)
+    digest = store.write_topology(topology, allocation, str(file.resolve()))
+    if no_wait:
+        console.print(f"topology [bold]{topology.name}[/bold] stored ({digest})")
+        return
+    with console.status(f"waiting for the host to converge on {topology.name}") as status:
+        def progress(reports: dict[Any, dict[str, Any]]) -> None:
+            for (host, _), report in reports.items():
+                rows = report.get("containers", [])
+                ready = sum(1 for r in rows if r["state"] in ("running", "up", "attached"))
+                status.update(f"{host}: {ready}/{len(rows)} interfaces ready, "
+                              f"{report.get('flows', 0)} flows")
+        reports = store.wait_for_report(topology.name, _converged(digest), timeout, progress)
+    mine = [r for r in reports.values() if r["digest"] == digest]
+    if not mine:
+        _fail(f"no controller reported topology {topology.name} within {timeout:.0f} s; "
+              "is `switchboard controller` running on this host?")
+    failed = [r for r in mine if r["state"] == "error"]
+    if failed:
+        _fail(f"topology {topology.name} did not converge: {failed[0]['error']}")
+    count = len({r["container"] for r in mine[0]["containers"]})
+    console.print(f"topology [bold]{topology.name}[/bold] is up: "
+                  f"{len(topology.networks)} networks, {count} containers")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--timeout", default=60.0, show_default=True)
+@click.pass_context
+def down(ctx: click.Context, name: str, timeout: float) -> None:
+    """Remove topology NAME: its containers, ports, flows, keys and services."""
+    store = _store(ctx)
+    if not store.delete_topology(name):
+        _fail(f"no topology named {name!r} is applied (see `switchboard status`)")
+    with console.status(f"removing {name}"):
+        reports = store.wait_for_report(name, lambda r: not r, timeout)
+    if reports:
+        _fail(f"hosts still hold {name} after {timeout:.0f} s: "
+              + ", ".join(host for host, _ in reports))
+    console.print(f"topology [bold]{name}[/bold] removed")
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.pass_context
+def status(ctx: click.Context, name: str | None, as_json: bool) -> None:
+    """Show topologies, their networks and containers, as each host reports them."""
+    store = _store(ctx)
+    applied = store.applied()
+    reports = store.reports(name)
+    topologies = []
+    for topo_name, stored in sorted(applied.items()):
+        if name and topo_name != name:
+            continue
+        hosts = {host: r for (host, t), r in reports.items() if t == topo_name}
+        topologies.append({
+            "name": topo_name, "digest": stored.digest, "source": stored.source,
+            "hosts": hosts,
+        })
+    if name and not topologies:
+        _fail(f"no topology named {name!r} is applied")
+    if as_json:
+        click.echo(json.dumps({"topologies": topologies}, indent=2, sort_keys=True))
+        return
+    if not topologies:
+        console.print("no topologies applied")
+        return
+    for topo in topologies:
+        _print_topology(topo)
+
+
+def _print_topology(topo: dict[str, Any]) -> None:
+    states = [
+        f"{host}: {r['state']}" + (" (stale)" if r["digest"] != topo["digest"] else "")
+        for host, r in topo["hosts"].items()
+    ] or ["no host has reported yet"]
+    console.print(f"[bold]{topo['name']}[/bold]  {', '.join(states)}  ({topo['source']})")
+    for host, report in topo["hosts"].items():
+        if report.get("error"):
+            console.print(f"  [red]{host}: {report['error']}[/red]")
+        nets = Table("network", "subnet", "gateway", "host address", "mtu", box=None)
+        for n in report.get("networks", []):
+            nets.add_row(n["name"], n["subnet"], n["gateway"], n["host_ip"], str(n["mtu"]))
+        console.print(nets)
+        rows = Table("container", "network", "namespace", "if", "ip", "mac", "ovs port",
+                     "ofport", "state", box=None)
+        for r in report.get("containers", []):
+            rows.add_row(r["container"], r["network"], r["netns"], r["interface"], r["ip"],
+                         r["mac"], r["port"], str(r["ofport"] or "-"), r["state"])
+        console.print(rows)
+
+
+if __name__ == "__main__":
+    main()
