@@ -13,8 +13,12 @@ from typing import Any
 
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
-from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER
-from os_ken.controller.handler import set_ev_cls
+from os_ken.controller.handler import (
+    CONFIG_DISPATCHER,
+    DEAD_DISPATCHER,
+    MAIN_DISPATCHER,
+    set_ev_cls,
+)
 from os_ken.ofproto import ofproto_v1_3
 
 from controller import ofmsg
@@ -132,13 +136,11 @@ class SwitchboardApp(app_manager.OSKenApp):
     def program(self, flows: list[Flow], timeout: float = 10.0) -> bool:
         """Make every connected bridge hold exactly ``flows``; True when all confirmed."""
         self.wanted = list(flows)
-        ok = True
-        for state in list(self.switches.values()):
-            if state.ready:
-                ok = self._sync(state, timeout) and ok
-            else:
-                ok = False
-        return ok and bool(self.switches)
+        results = [
+            self._sync(state, timeout) if state.ready else False
+            for state in list(self.switches.values())
+        ]
+        return bool(results) and all(results)
 
     def installed_cookies(self) -> set[int]:
         """Cookies on the first connected bridge (for status)."""

@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ovsdb.plumbing import Plumber
+
 from controller.compiler import compile_flows
 from controller.runtime import start_controller
+from discovery.instances import desired_instances
+from discovery.sync import ServiceSync, SyncError
 from ovsdb.bridge import Bridge
-from ovsdb.plumbing import Plumber
 from switchboard.hostplan import TopologyPlan, plan_topology
 from switchboard.store import Store, StoredTopology, consul_client
 
@@ -50,6 +53,8 @@ class Daemon:
         self.stopping = threading.Event()
         self.desired: dict[str, StoredTopology] | None = None  # None until first read
         self._reported: dict[str, dict[str, Any]] = {}
+        self.discovery = ServiceSync(self.store.client)
+        self._service_topologies: set[str] = set()  # topologies whose services we registered
         self.app: Any = None
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -102,7 +107,10 @@ class Daemon:
             LOG.exception("plumbing failed")
             for plan in plans:
                 errors.setdefault(plan.name, f"plumbing failed: {exc}")
-            ports = self.plumber.current_ofports()
+            ports = {
+                name: port.ofport for name, port in self.bridge.owned_ports().items()
+                if port.ofport and port.ofport > 0
+            }
         flows = compile_flows(plans, ports)
         programmed = self.app.program(flows) if self.app.connected.is_set() else False
         if not programmed:
@@ -110,7 +118,27 @@ class Daemon:
                 errors.setdefault(
                     plan.name, f"bridge {self.config.bridge} is not connected or refused flows"
                 )
+        self._sync_services(desired, errors)
         self._report(desired, plans, ports, errors, len(flows))
+
+    def _sync_services(self, desired: dict[str, StoredTopology], errors: dict[str, str]) -> None:
+        """Register every declared service instance; deregister those of removed topologies."""
+        instances = [
+            inst for stored in desired.values()
+            for inst in desired_instances(stored.topology, stored.allocation)
+        ]
+        owned = self._service_topologies | set(desired)
+        try:
+            self.discovery.reconcile(instances, owned, complete=True)
+            self._service_topologies = set(desired)
+        except SyncError as exc:
+            LOG.error("service sync failed: %s", exc.errors)
+            for name in desired:
+                errors.setdefault(name, f"service registration failed: {exc.errors}")
+        except Exception as exc:  # noqa: BLE001 - Consul agent down: retried next pass
+            LOG.warning("cannot reach the Consul agent: %s", exc)
+            for name in desired:
+                errors.setdefault(name, f"cannot reach the Consul agent: {exc}")
 
     def _report(
         self,
@@ -134,6 +162,8 @@ class Daemon:
                     "flow_mods": self.app.flow_mods_sent,
                     "bundles": self.app.bundles_sent,
                     "ovsdb_writes": self.bridge.writes,
+                    "registrations": self.discovery.registrations,
+                    "deregistrations": self.discovery.deregistrations,
                 },
                 "containers": container_rows(plan, ports, observed),
                 "networks": [

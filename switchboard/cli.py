@@ -143,6 +143,11 @@ def down(ctx: click.Context, name: str, timeout: float) -> None:
     if reports:
         _fail(f"hosts still hold {name} after {timeout:.0f} s: "
               + ", ".join(host for host, _ in reports))
+    # The local daemon deregisters the services it registered; this also covers a topology
+    # that was removed while the daemon was down.
+    from discovery.sync import ServiceSync
+
+    ServiceSync(store.client).reconcile([], {name}, complete=True)
     console.print(f"topology [bold]{name}[/bold] removed")
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
 from switchboard import ipam, naming
-from switchboard.model import Topology
+from switchboard.model import PortSpec, Topology
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,40 @@ class ContainerPlan:
 
 
 @dataclass(frozen=True)
+class PolicyRule:
+    """One allowed direction: new connections from ``sources`` to ``destinations`` on ``ports``.
+
+    Addresses are CIDR strings (a network's subnet or a container's /32); empty ``ports``
+    allows every protocol and port.
+    """
+
+    sources: tuple[str, ...]
+    destinations: tuple[str, ...]
+    ports: tuple[PortSpec, ...]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One instance behind a service VIP."""
+
+    container: str
+    ip: IPv4Address
+    port: int
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    """A service with a virtual IP, load-balanced over its instances."""
+
+    topology: str
+    name: str
+    vip: IPv4Address
+    port: int | None  # VIP port; None: each instance's own port
+    backends: tuple[Backend, ...]
+    group_id: int
+
+
+@dataclass(frozen=True)
 class TopologyPlan:
     """Everything a host needs to realise one topology."""
 
@@ -73,9 +107,68 @@ class TopologyPlan:
     networks: tuple[NetworkPlan, ...]
     containers: tuple[ContainerPlan, ...]
     allocation: dict[tuple[str, str], IPv4Address] = field(default_factory=dict, compare=False)
+    routes: tuple[tuple[str, str], ...] = ()  # (from network, to network) a router joins
+    policies: tuple[PolicyRule, ...] | None = None  # None: the file has no policies
+    services: tuple[ServicePlan, ...] = ()
+    zone: int = 1  # conntrack zone of the topology
 
     def endpoints(self) -> list[Endpoint]:
         return [ep for c in self.containers for ep in c.endpoints]
+
+
+def _routes(topology: Topology) -> tuple[tuple[str, str], ...]:
+    pairs = {
+        (a, b)
+        for router in topology.routers.values()
+        for a in router.networks
+        for b in router.networks
+        if a != b
+    }
+    return tuple(sorted(pairs))
+
+
+def _addresses(topology: Topology, allocation: ipam.Allocation, ref: str) -> tuple[str, ...]:
+    if ref in topology.networks:
+        return (str(topology.networks[ref].subnet),)
+    return tuple(f"{ip}/32" for (c, _), ip in sorted(allocation.items()) if c == ref)
+
+
+def _policy_rules(
+    topology: Topology, allocation: ipam.Allocation
+) -> tuple[PolicyRule, ...] | None:
+    if not topology.policies:
+        return None
+    rules = []
+    for policy in topology.policies:
+        sources = _addresses(topology, allocation, policy.from_)
+        service = policy.to_service
+        if service is None:
+            destinations = _addresses(topology, allocation, policy.to)
+            rules.append(PolicyRule(sources, destinations, policy.port_specs))
+            continue
+        for container, instance in topology.declared_services().get(service, []):
+            ip = allocation[(container, instance.network)]
+            ports = policy.port_specs or (
+                PortSpec("tcp", instance.port, instance.port),
+                PortSpec("udp", instance.port, instance.port),
+            )
+            rules.append(PolicyRule(sources, (f"{ip}/32",), ports))
+    return tuple(rules)
+
+
+def _services(topology: Topology, allocation: ipam.Allocation) -> tuple[ServicePlan, ...]:
+    plans = []
+    declared = topology.declared_services()
+    for name, vip in sorted(topology.vips().items()):
+        backends = tuple(
+            Backend(container, allocation[(container, inst.network)], inst.port)
+            for container, inst in declared.get(name, [])
+        )
+        plans.append(ServicePlan(
+            topology=topology.name, name=name, vip=vip, port=topology.services[name].port,
+            backends=backends, group_id=naming.group_id(topology.name, name),
+        ))
+    return tuple(plans)
 
 
 def plan_topology(
@@ -139,5 +232,7 @@ def plan_topology(
             )
         )
     return TopologyPlan(
-        name=topo, networks=tuple(networks), containers=tuple(containers), allocation=allocation
+        name=topo, networks=tuple(networks), containers=tuple(containers), allocation=allocation,
+        routes=_routes(topology), policies=_policy_rules(topology, allocation),
+        services=_services(topology, allocation), zone=naming.ct_zone(topo),
     )

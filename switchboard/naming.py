@@ -58,4 +58,14 @@ def network_key(topology: str, network: str) -> int:
 
 def service_id(topology: str, container: str, service: str) -> str:
     """Consul service ID of one instance: independent of the host name."""
-    return f"sb-{topology}-{container}-{service}"
+    return f"sb.{topology}.{container}.{service}"
+
+
+def ct_zone(topology: str) -> int:
+    """Conntrack zone of a topology (16 bits, never 0)."""
+    return int.from_bytes(_digest("zone", topology)[:2], "big") or 1
+
+
+def group_id(topology: str, service: str) -> int:
+    """OpenFlow select-group id of a service VIP (31 bits, never 0)."""
+    return (int.from_bytes(_digest("group", topology, service)[:4], "big") >> 1) or 1

@@ -1,0 +1,107 @@
+"""Applies instance plans to the local Consul agent: the I/O edge of service discovery."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import consul
+
+from discovery.instances import CheckSpec, Instance, consul_meta
+from discovery.plan import SyncPlan, plan_sync
+
+__all__ = ["ServiceSync", "SyncError", "consul_check"]
+
+LOG = logging.getLogger("switchboard.discovery")
+
+
+class SyncError(RuntimeError):
+    """Some changes of a plan failed; the others were applied. ``errors``: ID -> reason."""
+
+    def __init__(self, plan: SyncPlan, errors: dict[str, str]) -> None:
+        self.plan = plan
+        self.errors = errors
+        super().__init__(
+            "; ".join(f"service {sid}: {why}" for sid, why in sorted(errors.items()))
+        )
+
+
+def consul_check(spec: CheckSpec) -> dict[str, Any]:
+    """The check definition py-consul sends for a :class:`CheckSpec`."""
+    if spec.kind == "http":
+        return consul.Check.http(spec.target, spec.interval, timeout=spec.timeout)
+    host, _, port = spec.target.rpartition(":")
+    return consul.Check.tcp(host, int(port), spec.interval, timeout=spec.timeout)
+
+
+class ServiceSync:
+    """Keeps the local agent's registrations in line with desired instances.
+
+    ``registrations`` and ``deregistrations`` count the agent calls made, so a repeated
+    reconcile with the same desired state can be shown to change nothing.
+    """
+
+    def __init__(self, client: consul.Consul) -> None:
+        self.client = client
+        self.registrations = 0
+        self.deregistrations = 0
+
+    def registered(self) -> dict[str, dict[str, Any]]:
+        """``/v1/agent/services``: service ID -> entry."""
+        return self.client.agent.services() or {}
+
+    def reconcile(
+        self, desired: list[Instance], owned_topologies: set[str] | None, complete: bool
+    ) -> SyncPlan:
+        """Read the agent, plan and apply; the plan applied.
+
+        ``complete`` False means the desired state is not known yet (say, before the first
+        read of KV): then missing or changed instances are registered, nothing deregistered.
+        Raises :class:`SyncError` after trying every change when some failed.
+        """
+        plan = plan_sync(desired, self.registered(), owned_topologies)
+        if not complete:
+            plan = SyncPlan(plan.register, [], plan.conflicts)
+        for service_id in plan.conflicts:
+            LOG.warning("service ID %s is used by more than one instance; keeping the first",
+                        service_id)
+        self.apply(plan)
+        return plan
+
+    def apply(self, plan: SyncPlan) -> None:
+        """Register and deregister as planned; raise SyncError listing what failed."""
+        errors: dict[str, str] = {}
+        for inst in plan.register:
+            try:
+                self.register(inst)
+            except (consul.ConsulException, OSError) as exc:
+                errors[inst.id] = f"cannot register: {exc}"
+        for service_id in plan.deregister:
+            try:
+                self.deregister(service_id)
+            except (consul.ConsulException, OSError) as exc:
+                errors[service_id] = f"cannot deregister: {exc}"
+        if errors:
+            raise SyncError(plan, errors)
+
+    def register(self, inst: Instance) -> None:
+        """(Re-)register one instance; its check replaces any check registered before."""
+        self.client.agent.service.register(
+            inst.name,
+            service_id=inst.id,
+            address=inst.address,
+            port=inst.port,
+            tags=list(inst.tags),
+            meta=consul_meta(inst),
+            check=consul_check(inst.check) if inst.check is not None else None,
+            replace_existing_checks=True,
+        )
+        self.registrations += 1
+        LOG.info("registered service %s (%s at %s:%d)", inst.id, inst.name, inst.address,
+                 inst.port)
+
+    def deregister(self, service_id: str) -> None:
+        """Remove one service (and its checks) from the agent."""
+        self.client.agent.service.deregister(service_id)
+        self.deregistrations += 1
+        LOG.info("deregistered service %s", service_id)

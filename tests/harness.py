@@ -1,0 +1,140 @@
+"""Drive a private Switchboard (own bridge, KV prefix, OpenFlow port, state dir) like a user.
+
+Used by the integration tests and the benchmarks. Only processes started here are stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import consul
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Switchboard:
+    """Handle on the test daemon and helpers to drive it like a user would."""
+
+    env: dict[str, str]
+    state_dir: Path
+    bridge: str
+    prefix: str
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "switchboard.cli", "controller", "-v"],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                start_new_session=True,
+            )
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            self.proc.wait(10)
+
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 180
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "switchboard.cli", *args], env=self.env, cwd=ROOT,
+            capture_output=True, text=True, timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"switchboard {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout}\n{result.stderr}\n--- daemon log ---\n{self.log_tail()}"
+            )
+        return result
+
+    def up(
+        self, tmp_path: Path, text: str, name: str = "topo.yaml"
+    ) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return self.cli("up", str(path))
+
+    def status(self, topology: str) -> dict[str, Any]:
+        data = json.loads(self.cli("status", topology, "--json").stdout)
+        return next(iter(data["topologies"][0]["hosts"].values()))
+
+    def counters(self, topology: str) -> dict[str, int]:
+        return self.status(topology)["counters"]
+
+    def flows(self) -> list[str]:
+        out = subprocess.run(
+            ["ovs-ofctl", "-O", "OpenFlow13", "--no-stats", "dump-flows", self.bridge],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        return sorted(line.strip() for line in out.splitlines()[1:] if line.strip())
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def sh(cmd: str, check: bool = False, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run a shell command, capturing output."""
+    return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=timeout,
+                          check=check)
+
+
+def in_ns(netns: str, cmd: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run a command inside a container's namespace."""
+    return sh(f"ip netns exec {netns} {cmd}", timeout=timeout)
+
+
+def pings(netns: str, address: str, count: int = 1, wait: float = 1) -> bool:
+    """True when a ping from the namespace to address is answered."""
+    return in_ns(netns, f"ping -c {count} -W {wait} -i 0.2 {address}").returncode == 0
+
+
+def wait_until(predicate: Any, timeout: float = 10, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def private_switchboard(
+    state: Path, prefix: str, bridge: str = "sbt-br", of_port: int = 6691
+) -> Switchboard:
+    """A Switchboard whose daemon uses its own bridge, KV prefix and state (not started)."""
+    env = dict(os.environ)
+    env.update({
+        "SWITCHBOARD_PREFIX": prefix, "SWITCHBOARD_BRIDGE": bridge,
+        "SWITCHBOARD_OF_PORT": str(of_port), "SWITCHBOARD_STATE": str(state),
+        "SWITCHBOARD_HOST_ID": "test-host", "PYTHONPATH": str(ROOT),
+    })
+    return Switchboard(env=env, state_dir=state, bridge=bridge, prefix=prefix,
+                       log=state / "controller.log")
+
+
+def teardown(sb: Switchboard) -> None:
+    """Take down every topology of this Switchboard, stop its daemon, remove its keys/bridge."""
+    client = consul.Consul()
+    if sb.proc is None or sb.proc.poll() is not None:
+        sb.start()
+    _, keys = client.kv.get(f"{sb.prefix}/topologies/", keys=True, separator="/")
+    for key in keys or []:
+        name = key.rstrip("/").rsplit("/", 1)[-1]
+        sb.cli("down", name, check=False, timeout=120)
+    sb.kill(signal.SIGTERM)
+    client.kv.delete(f"{sb.prefix}/", recurse=True)
+    sh(f"ovs-vsctl --if-exists del-br {sb.bridge}")

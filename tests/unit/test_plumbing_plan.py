@@ -1,0 +1,187 @@
+"""ovsdb.plan: the pure diff between wanted topologies and what the host holds."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from ipaddress import IPv4Address, IPv4Network
+
+from ovsdb.bridge import OwnedPort
+from ovsdb.plan import (
+    Command,
+    PlumbingPlan,
+    endpoint_ids,
+    host_leg_ids,
+    plan_plumbing,
+    process_key,
+)
+from switchboard import naming
+from switchboard.hostplan import ContainerPlan, Endpoint, HostLeg, NetworkPlan, TopologyPlan
+
+
+def make_plan(
+    topo: str = "t1",
+    containers: dict[str, str | None] | None = None,
+    subnet: str = "10.60.0.0/24",
+    attach: dict[str, int] | None = None,
+    ips: dict[str, str] | None = None,
+) -> TopologyPlan:
+    """One network ``lan``; ``containers`` maps container name -> command."""
+    containers = {"a": "sleep 1000", "b": None, "c": None} if containers is None else containers
+    attach, ips = attach or {}, ips or {}
+    net = IPv4Network(subnet)
+    hosts = list(net.hosts())
+    leg = HostLeg(topo, "lan", naming.host_leg_name(topo, "lan"),
+                  naming.host_leg_mac(topo, "lan"), hosts[-1], net.prefixlen, 1500)
+    network = NetworkPlan(topo, "lan", naming.network_key(topo, "lan"), net, hosts[0],
+                          naming.gateway_mac(topo, "lan"), 1500, leg)
+    plans = []
+    for i, (name, command) in enumerate(containers.items()):
+        ns = naming.netns_name(topo, name)
+        ep = Endpoint(topo, name, "lan", ns, "eth0", naming.veth_name(topo, name, "lan"),
+                      naming.container_mac(topo, name, "lan"),
+                      IPv4Address(ips.get(name, hosts[10 + i])), net.prefixlen, 1500, hosts[0])
+        plans.append(ContainerPlan(topo, name, ns, command, attach.get(name), (ep,)))
+    return TopologyPlan(topo, (network,), tuple(plans))
+
+
+def realised(*plans: TopologyPlan) -> dict:
+    """The observation of a host where ``plans`` are fully in place."""
+    ports, netns, running, commands = {}, set(), {}, {}
+    for topo in plans:
+        for net in topo.networks:
+            leg = net.host_leg
+            ports[leg.port] = OwnedPort(leg.port, host_leg_ids(leg), len(ports) + 1)
+        for c in topo.containers:
+            netns.add(c.netns)
+            for ep in c.endpoints:
+                ports[ep.port] = OwnedPort(ep.port, endpoint_ids(ep), len(ports) + 1)
+            if c.command:
+                running[process_key(topo.name, c.name)] = True
+                commands[process_key(topo.name, c.name)] = c.command
+    return {"observed_ports": ports, "observed_netns": netns, "running": running,
+            "observed_commands": commands}
+
+
+def port(plan: TopologyPlan, container: str) -> str:
+    return naming.veth_name(plan.name, container, "lan")
+
+
+def test_realised_state_plans_nothing():
+    plan = make_plan()
+    result = plan_plumbing([plan], **realised(plan))
+    assert result == PlumbingPlan()
+    assert result.is_empty()
+
+
+def test_empty_host_gets_everything():
+    plan = make_plan()
+    result = plan_plumbing([plan], {}, set(), {})
+    assert result.create_netns == ["sb-t1-a", "sb-t1-b", "sb-t1-c"]
+    assert result.create_endpoints == sorted(plan.endpoints(), key=lambda ep: ep.port)
+    assert result.create_host_legs == [plan.networks[0].host_leg]
+    assert result.start_commands == [Command("t1", "a", "sb-t1-a", "sleep 1000")]
+    assert not (result.delete_ports or result.delete_netns or result.stop_commands)
+
+
+def test_changed_ip_touches_only_that_port():
+    before = make_plan()
+    after = make_plan(ips={"b": "10.60.0.99"})
+    result = plan_plumbing([after], **realised(before))
+    (ep_b,) = after.containers[1].endpoints
+    assert result == PlumbingPlan(delete_ports=[port(after, "b")], create_endpoints=[ep_b])
+
+
+def test_changed_mtu_or_gateway_recreates_the_port():
+    before = make_plan()
+    c = before.containers[2]
+    ep = replace(c.endpoints[0], default_gateway=None)
+    after = replace(before, containers=before.containers[:2] + (replace(c, endpoints=(ep,)),))
+    result = plan_plumbing([after], **realised(before))
+    assert result == PlumbingPlan(delete_ports=[ep.port], create_endpoints=[ep])
+
+
+def test_removed_container_loses_only_its_port_namespace_and_command():
+    before = make_plan()
+    after = make_plan(containers={"b": None, "c": None}, ips={"b": "10.60.0.12", "c": "10.60.0.13"})
+    seen = realised(before)
+    result = plan_plumbing([after], **seen)
+    assert result == PlumbingPlan(
+        stop_commands=["t1/a"], delete_ports=[port(before, "a")], delete_netns=["sb-t1-a"]
+    )
+
+
+def test_foreign_namespaces_and_ports_are_never_deleted():
+    plan = make_plan()
+    seen = realised(plan)
+    seen["observed_netns"] |= {"blue", "cni-1234", "sbx-other"}
+    seen["observed_ports"]["eth9"] = OwnedPort("eth9", {"owner": "someone"}, 40)
+    seen["observed_ports"]["vxlan0"] = OwnedPort("vxlan0", {}, None)
+    assert plan_plumbing([plan], **seen).is_empty()
+    gone = plan_plumbing([], **seen)
+    assert set(gone.delete_netns) == {"sb-t1-a", "sb-t1-b", "sb-t1-c"}
+    assert "eth9" not in gone.delete_ports and "vxlan0" not in gone.delete_ports
+
+
+def test_removing_a_topology_leaves_the_other_alone():
+    one, two = make_plan("t1"), make_plan("t2", subnet="10.61.0.0/24")
+    seen = realised(one, two)
+    result = plan_plumbing([two], **seen)
+    assert result.delete_netns == ["sb-t1-a", "sb-t1-b", "sb-t1-c"]
+    assert result.delete_ports == sorted(port(one, c) for c in "abc")
+    assert result.delete_host_legs == [one.networks[0].host_leg.port]
+    assert result.stop_commands == ["t1/a"]
+    assert not (result.create_netns or result.create_endpoints or result.start_commands)
+
+
+def test_attached_namespace_is_attached_not_created_and_only_unnamed():
+    plan = make_plan(containers={"a": None, "ext": None}, attach={"ext": 4242})
+    result = plan_plumbing([plan], {}, set(), {})
+    assert result.create_netns == ["sb-t1-a"]
+    assert result.attach_netns == [("sb-t1-ext", 4242)]
+    gone = plan_plumbing([], **realised(plan))
+    assert "sb-t1-ext" in gone.delete_netns  # the name goes; the process is not ours
+
+
+def test_stale_attachment_is_renamed_and_its_port_remade():
+    plan = make_plan(containers={"ext": None}, attach={"ext": 4242})
+    result = plan_plumbing([plan], **realised(plan), stale_netns={"sb-t1-ext"})
+    assert result.delete_netns == ["sb-t1-ext"]
+    assert result.attach_netns == [("sb-t1-ext", 4242)]
+    assert result.delete_ports == [port(plan, "ext")]
+    assert result.create_endpoints == list(plan.containers[0].endpoints)
+
+
+def test_missing_namespace_is_remade_with_its_ports_and_command():
+    plan = make_plan()
+    seen = realised(plan)
+    seen["observed_netns"].discard("sb-t1-a")
+    seen["running"]["t1/a"] = False
+    result = plan_plumbing([plan], **seen)
+    assert result.create_netns == ["sb-t1-a"]
+    assert result.delete_ports == [port(plan, "a")]
+    assert result.create_endpoints == list(plan.containers[0].endpoints)
+    assert result.stop_commands == ["t1/a"]  # clears the stale pid file
+    assert result.start_commands == [Command("t1", "a", "sb-t1-a", "sleep 1000")]
+
+
+def test_port_without_ofport_is_remade():
+    plan = make_plan()
+    seen = realised(plan)
+    name = port(plan, "b")
+    seen["observed_ports"][name] = replace(seen["observed_ports"][name], ofport=None)
+    result = plan_plumbing([plan], **seen)
+    assert result == PlumbingPlan(delete_ports=[name], create_endpoints=list(
+        plan.containers[1].endpoints))
+
+
+def test_commands_restart_when_dead_or_changed_and_stop_when_dropped():
+    plan = make_plan(containers={"a": "sleep 1000", "b": "sleep 2000", "c": None})
+    seen = realised(plan)
+    seen["running"]["t1/a"] = False
+    seen["observed_commands"]["t1/b"] = "sleep 5"
+    seen["running"]["t1/c"] = True
+    seen["observed_commands"]["t1/c"] = "old"
+    result = plan_plumbing([plan], **seen)
+    assert result.stop_commands == ["t1/a", "t1/b", "t1/c"]
+    assert [c.key for c in result.start_commands] == ["t1/a", "t1/b"]
+    assert not (result.delete_ports or result.create_endpoints or result.delete_netns)
