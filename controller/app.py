@@ -22,8 +22,8 @@ from os_ken.controller.handler import (
 from os_ken.ofproto import ofproto_v1_3
 
 from controller import ofmsg
-from controller.flows import Flow
-from controller.sync import diff_flows
+from controller.flows import Flow, SelectGroup
+from controller.sync import diff_flows, diff_groups
 
 LOG = logging.getLogger("switchboard.controller")
 
@@ -47,6 +47,7 @@ class SwitchState:
 
     datapath: Any
     installed: set[int] = field(default_factory=set)
+    groups: dict[int, SelectGroup | None] = field(default_factory=dict)  # None: content unknown
     ready: bool = False  # True once the installed set has been read from the switch
     pending_stats: set[int] = field(default_factory=set)
     barriers: dict[int, threading.Event] = field(default_factory=dict)
@@ -62,6 +63,8 @@ class SwitchboardApp(app_manager.OSKenApp):
         super().__init__(*args, **kwargs)
         self.switches: dict[int, SwitchState] = {}
         self.wanted: list[Flow] | None = None
+        self.wanted_groups: list[SelectGroup] = []
+        self.group_mods_sent = 0
         self.flow_mods_sent = 0
         self.bundles_sent = 0
         self.connected = threading.Event()
@@ -77,10 +80,10 @@ class SwitchboardApp(app_manager.OSKenApp):
         with self._lock:
             state = SwitchState(datapath=dp)
             self.switches[dp.id] = state
-            request = ofmsg.flow_stats_request(dp)
-            dp.set_xid(request)
-            state.pending_stats.add(request.xid)
-            dp.send_msg(request)
+            for request in (ofmsg.flow_stats_request(dp), ofmsg.group_desc_request(dp)):
+                dp.set_xid(request)
+                state.pending_stats.add(request.xid)
+                dp.send_msg(request)
         LOG.info("bridge %016x connected; reading its flows", dp.id)
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
@@ -92,13 +95,29 @@ class SwitchboardApp(app_manager.OSKenApp):
             if state is None or msg.xid not in state.pending_stats:
                 return
             state.installed.update(stat.cookie for stat in msg.body)
-            if msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+            self._stats_part_done(state, msg)
+        LOG.info("bridge %016x holds %d flows", msg.datapath.id, len(state.installed))
+
+    @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)
+    @_logged
+    def on_group_desc(self, ev: Any) -> None:
+        msg = ev.msg
+        with self._lock:
+            state = self.switches.get(msg.datapath.id)
+            if state is None or msg.xid not in state.pending_stats:
                 return
-            state.pending_stats.discard(msg.xid)
+            state.groups.update((g.group_id, None) for g in msg.body)
+            self._stats_part_done(state, msg)
+
+    def _stats_part_done(self, state: SwitchState, msg: Any) -> None:
+        """Mark the switch ready once every flow and group reply has fully arrived."""
+        if msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+            return
+        state.pending_stats.discard(msg.xid)
+        if not state.pending_stats:
             state.ready = True
             self.connected.set()
-        LOG.info("bridge %016x holds %d flows", msg.datapath.id, len(state.installed))
-        self.wake.set()  # the daemon thread programs it: handlers must not block on replies
+            self.wake.set()  # the daemon thread programs it: handlers must not block
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     @_logged
@@ -133,9 +152,12 @@ class SwitchboardApp(app_manager.OSKenApp):
         LOG.warning("bridge %016x disconnected", dp.id)
 
     # --- API for the daemon -------------------------------------------------------------
-    def program(self, flows: list[Flow], timeout: float = 10.0) -> bool:
-        """Make every connected bridge hold exactly ``flows``; True when all confirmed."""
+    def program(
+        self, flows: list[Flow], groups: list[SelectGroup] = (), timeout: float = 10.0
+    ) -> bool:
+        """Make every connected bridge hold exactly ``flows`` and ``groups``; True if confirmed."""
         self.wanted = list(flows)
+        self.wanted_groups = list(groups)
         results = [
             self._sync(state, timeout) if state.ready else False
             for state in list(self.switches.values())
@@ -153,7 +175,8 @@ class SwitchboardApp(app_manager.OSKenApp):
         with self._lock:
             wanted = self.wanted or []
             diff = diff_flows(wanted, state.installed)
-            if not diff:
+            gdiff = diff_groups(self.wanted_groups, state.groups)
+            if not diff and not gdiff:
                 return True
             dp = state.datapath
             ofp, parser = dp.ofproto, dp.ofproto_parser
@@ -164,8 +187,12 @@ class SwitchboardApp(app_manager.OSKenApp):
             opened = parser.ONFBundleCtrlMsg(dp, bundle, ofp.ONF_BCT_OPEN_REQUEST, flags, [])
             dp.send_msg(opened)
             xids.append(opened.xid)
-            mods = [ofmsg.delete_cookie(dp, c) for c in diff.delete]
+            # Groups a new flow points at exist first; groups are deleted after their flows.
+            mods = [ofmsg.group_mod(dp, g, "add") for g in gdiff.add]
+            mods += [ofmsg.group_mod(dp, g, "modify") for g in gdiff.modify]
+            mods += [ofmsg.delete_cookie(dp, c) for c in diff.delete]
             mods += [ofmsg.add_flow(dp, f) for f in diff.add]
+            mods += [ofmsg.group_mod(dp, g, "delete") for g in gdiff.delete]
             for mod in mods:
                 add = parser.ONFBundleAddMsg(dp, bundle, flags, mod, [])
                 dp.send_msg(add)
@@ -178,7 +205,8 @@ class SwitchboardApp(app_manager.OSKenApp):
             done = threading.Event()
             state.barriers[barrier.xid] = done
             dp.send_msg(barrier)
-            self.flow_mods_sent += len(mods)
+            self.flow_mods_sent += len(diff.delete) + len(diff.add)
+            self.group_mods_sent += len(gdiff.add) + len(gdiff.modify) + len(gdiff.delete)
             self.bundles_sent += 1
         confirmed = done.wait(timeout)
         with self._lock:
@@ -189,5 +217,9 @@ class SwitchboardApp(app_manager.OSKenApp):
                 return False
             state.installed.difference_update(diff.delete)
             state.installed.update(f.cookie for f in diff.add)
-        LOG.info("bridge %016x: -%d +%d flows", dp.id, len(diff.delete), len(diff.add))
+            for g in gdiff.delete:
+                state.groups.pop(g.group_id, None)
+            state.groups.update((g.group_id, g) for g in gdiff.add + gdiff.modify)
+        LOG.info("bridge %016x: -%d +%d flows, %d group changes", dp.id, len(diff.delete),
+                 len(diff.add), len(gdiff.add) + len(gdiff.modify) + len(gdiff.delete))
         return True

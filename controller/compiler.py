@@ -1,44 +1,106 @@
-"""Flow compiler: host plans + port numbers -> the complete list of wanted flows. Pure.
+"""Flow compiler: host plans + port numbers -> every wanted flow and group. Pure.
 
-Stages (see controller/tables.py): classifier (port security) -> arp_responder |
-l3_router -> l2_forward. Nothing is learned and nothing goes to the controller: every flow
-is computed from the topology.
+Stages, in packet order (numbers in controller/tables.py):
+
+- classifier: a port may send only from its own MAC and IP; tags the packet's network
+- arp_responder: the switch answers ARP for containers, gateways, host legs and VIPs
+- conntrack: IPv4 goes through conntrack in its topology's zone; replies are un-NATed
+- service_lb / service_nat: a new connection to a VIP takes one passing instance
+- l3_router / l3_neighbor: packets to a gateway MAC are routed where a router joins networks
+- policy: in a topology with policies, routed new connections pass only where allowed
+- l2_forward: exact (network, MAC) -> port
+
+Nothing is learned and nothing goes to the controller: every flow comes from the topology.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, ip_network
 
-from controller.flows import Flow, Move, Output, SetField, flow
+from controller.flows import (
+    Ct,
+    DecTtl,
+    Flow,
+    Group,
+    Move,
+    Output,
+    Resubmit,
+    SelectGroup,
+    SetField,
+    flow,
+)
 from controller.tables import TABLES
-from switchboard.hostplan import NetworkPlan, TopologyPlan
+from switchboard.hostplan import NetworkPlan, ServicePlan, TopologyPlan
+from switchboard.model import PortSpec
 
 ETH_ARP = 0x0806
 ETH_IPV4 = 0x0800
 ARP_REQUEST = 1
 ARP_REPLY = 2
+PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17}
+
+# conntrack state bits (OVS ct_state)
+CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+ALLOWED_MARK = 1  # ct_mark of connections a policy (or the host) allowed
+BACKEND_REG = "reg1"  # index of the chosen VIP instance, set by a group bucket
+REJECT_PORT = 1  # closed port on the host leg: a VIP with no instance is refused at once
+
+Passing = Mapping[tuple[str, str], frozenset[str]]  # (topology, service) -> containers
 
 
-def _owner(*parts: str) -> str:
-    return "/".join(parts)
+@dataclass(frozen=True)
+class Compiled:
+    """Everything a bridge should hold."""
+
+    flows: list[Flow]
+    groups: list[SelectGroup]
 
 
-def _port_security(
-    port: int, mac: str, ip: str, net_key: int, owner: str
-) -> list[Flow]:
+def _ct_state(*, on: int, off: int = 0) -> tuple[int, int]:
+    return (on, on | off)
+
+
+def _masked(cidr: str) -> str | tuple[str, str]:
+    net = ip_network(cidr)
+    if net.prefixlen == 32:
+        return str(net.network_address)
+    return (str(net.network_address), str(net.netmask))
+
+
+def port_ranges(lo: int, hi: int) -> list[int | tuple[int, int]]:
+    """Cover [lo, hi] with the fewest exact or (value, mask) port matches."""
+    result: list[int | tuple[int, int]] = []
+    while lo <= hi:
+        size = lo & -lo if lo else 1 << 16
+        while size > hi - lo + 1:
+            size //= 2
+        result.append(lo if size == 1 else (lo, 0xFFFF & ~(size - 1)))
+        lo += size
+    return result
+
+
+def _port_matches(spec: PortSpec) -> list[dict[str, object]]:
+    proto = PROTOCOLS[spec.proto]
+    if spec.lo is None or spec.hi is None:
+        return [{"ip_proto": proto}]
+    field_name = f"{spec.proto}_dst"
+    return [{"ip_proto": proto, field_name: p} for p in port_ranges(spec.lo, spec.hi)]
+
+
+# --- stages ---------------------------------------------------------------------------------
+
+def _port_security(port: int, mac: str, ip: str, net_key: int, owner: str) -> list[Flow]:
     """A port may send ARP and IPv4 only from its own MAC and IP; it is then in its network."""
     return [
-        flow(
-            "classifier", 100,
-            {"in_port": port, "eth_src": mac, "eth_type": ETH_ARP,
-             "arp_spa": ip, "arp_sha": mac},
-            write_metadata=net_key, goto="arp_responder", owner=owner,
-        ),
-        flow(
-            "classifier", 100,
-            {"in_port": port, "eth_src": mac, "eth_type": ETH_IPV4, "ipv4_src": ip},
-            write_metadata=net_key, goto="l3_router", owner=owner,
-        ),
+        flow("classifier", 100,
+             {"in_port": port, "eth_src": mac, "eth_type": ETH_ARP,
+              "arp_spa": ip, "arp_sha": mac},
+             write_metadata=net_key, goto="arp_responder", owner=owner),
+        flow("classifier", 100,
+             {"in_port": port, "eth_src": mac, "eth_type": ETH_IPV4, "ipv4_src": ip},
+             write_metadata=net_key, goto="conntrack", owner=owner),
     ]
 
 
@@ -62,14 +124,24 @@ def _arp_reply(net_key: int, ip: str, mac: str, owner: str) -> Flow:
 
 
 def _l2_output(net_key: int, mac: str, port: int, owner: str) -> Flow:
-    return flow(
-        "l2_forward", 100, {"metadata": net_key, "eth_dst": mac}, [Output(port)], owner=owner
-    )
+    return flow("l2_forward", 100, {"metadata": net_key, "eth_dst": mac}, [Output(port)],
+                owner=owner)
 
 
-def _network_flows(net: NetworkPlan, ports: Mapping[str, int]) -> list[Flow]:
-    owner = _owner(net.topology, net.name)
-    flows = [_arp_reply(net.key, str(net.gateway), net.gateway_mac, owner + "/gateway")]
+def _neighbor(net_key: int, ip: IPv4Address, mac: str, after: str, owner: str) -> Flow:
+    return flow("l3_neighbor", 100, {"metadata": net_key, "eth_type": ETH_IPV4,
+                                     "ipv4_dst": str(ip)},
+                [SetField("eth_dst", mac)], goto=after, owner=owner)
+
+
+def _network_flows(net: NetworkPlan, plan: TopologyPlan, ports: Mapping[str, int]) -> list[Flow]:
+    owner = f"{net.topology}/{net.name}"
+    after_route = "l2_forward" if plan.policies is None else "policy"
+    flows = [
+        _arp_reply(net.key, str(net.gateway), net.gateway_mac, owner + "/gateway"),
+        flow("conntrack", 100, {"metadata": net.key, "eth_type": ETH_IPV4},
+             [Ct(zone=plan.zone, table="service_lb", nat="")], owner=owner),
+    ]
     leg = net.host_leg
     leg_port = ports.get(leg.port)
     if leg_port is not None:
@@ -77,36 +149,164 @@ def _network_flows(net: NetworkPlan, ports: Mapping[str, int]) -> list[Flow]:
         flows += _port_security(leg_port, leg.mac, str(leg.ip), net.key, leg_owner)
         flows.append(_arp_reply(net.key, str(leg.ip), leg.mac, leg_owner))
         flows.append(_l2_output(net.key, leg.mac, leg_port, leg_owner))
+        flows.append(_neighbor(net.key, leg.ip, leg.mac, after_route, leg_owner))
     return flows
 
 
-def _topology_flows(plan: TopologyPlan, ports: Mapping[str, int]) -> list[Flow]:
+def _router_flows(plan: TopologyPlan) -> list[Flow]:
+    """A packet sent to its gateway's MAC for a subnet a router joins is routed there.
+
+    Every network also routes to itself, so a VIP (answered with the gateway MAC) works
+    from the VIP's own network.
+    """
+    nets = {n.name: n for n in plan.networks}
+    pairs = set(plan.routes) | {(n, n) for n in nets}
+    flows = []
+    for src_name, dst_name in sorted(pairs):
+        src, dst = nets[src_name], nets[dst_name]
+        flows.append(flow(
+            "l3_router", 100,
+            {"metadata": src.key, "eth_dst": src.gateway_mac, "eth_type": ETH_IPV4,
+             "ipv4_dst": _masked(str(dst.subnet))},
+            [SetField("eth_src", dst.gateway_mac), DecTtl()],
+            write_metadata=dst.key, goto="l3_neighbor",
+            owner=f"{plan.name}/route/{src_name}/{dst_name}",
+        ))
+    return flows
+
+
+def _policy_flows(plan: TopologyPlan) -> list[Flow]:
+    """Routed traffic of a topology with policies: replies pass, new connections if allowed."""
+    if plan.policies is None:
+        return []
+    owner = f"{plan.name}/policy"
+    zone = plan.zone
+    allow = [Ct(zone=zone, commit=True, mark=ALLOWED_MARK)]
+    nets = [n.key for n in plan.networks]
+    flows = []
+    for key in nets:
+        for state in (CT_EST, CT_REL):
+            flows.append(flow(
+                "policy", 200,
+                {"metadata": key, "eth_type": ETH_IPV4,
+                 "ct_state": _ct_state(on=state | CT_TRK), "ct_mark": ALLOWED_MARK},
+                goto="l2_forward", owner=owner))
+    for net in plan.networks:  # within a network (e.g. to a VIP on it) nothing is filtered
+        flows.append(flow(
+            "policy", 150,
+            {"metadata": net.key, "eth_type": ETH_IPV4, "ct_state": _ct_state(on=CT_TRK),
+             "ipv4_src": _masked(str(net.subnet))},
+            allow, goto="l2_forward", owner=owner + "/same-network"))
+    for net in plan.networks:  # the host reaches every container, and they answer it
+        leg_ip = str(net.host_leg.ip)
+        for key in nets:
+            for match_field in ("ipv4_src", "ipv4_dst"):
+                flows.append(flow(
+                    "policy", 150,
+                    {"metadata": key, "eth_type": ETH_IPV4, "ct_state": _ct_state(on=CT_TRK),
+                     match_field: leg_ip},
+                    allow, goto="l2_forward", owner=owner + "/host"))
+    for index, rule in enumerate(plan.policies):
+        port_matches = [m for spec in rule.ports for m in _port_matches(spec)] or [{}]
+        for src in rule.sources:
+            for dst in rule.destinations:
+                for extra in port_matches:
+                    match = {"eth_type": ETH_IPV4, "ct_state": _ct_state(on=CT_TRK, off=CT_INV),
+                             "ipv4_src": _masked(src), "ipv4_dst": _masked(dst), **extra}
+                    flows.append(flow("policy", 100, match, allow, goto="l2_forward",
+                                      owner=f"{owner}/{index}"))
+    return flows
+
+
+def _service_flows(
+    plan: TopologyPlan, service: ServicePlan, passing: Passing | None
+) -> tuple[list[Flow], list[SelectGroup]]:
+    """ARP for the VIP, new connections to it through a select group, NAT per instance."""
+    owner = f"{plan.name}/service/{service.name}"
+    home = next(n for n in plan.networks if service.vip in IPv4Network(n.subnet))
+    alive = passing.get((plan.name, service.name)) if passing is not None else None
+    backends = [b for b in service.backends if alive is None or b.container in alive]
+    flows = [_arp_reply(home.key, str(service.vip), home.gateway_mac, owner)]
+    new_conn = _ct_state(on=CT_NEW | CT_TRK)
+    buckets = []
+    for proto in ("tcp", "udp"):
+        match = {"eth_type": ETH_IPV4, "ct_state": new_conn, "ipv4_dst": str(service.vip),
+                 "ip_proto": PROTOCOLS[proto]}
+        if service.port is not None:
+            match[f"{proto}_dst"] = service.port
+        if backends:
+            flows.append(flow("service_lb", 100, match, [Group(service.group_id)],
+                              owner=owner))
+        else:  # nobody passing: NAT to a closed port on the host, which refuses at once
+            reject = f"{home.host_leg.ip}:{REJECT_PORT}"
+            flows.append(flow("service_lb", 100, match,
+                              [Ct(zone=plan.zone, table="l3_router", commit=True,
+                                  nat=reject)], owner=owner))
+    for index, backend in enumerate(backends):
+        buckets.append((SetField(BACKEND_REG, index), Resubmit("service_nat")))
+        for proto in ("tcp", "udp"):
+            match = {"eth_type": ETH_IPV4, BACKEND_REG: index, "ipv4_dst": str(service.vip),
+                     "ip_proto": PROTOCOLS[proto]}
+            target = f"{backend.ip}:{backend.port}"
+            flows.append(flow("service_nat", 100, match,
+                              [Ct(zone=plan.zone, table="l3_router", commit=True, nat=target)],
+                              owner=owner))
+    groups = [SelectGroup(service.group_id, tuple(buckets), owner)] if backends else []
+    return flows, groups
+
+
+def _topology(plan: TopologyPlan, ports: Mapping[str, int], passing: Passing | None) -> Compiled:
     keys = {net.name: net.key for net in plan.networks}
+    after_route = "l2_forward" if plan.policies is None else "policy"
     flows: list[Flow] = []
+    groups: list[SelectGroup] = []
     for net in plan.networks:
-        flows += _network_flows(net, ports)
+        flows += _network_flows(net, plan, ports)
+    flows += _router_flows(plan)
+    flows += _policy_flows(plan)
+    for service in plan.services:
+        svc_flows, svc_groups = _service_flows(plan, service, passing)
+        flows += svc_flows
+        groups += svc_groups
     for ep in plan.endpoints():
         port = ports.get(ep.port)
         if port is None:
             continue  # not plugged in yet: no flows, so it cannot send or receive
         key = keys[ep.network]
-        owner = _owner(ep.topology, ep.container, ep.network)
+        owner = f"{ep.topology}/{ep.container}/{ep.network}"
         flows += _port_security(port, ep.mac, str(ep.ip), key, owner)
         flows.append(_arp_reply(key, str(ep.ip), ep.mac, owner))
         flows.append(_l2_output(key, ep.mac, port, owner))
-    return flows
+        flows.append(_neighbor(key, ep.ip, ep.mac, after_route, owner))
+    return Compiled(flows, groups)
 
 
 def _pipeline_flows() -> list[Flow]:
-    """Fixed skeleton: l3_router passes to l2_forward; every table's miss is an explicit drop."""
+    """Fixed skeleton: what no other flow claims is dropped, with explicit table misses."""
     flows = [flow(name, 0, owner="pipeline/drop") for name in TABLES]
+    flows.append(flow("service_lb", 1, goto="l3_router", owner="pipeline/no-service"))
     flows.append(flow("l3_router", 1, goto="l2_forward", owner="pipeline/switching"))
     return flows
 
 
-def compile_flows(plans: Iterable[TopologyPlan], ports: Mapping[str, int]) -> list[Flow]:
-    """Every flow the bridge should hold for these topologies, given port name -> ofport."""
+def compile_pipeline(
+    plans: Iterable[TopologyPlan], ports: Mapping[str, int], passing: Passing | None = None
+) -> Compiled:
+    """Every flow and group the bridge should hold, given port name -> ofport.
+
+    ``passing`` says which instances of each VIP service may take new connections; a
+    service missing from it uses all of its instances.
+    """
     flows = _pipeline_flows()
+    groups: list[SelectGroup] = []
     for plan in plans:
-        flows += _topology_flows(plan, ports)
-    return sorted(set(flows), key=lambda f: (f.table_id, -f.priority, f.cookie))
+        compiled = _topology(plan, ports, passing)
+        flows += compiled.flows
+        groups += compiled.groups
+    ordered = sorted(set(flows), key=lambda f: (f.table_id, -f.priority, f.cookie))
+    return Compiled(ordered, sorted(groups, key=lambda g: g.group_id))
+
+
+def compile_flows(plans: Iterable[TopologyPlan], ports: Mapping[str, int]) -> list[Flow]:
+    """The flows alone (see ``compile_pipeline``)."""
+    return compile_pipeline(plans, ports).flows

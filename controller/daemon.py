@@ -7,6 +7,7 @@ program the bridge, and reports per topology whether the host converged.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -14,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ovsdb.plumbing import Plumber
-
-from controller.compiler import compile_flows
+from controller.compiler import compile_pipeline
 from controller.runtime import start_controller
+from discovery.health import HealthWatch
 from discovery.instances import desired_instances
 from discovery.sync import ServiceSync, SyncError
 from ovsdb.bridge import Bridge
+from ovsdb.plumbing import Plumber
 from switchboard.hostplan import TopologyPlan, plan_topology
 from switchboard.store import Store, StoredTopology, consul_client
 
@@ -54,6 +55,7 @@ class Daemon:
         self.desired: dict[str, StoredTopology] | None = None  # None until first read
         self._reported: dict[str, dict[str, Any]] = {}
         self.discovery = ServiceSync(self.store.client)
+        self.health = HealthWatch(self.store.client, self.wake.set)
         self._service_topologies: set[str] = set()  # topologies whose services we registered
         self.app: Any = None
 
@@ -111,15 +113,20 @@ class Daemon:
                 name: port.ofport for name, port in self.bridge.owned_ports().items()
                 if port.ofport and port.ofport > 0
             }
-        flows = compile_flows(plans, ports)
-        programmed = self.app.program(flows) if self.app.connected.is_set() else False
-        if not programmed:
+        self.health.watch((p.name, s.name) for p in plans for s in p.services)
+        compiled = compile_pipeline(plans, ports, self.health.passing())
+        pending: dict[str, str] = {}
+        if not self.app.connected.is_set():
             for plan in plans:
-                errors.setdefault(
-                    plan.name, f"bridge {self.config.bridge} is not connected or refused flows"
+                pending[plan.name] = (
+                    f"waiting for bridge {self.config.bridge} to connect to the controller"
                 )
+        elif not self.app.program(compiled.flows, compiled.groups):
+            for plan in plans:
+                errors.setdefault(plan.name, f"bridge {self.config.bridge} refused flows "
+                                  "(see the controller log)")
         self._sync_services(desired, errors)
-        self._report(desired, plans, ports, errors, len(flows))
+        self._report(desired, plans, ports, errors, pending, len(compiled.flows))
 
     def _sync_services(self, desired: dict[str, StoredTopology], errors: dict[str, str]) -> None:
         """Register every declared service instance; deregister those of removed topologies."""
@@ -146,6 +153,7 @@ class Daemon:
         plans: list[TopologyPlan],
         ports: dict[str, int],
         errors: dict[str, str],
+        pending: dict[str, str],
         flow_count: int,
     ) -> None:
         host = self.config.host_id
@@ -154,8 +162,10 @@ class Daemon:
             stored = desired[plan.name]
             report = {
                 "digest": stored.digest,
-                "state": "error" if plan.name in errors else "converged",
-                "error": errors.get(plan.name, ""),
+                "state": "error" if plan.name in errors else
+                         "pending" if plan.name in pending else "converged",
+                "error": errors.get(plan.name, "") or pending.get(plan.name, ""),
+                "daemon_pid": os.getpid(),
                 "bridge": self.config.bridge,
                 "flows": flow_count,
                 "counters": {

@@ -40,7 +40,46 @@ class DecTtl:
     """Decrement the IPv4 TTL; drop when it reaches zero."""
 
 
-Action = Output | SetField | Move | DecTtl
+@dataclass(frozen=True)
+class Ct:
+    """Send the packet through conntrack in ``zone``.
+
+    ``commit`` records the connection (with ``mark`` set, if given); ``nat`` is None for no
+    NAT, ``""`` to apply a connection's existing NAT, or ``"IP:PORT"`` for destination NAT.
+    ``table`` recirculates the packet there afterwards; None continues in this flow.
+    """
+
+    zone: int
+    table: str | None = None
+    commit: bool = False
+    nat: str | None = None
+    mark: int | None = None
+
+
+@dataclass(frozen=True)
+class Group:
+    """Hand the packet to an OpenFlow group (a service VIP's select group)."""
+
+    group_id: int
+
+
+@dataclass(frozen=True)
+class Resubmit:
+    """Continue in another table (used inside group buckets, which have no goto)."""
+
+    table: str
+
+
+Action = Output | SetField | Move | DecTtl | Ct | Group | Resubmit
+
+
+@dataclass(frozen=True)
+class SelectGroup:
+    """A select group: each new connection takes one bucket (hash of its 5-tuple)."""
+
+    group_id: int
+    buckets: tuple[tuple[Action, ...], ...]
+    owner: str = ""
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.flows import DecTtl, Flow, Move, Output, SetField
+from controller.flows import Ct, DecTtl, Flow, Group, Move, Output, Resubmit, SelectGroup, SetField
+from controller.tables import TABLES
 
 METADATA_MASK = 0xFFFFFFFF
 ALL_COOKIE_BITS = 0xFFFFFFFFFFFFFFFF
+CT_COMMIT = 1
+NAT_DST = 2  # OVS's NX_NAT_F_DST (os-ken's nicira_ext lacks the NAT flag constants)
+NO_RECIRC = 255
 
 
 def _match(parser: Any, flow: Flow) -> Any:
@@ -27,7 +31,33 @@ def _action(dp: Any, action: Any) -> Any:
         )
     if isinstance(action, DecTtl):
         return parser.OFPActionDecNwTtl()
+    if isinstance(action, Ct):
+        return _ct(dp, action)
+    if isinstance(action, Group):
+        return parser.OFPActionGroup(action.group_id)
+    if isinstance(action, Resubmit):
+        return parser.NXActionResubmitTable(in_port=0xFFF8, table_id=TABLES[action.table])
     raise TypeError(f"no OpenFlow encoding for action {action!r}")
+
+
+def _ct(dp: Any, ct: Ct) -> Any:
+    parser = dp.ofproto_parser
+    nested = []
+    if ct.nat is not None:
+        if ct.nat:
+            ip, _, port = ct.nat.partition(":")
+            ranges = dict(range_ipv4_min=ip, range_ipv4_max=ip)
+            if port:
+                ranges.update(range_proto_min=int(port), range_proto_max=int(port))
+            nested.append(parser.NXActionNAT(flags=NAT_DST, **ranges))
+        else:
+            nested.append(parser.NXActionNAT(flags=0))
+    if ct.mark is not None:
+        nested.append(parser.OFPActionSetField(ct_mark=ct.mark))
+    return parser.NXActionCT(
+        flags=CT_COMMIT if ct.commit else 0, zone_src="", zone_ofs_nbits=ct.zone,
+        recirc_table=TABLES[ct.table] if ct.table else NO_RECIRC, alg=0, actions=nested,
+    )
 
 
 def instructions(dp: Any, flow: Flow) -> list[Any]:
@@ -40,8 +70,6 @@ def instructions(dp: Any, flow: Flow) -> list[Any]:
     if flow.write_metadata is not None:
         result.append(parser.OFPInstructionWriteMetadata(flow.write_metadata, METADATA_MASK))
     if flow.goto is not None:
-        from controller.tables import TABLES
-
         result.append(parser.OFPInstructionGotoTable(TABLES[flow.goto]))
     return result
 
@@ -71,3 +99,20 @@ def flow_stats_request(dp: Any) -> Any:
     return parser.OFPFlowStatsRequest(
         dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch()
     )
+
+
+def group_mod(dp: Any, group: SelectGroup, command: str) -> Any:
+    """OFPGroupMod adding, modifying or deleting a select group."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    commands = {"add": ofp.OFPGC_ADD, "modify": ofp.OFPGC_MODIFY, "delete": ofp.OFPGC_DELETE}
+    buckets = [
+        parser.OFPBucket(weight=1, watch_port=ofp.OFPP_ANY, watch_group=ofp.OFPG_ANY,
+                         actions=[_action(dp, a) for a in bucket])
+        for bucket in group.buckets
+    ] if command != "delete" else []
+    return parser.OFPGroupMod(dp, commands[command], ofp.OFPGT_SELECT, group.group_id, buckets)
+
+
+def group_desc_request(dp: Any) -> Any:
+    """Ask for every group on the switch."""
+    return dp.ofproto_parser.OFPGroupDescStatsRequest(dp, 0)

@@ -6,7 +6,12 @@ from __future__ import annotations
 TABLES: dict[str, int] = {
     "classifier": 0,  # port security: in_port + own MAC/IP -> network (metadata)
     "arp_responder": 10,  # answers ARP for every known address in the switch
+    "conntrack": 20,  # every IPv4 packet through conntrack (zone per topology, NAT undone)
+    "service_lb": 30,  # new connection to a VIP -> select group of its passing instances
+    "service_nat": 31,  # chosen instance -> ct commit with destination NAT
     "l3_router": 40,  # routes between networks joined by a router
+    "l3_neighbor": 45,  # routed packet: destination IP -> destination MAC
+    "policy": 50,  # routed new connections pass only where a policy allows
     "l2_forward": 60,  # exact (network, MAC) -> port
 }
 
@@ -16,7 +21,12 @@ STAGE_IDS: dict[str, int] = {name: index + 1 for index, name in enumerate(TABLES
 DESCRIPTIONS: dict[str, str] = {
     "classifier": "port security: the port's own MAC and IP only, tagged with its network",
     "arp_responder": "ARP responder: the switch answers for every known address",
+    "conntrack": "conntrack: track the connection, undo service NAT on replies",
+    "service_lb": "service VIP: pick one passing instance for a new connection",
+    "service_nat": "service NAT: rewrite the VIP to the chosen instance",
     "l3_router": "router: gateway MAC, MAC rewrite, TTL decrement",
+    "l3_neighbor": "router: destination MAC of the routed-to address",
+    "policy": "policy: routed new connections only where a policy allows; replies pass",
     "l2_forward": "L2 output: exact (network, MAC) to port; everything else dropped",
 }
 

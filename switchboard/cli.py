@@ -114,8 +114,9 @@ def up(ctx: click.Context, file: Path, timeout: float, no_wait: bool) -> None:
             for (host, _), report in reports.items():
                 rows = report.get("containers", [])
                 ready = sum(1 for r in rows if r["state"] in ("running", "up", "attached"))
+                note = f" ({report['error']})" if report.get("state") == "pending" else ""
                 status.update(f"{host}: {ready}/{len(rows)} interfaces ready, "
-                              f"{report.get('flows', 0)} flows")
+                              f"{report.get('flows', 0)} flows{note}")
         reports = store.wait_for_report(topology.name, _converged(digest), timeout, progress)
     mine = [r for r in reports.values() if r["digest"] == digest]
     if not mine:

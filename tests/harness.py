@@ -40,6 +40,15 @@ class Switchboard:
                 start_new_session=True,
             )
 
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Wait until the daemon has programmed its bridge (the pipeline skeleton is there)."""
+        def ready() -> bool:
+            out = sh(f"ovs-ofctl -O OpenFlow13 dump-flows {self.bridge}")
+            return out.returncode == 0 and "priority=0" in out.stdout
+        if not wait_until(ready, timeout):
+            raise AssertionError(f"the test daemon never programmed {self.bridge}:\n"
+                                 + self.log_tail())
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc and self.proc.poll() is None:
             os.kill(self.proc.pid, sig)

@@ -21,6 +21,7 @@ def switchboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Switchboar
     sb = private_switchboard(tmp_path_factory.mktemp("switchboard-state"),
                              prefix=f"sbtest-{os.getpid()}")
     sb.start()
+    sb.wait_ready()
     try:
         yield sb
     finally:

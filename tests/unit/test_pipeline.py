@@ -75,7 +75,7 @@ def test_same_network_packet_reaches_exactly_the_destination_port(shop):
     web, web2 = _ep(plan, "web"), _ep(plan, "web2")
     result = table.process(_ip_packet(web, ports, web2.mac, str(web2.ip)))
     assert result.ports == [ports[web2.port]]
-    assert result.stages == ["classifier", "l3_router", "l2_forward"]
+    assert result.stages == ["classifier", "conntrack", "service_lb", "l3_router", "l2_forward"]
 
 
 def test_arp_for_a_neighbour_is_answered_by_the_switch(shop):

@@ -1,0 +1,352 @@
+"""Network namespaces, veths and addresses, in batches.
+
+Namespaces and veths are made by one ``ip -batch`` run; what lives inside a namespace is set
+by one worker thread that enters each namespace in turn (setns) and talks netlink there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import random
+import socket
+import struct
+import subprocess
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from pyroute2.netlink import (
+    NETLINK_ROUTE,
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_REPLACE,
+    NLM_F_REQUEST,
+    NLMSG_ERROR,
+)
+from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, rtprotos, rtypes
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
+from pyroute2.netlink.rtnl.rtmsg import RT_SCOPE_UNIVERSE, rtmsg
+
+NETNS_DIR = Path("/var/run/netns")
+PREFIX = "sb-"  # every namespace Switchboard names starts with this
+_CLONE_NEWNET = 0x40000000
+_RT_TABLE_MAIN = 254
+_RTN_UNICAST = rtypes["RTN_UNICAST"]
+_RTPROT_BOOT = rtprotos["RTPROT_BOOT"]  # what ``ip route add`` records
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class NetnsError(RuntimeError):
+    """A namespace, link or address could not be set up or removed."""
+
+
+@dataclass(frozen=True)
+class Veth:
+    """A veth pair: ``port`` in the root namespace, ``ifname`` inside ``netns``."""
+
+    port: str
+    netns: str
+    ifname: str
+    mtu: int
+
+
+@dataclass(frozen=True)
+class IfaceConfig:
+    """How an interface must look: in a namespace (``netns``) or in the root one (None)."""
+
+    ifname: str
+    mac: str | None
+    ip: IPv4Address
+    prefixlen: int
+    mtu: int
+    netns: str | None = None
+    default_gateway: IPv4Address | None = None
+
+
+# -- observing ---------------------------------------------------------------------------
+
+
+def list_namespaces(prefix: str = PREFIX) -> set[str]:
+    """Names ``ip netns list`` would show that start with ``prefix`` (read, no command)."""
+    try:
+        return {n for n in os.listdir(NETNS_DIR) if n.startswith(prefix)}
+    except FileNotFoundError:
+        return set()
+
+
+def link_exists(name: str) -> bool:
+    """Whether a link of that name exists in the root namespace."""
+    return os.path.exists(f"/sys/class/net/{name}")
+
+
+def netns_inode(name: str) -> tuple[int, int] | None:
+    """(device, inode) identifying the namespace behind a name, None if no such name."""
+    try:
+        st = os.stat(NETNS_DIR / name)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+# -- ip -batch ---------------------------------------------------------------------------
+
+
+def _ip_batch(steps: Sequence[tuple[str, str]]) -> None:
+    """Run (ip command, what it does) lines in one ``ip -batch``; name the step that failed."""
+    if not steps:
+        return
+    script = "".join(line + "\n" for line, _ in steps)
+    proc = subprocess.run(
+        ["ip", "-batch", "-"], input=script, capture_output=True, text=True, check=False
+    )
+    if proc.returncode == 0:
+        return
+    err = proc.stderr.strip()
+    failed = ""
+    marker = "Command failed -:"
+    if marker in err:
+        with contextlib.suppress(ValueError, IndexError):
+            lineno = int(err.rsplit(marker, 1)[1].split()[0])
+            failed = f" while {steps[lineno - 1][1]}"
+    raise NetnsError(f"ip -batch failed{failed}: {err}")
+
+
+def create(
+    namespaces: Iterable[str] = (),
+    attach: Iterable[tuple[str, int]] = (),
+    veths: Iterable[Veth] = (),
+) -> None:
+    """Create namespaces, name the namespaces of running processes, and make veths: one batch.
+
+    Host ends come up with no IPv6 address and with ARP off: on the userspace datapath the
+    host kernel also sees every frame on them, and must not answer a container's ARP for one
+    of the host's own addresses with the veth's MAC (that would bypass the switch).
+    """
+    steps = [(f"netns add {ns}", f"creating namespace {ns}") for ns in namespaces]
+    steps += [
+        (f"netns attach {ns} {pid}", f"attaching namespace {ns} to pid {pid}")
+        for ns, pid in attach
+    ]
+    for v in veths:
+        what = f"creating veth {v.port} <-> {v.netns}/{v.ifname}"
+        steps.append(
+            (
+                f"link add {v.port} mtu {v.mtu} type veth "
+                f"peer name {v.ifname} mtu {v.mtu} netns {v.netns}",
+                what,
+            )
+        )
+        steps.append(
+            (f"link set {v.port} addrgenmode none arp off up", f"bringing up {v.port}")
+        )
+    _ip_batch(steps)
+
+
+def attach_pid(netns: str, pid: int) -> None:
+    """Give the network namespace of process ``pid`` the name ``netns``."""
+    create(attach=[(netns, pid)])
+
+
+def delete(links: Iterable[str] = (), namespaces: Iterable[str] = ()) -> None:
+    """Delete root-namespace links that exist (a veth's peer goes with it), then namespace
+    names (a namespace a process still holds lives on, unnamed): one batch.
+
+    The links are put in a scratch link group and deleted as a group: the kernel then removes
+    them together instead of waiting for each one (400 veths: 0.2 s instead of 8 s).
+    """
+    present = [n for n in links if link_exists(n)]
+    group = random.randint(0x5B000000, 0x5BFFFFFF)
+    steps = [(f"link set {n} group {group}", f"marking link {n} for deletion") for n in present]
+    if present:
+        steps.append((f"link del group {group}", f"deleting links {', '.join(present[:5])}"))
+    steps += [(f"netns del {n}", f"deleting namespace {n}") for n in namespaces]
+    _ip_batch(steps)
+
+
+def delete_namespaces(names: Iterable[str]) -> None:
+    """Remove namespace names."""
+    delete(namespaces=names)
+
+
+def delete_links(names: Iterable[str]) -> None:
+    """Delete root-namespace links that exist."""
+    delete(links=names)
+
+
+# -- inside namespaces -------------------------------------------------------------------
+
+
+def _setns(fd: int, what: str) -> None:
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        raise NetnsError(f"setns into {what} failed: {os.strerror(errno)}")
+
+
+def _write_sysctl(path: str, value: str) -> None:
+    with open(path, "w") as f:  # opened by this thread: its namespace's /proc/sys/net
+        f.write(value)
+
+
+def _message(cls: type, kind: int, flags: int, fields: dict, attrs: list, seq: int) -> bytes:
+    msg = cls()
+    for key, value in fields.items():
+        msg[key] = value
+    msg["attrs"] = attrs
+    msg["header"]["type"] = kind
+    msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | flags
+    msg["header"]["sequence_number"] = seq
+    msg.encode()
+    return msg.data
+
+
+def _requests(cfg: IfaceConfig, index: int) -> list[tuple[str, int, type, int, dict, list]]:
+    """(what, type, message class, flags, fields, attributes) that make one interface right."""
+    link = [("IFLA_MTU", cfg.mtu)] + ([("IFLA_ADDRESS", cfg.mac)] if cfg.mac else [])
+    replace = NLM_F_CREATE | NLM_F_REPLACE
+    out = [
+        ("setting MAC, MTU and up", RTM_NEWLINK, ifinfmsg, 0,
+         {"index": index, "flags": IFF_UP, "change": IFF_UP}, link),
+        (f"adding address {cfg.ip}/{cfg.prefixlen}", RTM_NEWADDR, ifaddrmsg, replace,
+         {"index": index, "family": socket.AF_INET, "prefixlen": cfg.prefixlen},
+         [("IFA_LOCAL", str(cfg.ip)), ("IFA_ADDRESS", str(cfg.ip))]),
+    ]
+    if cfg.default_gateway is not None:
+        out.append(
+            (f"adding default route via {cfg.default_gateway}", RTM_NEWROUTE, rtmsg, replace,
+             {"family": socket.AF_INET, "table": _RT_TABLE_MAIN, "proto": _RTPROT_BOOT,
+              "scope": RT_SCOPE_UNIVERSE, "type": _RTN_UNICAST},
+             [("RTA_GATEWAY", str(cfg.default_gateway)), ("RTA_OIF", index)])
+        )
+    return out
+
+
+def _netlink(configs: Sequence[IfaceConfig], loopback: bool, where: str) -> list[str]:
+    """Configure interfaces of the current thread's namespace with one batch of netlink
+    requests on one socket; return what failed."""
+    errors: list[str] = []
+    batch: list[bytes] = []
+    what: dict[int, str] = {}
+
+    def add(label: str, kind: int, cls: type, flags: int, fields: dict, attrs: list) -> None:
+        seq = len(batch) + 1
+        what[seq] = label
+        batch.append(_message(cls, kind, flags, fields, attrs, seq))
+
+    if loopback:
+        add("lo: setting up", RTM_NEWLINK, ifinfmsg, 0,
+            {"index": socket.if_nametoindex("lo"), "flags": IFF_UP, "change": IFF_UP}, [])
+    for cfg in configs:
+        try:
+            index = socket.if_nametoindex(cfg.ifname)
+        except OSError:
+            errors.append(f"{where}interface {cfg.ifname}: no such interface")
+            continue
+        for label, *request in _requests(cfg, index):
+            add(f"{cfg.ifname}: {label}", *request)
+    if not batch:
+        return errors
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as sock:
+        sock.settimeout(5.0)
+        sock.bind((0, 0))
+        sock.sendall(b"".join(batch))
+        pending = set(what)
+        while pending:
+            data = sock.recv(65536)
+            for seq, code in _acks(data):
+                pending.discard(seq)
+                if code and seq in what:
+                    errors.append(f"{where}{what[seq]}: {os.strerror(-code)}")
+    return errors
+
+
+def _acks(data: bytes) -> list[tuple[int, int]]:
+    """(sequence number, error code) of every NLMSG_ERROR (ack) in a netlink datagram."""
+    acks, offset = [], 0
+    while offset + 16 <= len(data):
+        length, kind, _flags, seq, _pid = struct.unpack_from("=IHHII", data, offset)
+        if kind == NLMSG_ERROR:
+            acks.append((seq, struct.unpack_from("=i", data, offset + 16)[0]))
+        offset += (length + 3) & ~3
+    return acks
+
+
+def _configure_in_namespaces(by_ns: dict[str, list[IfaceConfig]], errors: list[str]) -> None:
+    """Thread body: enter each namespace, configure it, come back to where the thread began."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        for ns, configs in by_ns.items():
+            try:
+                fd = os.open(NETNS_DIR / ns, os.O_RDONLY)
+            except OSError as err:
+                errors.append(f"namespace {ns}: {err.strerror}")
+                continue
+            try:
+                _setns(fd, f"namespace {ns}")
+            except NetnsError as err:
+                errors.append(str(err))
+                continue
+            finally:
+                os.close(fd)
+            try:
+                _disable_ipv6(cfg.ifname for cfg in configs)
+                errors += _netlink(configs, loopback=True, where=f"namespace {ns} ")
+            except Exception as err:  # keep going: report every namespace that failed
+                errors.append(f"namespace {ns}: {err}")
+    finally:
+        try:
+            _setns(home, "the root namespace")
+        finally:
+            os.close(home)
+
+
+def _disable_ipv6(ifnames: Iterable[str]) -> None:
+    """No IPv6 on our interfaces (only theirs: an attached namespace keeps its own settings)."""
+    for ifname in ifnames:
+        # missing: no IPv6 in this kernel, or no such interface (which _netlink reports)
+        with contextlib.suppress(FileNotFoundError):
+            _write_sysctl(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "1")
+
+
+def configure_namespaces(configs: Iterable[IfaceConfig]) -> None:
+    """Set MAC, MTU, address, up and default route of interfaces inside their namespaces.
+
+    Also brings ``lo`` up and disables IPv6 on the interfaces. One worker thread enters each
+    namespace with setns (the calling thread never changes namespace) and sends all of its
+    requests as one batch on one netlink socket, encoded with pyroute2's message classes:
+    0.5 s for 400 namespaces, against 3 s with an ``IPRoute()`` per namespace.
+    """
+    by_ns: dict[str, list[IfaceConfig]] = {}
+    for cfg in configs:
+        if cfg.netns is None:
+            raise NetnsError(f"interface {cfg.ifname}: no namespace given")
+        by_ns.setdefault(cfg.netns, []).append(cfg)
+    if not by_ns:
+        return
+    errors: list[str] = []
+    worker = threading.Thread(
+        target=_configure_in_namespaces, args=(by_ns, errors), name="switchboard-netns"
+    )
+    worker.start()
+    worker.join()
+    if errors:
+        raise NetnsError(_summary("configuring namespaces", errors))
+
+
+def configure_host_interfaces(configs: Iterable[IfaceConfig]) -> None:
+    """MAC, MTU, address and up for interfaces of the root namespace (host legs)."""
+    configs = list(configs)
+    if not configs:
+        return
+    errors = _netlink(configs, loopback=False, where="")
+    if errors:
+        raise NetnsError(_summary("configuring host interfaces", errors))
+
+
+def _summary(what: str, errors: list[str], limit: int = 10) -> str:
+    more = f" (and {len(errors) - limit} more)" if len(errors) > limit else ""
+    return f"{what} failed: " + "; ".join(errors[:limit]) + more

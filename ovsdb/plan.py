@@ -1,0 +1,190 @@
+"""What to change on the host so that it holds the wanted topologies: a pure diff."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Set
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ovsdb.bridge import TOPOLOGY_KEY, OwnedPort
+from ovsdb.netns import PREFIX
+
+if TYPE_CHECKING:
+    from switchboard.hostplan import ContainerPlan, Endpoint, HostLeg, TopologyPlan
+
+KIND_CONTAINER = "container"
+KIND_HOST_LEG = "host-leg"
+_KEY_PREFIX = "switchboard-"
+
+
+def endpoint_ids(ep: Endpoint) -> dict[str, str]:
+    """external_ids recorded on a container's port: enough to tell when it must change."""
+    ids = {
+        TOPOLOGY_KEY: ep.topology,
+        "switchboard-container": ep.container,
+        "switchboard-network": ep.network,
+        "switchboard-ip": str(ep.ip),
+        "switchboard-prefixlen": str(ep.prefixlen),
+        "switchboard-mac": ep.mac,
+        "switchboard-mtu": str(ep.mtu),
+        "switchboard-kind": KIND_CONTAINER,
+        "switchboard-netns": ep.netns,
+        "switchboard-ifname": ep.ifname,
+    }
+    if ep.default_gateway is not None:
+        ids["switchboard-gateway"] = str(ep.default_gateway)
+    return ids
+
+
+def host_leg_ids(leg: HostLeg) -> dict[str, str]:
+    """external_ids recorded on a host leg (it lives in the root namespace: no netns key)."""
+    return {
+        TOPOLOGY_KEY: leg.topology,
+        "switchboard-network": leg.network,
+        "switchboard-ip": str(leg.ip),
+        "switchboard-prefixlen": str(leg.prefixlen),
+        "switchboard-mac": leg.mac,
+        "switchboard-mtu": str(leg.mtu),
+        "switchboard-kind": KIND_HOST_LEG,
+    }
+
+
+def process_key(topology: str, container: str) -> str:
+    """How a container's command is keyed in ``running`` (and its pid file is placed)."""
+    return f"{topology}/{container}"
+
+
+@dataclass(frozen=True)
+class Command:
+    """A container command to start."""
+
+    topology: str
+    container: str
+    netns: str
+    command: str
+
+    @property
+    def key(self) -> str:
+        return process_key(self.topology, self.container)
+
+
+@dataclass
+class PlumbingPlan:
+    """Changes to make, deletions first. Every list is sorted: plans compare equal."""
+
+    stop_commands: list[str] = field(default_factory=list)  # process keys
+    delete_ports: list[str] = field(default_factory=list)  # container ports (veth host ends)
+    delete_host_legs: list[str] = field(default_factory=list)
+    delete_netns: list[str] = field(default_factory=list)  # names only, for attached ones
+    create_netns: list[str] = field(default_factory=list)
+    attach_netns: list[tuple[str, int]] = field(default_factory=list)  # (name, pid)
+    create_endpoints: list[Endpoint] = field(default_factory=list)
+    create_host_legs: list[HostLeg] = field(default_factory=list)
+    start_commands: list[Command] = field(default_factory=list)
+
+    def is_empty(self) -> bool:
+        return not any(vars(self).values())
+
+
+def _ours(ids: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in ids.items() if k.startswith(_KEY_PREFIX)}
+
+
+_WantedPort = tuple[dict[str, str], "Endpoint | HostLeg"]
+
+
+def _wanted(plans: list[TopologyPlan]) -> tuple[dict[str, ContainerPlan], dict[str, _WantedPort]]:
+    """Wanted containers by namespace, and wanted port name -> (its external_ids, its plan)."""
+    containers: dict[str, ContainerPlan] = {}
+    ports: dict[str, _WantedPort] = {}
+    for topo in plans:
+        for net in topo.networks:
+            ports[net.host_leg.port] = (host_leg_ids(net.host_leg), net.host_leg)
+        for c in topo.containers:
+            containers[c.netns] = c
+            for ep in c.endpoints:
+                ports[ep.port] = (endpoint_ids(ep), ep)
+    return containers, ports
+
+
+def plan_plumbing(
+    plans: list[TopologyPlan],
+    observed_ports: Mapping[str, OwnedPort],
+    observed_netns: Set[str],
+    running: Mapping[str, bool],
+    *,
+    observed_commands: Mapping[str, str] | None = None,
+    stale_netns: Set[str] = frozenset(),
+) -> PlumbingPlan:
+    """Diff the wanted topologies against what the host holds.
+
+    ``observed_ports``: ports on the bridge (only those marked ``switchboard-topology`` count);
+    ``observed_netns``: existing namespace names (only ``sb-`` names count);
+    ``running``: process key -> alive, for every pid file; ``observed_commands``: process key ->
+    command it runs; ``stale_netns``: names that exist but point at the wrong namespace (an
+    attached process that changed), to drop and make again.
+
+    A port is recreated when its recorded settings differ, it has no ofport or its namespace is
+    new; a namespace is deleted only when it is an ``sb-`` name nobody wants.
+    """
+    containers, ports = _wanted(plans)
+    netns = {n for n in observed_netns if n.startswith(PREFIX)}
+    owned = {n: p for n, p in observed_ports.items() if TOPOLOGY_KEY in p.external_ids}
+    plan = PlumbingPlan()
+
+    fresh = set()  # namespaces (re)made by this plan: whatever was in them is gone
+    for name, c in containers.items():
+        if name in netns and name not in stale_netns:
+            continue
+        fresh.add(name)
+        if c.attach_pid is not None:
+            plan.attach_netns.append((name, c.attach_pid))
+        else:
+            plan.create_netns.append(name)
+    plan.delete_netns = sorted((netns - containers.keys()) | (netns & stale_netns))
+
+    kept = set()
+    for name, port in owned.items():
+        ids = port.external_ids
+        want = ports.get(name)
+        if (
+            want is not None
+            and _ours(ids) == want[0]
+            and port.ofport is not None
+            and ids.get("switchboard-netns") not in fresh
+        ):
+            kept.add(name)
+        elif ids.get("switchboard-kind") == KIND_HOST_LEG:
+            plan.delete_host_legs.append(name)
+        else:
+            plan.delete_ports.append(name)
+    for name in sorted(ports.keys() - kept):
+        ids, obj = ports[name]
+        if ids["switchboard-kind"] == KIND_HOST_LEG:
+            plan.create_host_legs.append(obj)
+        else:
+            plan.create_endpoints.append(obj)
+
+    observed_commands = observed_commands or {}
+    wanted_keys = set()
+    for name, c in containers.items():
+        key = process_key(c.topology, c.name)
+        wanted_keys.add(key)
+        if c.command is None:
+            if key in running:
+                plan.stop_commands.append(key)
+            continue
+        same = observed_commands.get(key, c.command) == c.command
+        if running.get(key) and same and name not in fresh:
+            continue
+        if key in running:
+            plan.stop_commands.append(key)
+        plan.start_commands.append(Command(c.topology, c.name, name, c.command))
+    plan.stop_commands += [k for k in running if k not in wanted_keys]
+    plan.stop_commands.sort()
+    plan.delete_ports.sort()
+    plan.delete_host_legs.sort()
+    plan.create_netns.sort()
+    plan.attach_netns.sort()
+    plan.start_commands.sort(key=lambda cmd: cmd.key)
+    return plan

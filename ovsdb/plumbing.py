@@ -1,0 +1,290 @@
+"""Make the host hold the wanted topologies: observe, diff (ovsdb.plan), apply, roll back.
+
+State kept under ``state_dir``: ``pids/<topology>/<container>.pid``,
+``logs/<topology>/<container>.log`` and ``netns/<name>`` (a marker per namespace this
+Plumber made or named, holding its topology: only marked namespaces are ever deleted).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ovsdb import netns, processes
+from ovsdb.bridge import TOPOLOGY_KEY, Bridge, OwnedPort, PortSpec
+from ovsdb.plan import PlumbingPlan, endpoint_ids, host_leg_ids, plan_plumbing, process_key
+
+if TYPE_CHECKING:
+    from switchboard.hostplan import Endpoint, HostLeg, TopologyPlan
+
+LOG = logging.getLogger(__name__)
+
+
+class PlumbingError(RuntimeError):
+    """Applying a plumbing plan failed; what this call had created was removed again."""
+
+
+@dataclass
+class _Observed:
+    ports: dict[str, OwnedPort]
+    netns: set[str]
+    running: dict[str, bool]
+    commands: dict[str, str]
+    stale: set[str]
+
+
+@dataclass
+class _Created:
+    """What one apply made so far, for rollback."""
+
+    netns: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
+    ports: list[str] = field(default_factory=list)
+    pid_paths: list[Path] = field(default_factory=list)
+
+
+def _endpoint_spec(ep: Endpoint) -> PortSpec:
+    return PortSpec(ep.port, internal=False, external_ids=endpoint_ids(ep), mtu=ep.mtu)
+
+
+def _host_leg_spec(leg: HostLeg) -> PortSpec:
+    return PortSpec(leg.port, internal=True, external_ids=host_leg_ids(leg), mac=leg.mac,
+                    mtu=leg.mtu)
+
+
+def _iface(obj: Endpoint | HostLeg, ifname: str, netns_name: str | None) -> netns.IfaceConfig:
+    return netns.IfaceConfig(
+        ifname=ifname, mac=obj.mac, ip=obj.ip, prefixlen=obj.prefixlen, mtu=obj.mtu,
+        netns=netns_name, default_gateway=getattr(obj, "default_gateway", None),
+    )
+
+
+class Plumber:
+    """Namespaces, veths, bridge ports, host legs and commands of the wanted topologies."""
+
+    def __init__(self, bridge: Bridge, state_dir: Path, ofport_timeout: float = 30.0) -> None:
+        self.bridge = bridge
+        self.state_dir = Path(state_dir)
+        self.ofport_timeout = ofport_timeout
+        self._lock = threading.Lock()
+
+    # -- state files -----------------------------------------------------------------
+
+    def pid_path(self, topology: str, container: str) -> Path:
+        return self.state_dir / "pids" / topology / f"{container}.pid"
+
+    def log_path(self, topology: str, container: str) -> Path:
+        return self.state_dir / "logs" / topology / f"{container}.log"
+
+    def _marker(self, name: str) -> Path:
+        return self.state_dir / "netns" / name
+
+    def _mark(self, names: dict[str, str]) -> None:
+        for name, topology in names.items():
+            self._marker(name).parent.mkdir(parents=True, exist_ok=True)
+            self._marker(name).write_text(topology + "\n")
+
+    def _marked(self) -> dict[str, str]:
+        """Namespace name -> topology, for the namespaces this Plumber made."""
+        folder = self.state_dir / "netns"
+        if not folder.is_dir():
+            return {}
+        return {p.name: p.read_text().strip() for p in folder.iterdir()}
+
+    def _pid_files(self) -> dict[str, Path]:
+        folder = self.state_dir / "pids"
+        if not folder.is_dir():
+            return {}
+        return {process_key(p.parent.name, p.stem): p for p in folder.glob("*/*.pid")}
+
+    # -- observing -------------------------------------------------------------------
+
+    def _observe(self, plans: list[TopologyPlan]) -> _Observed:
+        wanted = {c.netns: c for topo in plans for c in topo.containers}
+        marked = self._marked()
+        existing = netns.list_namespaces()
+        ours = {n for n in existing if n in marked or n in wanted}
+        adopted = {n: wanted[n].topology for n in ours if n not in marked}
+        if adopted:  # ours by name and wanted: remember it as ours from now on
+            self._mark(adopted)
+        stale = set()
+        for name in ours & wanted.keys():
+            pid = wanted[name].attach_pid
+            if pid is not None and netns.netns_inode(name) != _pid_netns(pid):
+                stale.add(name)
+        running, commands = {}, {}
+        for key, path in self._pid_files().items():
+            running[key] = processes.is_running(path)
+            rec = processes.read(path)
+            if rec is not None:
+                commands[key] = rec.command
+        return _Observed(self.bridge.owned_ports(), ours, running, commands, stale)
+
+    def observe(self) -> dict[str, dict[str, Any]]:
+        """Status of every owned port: kind, topology, container, network, netns, ofport,
+        whether its namespace exists and whether its container's command runs (None: none)."""
+        existing = netns.list_namespaces()
+        pid_files = self._pid_files()
+        status = {}
+        for name, port in sorted(self.bridge.owned_ports().items()):
+            ids = port.external_ids
+            container = ids.get("switchboard-container")
+            ns = ids.get("switchboard-netns")
+            key = process_key(ids[TOPOLOGY_KEY], container) if container else None
+            status[name] = {
+                "kind": ids.get("switchboard-kind"),
+                "topology": ids[TOPOLOGY_KEY],
+                "container": container,
+                "network": ids.get("switchboard-network"),
+                "ip": ids.get("switchboard-ip"),
+                "netns": ns,
+                "ofport": port.ofport,
+                "netns_exists": ns in existing if ns else None,
+                "running": processes.is_running(pid_files[key]) if key in pid_files else None,
+            }
+        return status
+
+    # -- reconciling -----------------------------------------------------------------
+
+    def reconcile(self, plans: list[TopologyPlan]) -> dict[str, int]:
+        """Make the host hold exactly ``plans``; port name -> ofport of every wanted port.
+
+        Writes nothing (no OVSDB transaction, no ip command) when the host already matches.
+        A container attached to a process that is gone cannot be realised: the rest is, then
+        PlumbingError names it.
+        """
+        plans, orphans = _without_dead_attachments(plans)
+        with self._lock:
+            seen = self._observe(plans)
+            plan = plan_plumbing(
+                plans, seen.ports, seen.netns, seen.running,
+                observed_commands=seen.commands, stale_netns=seen.stale,
+            )
+            new_ofports = {} if plan.is_empty() else self._apply(plan, plans)
+        if orphans:
+            raise PlumbingError("; ".join(orphans))
+        wanted = {ep.port for topo in plans for ep in topo.endpoints()}
+        wanted |= {net.host_leg.port for topo in plans for net in topo.networks}
+        ofports = {n: p.ofport for n, p in seen.ports.items() if n in wanted and p.ofport}
+        ofports.update(new_ofports)
+        return {n: ofports[n] for n in sorted(wanted)}
+
+    def remove_topology(self, name: str) -> None:
+        """Remove everything of one topology and nothing else (other plans need not be known)."""
+        with self._lock:
+            seen = self._observe([])
+            marked = self._marked()
+            ports = {
+                n: p for n, p in seen.ports.items() if p.external_ids.get(TOPOLOGY_KEY) == name
+            }
+            in_ports = {p.external_ids.get("switchboard-netns") for p in ports.values()}
+            ns = {n for n in seen.netns if marked.get(n) == name or n in in_ports}
+            running = {k: v for k, v in seen.running.items() if k.startswith(f"{name}/")}
+            plan = plan_plumbing([], ports, ns, running)
+            if not plan.is_empty():
+                self._apply(plan, [])
+
+    def _apply(self, plan: PlumbingPlan, plans: list[TopologyPlan]) -> dict[str, int]:
+        LOG.info("plumbing: %s", _describe(plan))
+        created = _Created()
+        try:
+            self._delete(plan)
+            return self._create(plan, plans, created)
+        except Exception as err:
+            problems = self._rollback(created)
+            note = f" (rollback also failed: {'; '.join(problems)})" if problems else ""
+            raise PlumbingError(f"plumbing failed: {err}{note}") from err
+
+    def _delete(self, plan: PlumbingPlan) -> None:
+        for key in plan.stop_commands:
+            topology, container = key.split("/", 1)
+            processes.stop(self.pid_path(topology, container))
+        self.bridge.delete_ports(plan.delete_ports + plan.delete_host_legs)
+        netns.delete(links=plan.delete_ports, namespaces=plan.delete_netns)
+        for name in plan.delete_netns:
+            self._marker(name).unlink(missing_ok=True)
+
+    def _create(
+        self, plan: PlumbingPlan, plans: list[TopologyPlan], created: _Created
+    ) -> dict[str, int]:
+        topology_of = {c.netns: c.topology for topo in plans for c in topo.containers}
+        new_ns = plan.create_netns + [name for name, _ in plan.attach_netns]
+        veths = [netns.Veth(ep.port, ep.netns, ep.ifname, ep.mtu) for ep in plan.create_endpoints]
+        created.netns += new_ns
+        netns.delete_links(v.port for v in veths)  # leftovers of a crash: names are ours
+        created.links += [v.port for v in veths]
+        netns.create(plan.create_netns, plan.attach_netns, veths)
+        self._mark({name: topology_of[name] for name in new_ns})
+
+        specs = [_endpoint_spec(ep) for ep in plan.create_endpoints]
+        specs += [_host_leg_spec(leg) for leg in plan.create_host_legs]
+        created.ports += [s.name for s in specs]
+        self.bridge.add_ports(specs)
+        ofports = self.bridge.wait_ofports([s.name for s in specs], self.ofport_timeout)
+
+        legs, endpoints = plan.create_host_legs, plan.create_endpoints
+        netns.configure_host_interfaces(_iface(leg, leg.port, None) for leg in legs)
+        netns.configure_namespaces(_iface(ep, ep.ifname, ep.netns) for ep in endpoints)
+
+        for cmd in plan.start_commands:
+            pid_path = self.pid_path(cmd.topology, cmd.container)
+            created.pid_paths.append(pid_path)
+            processes.start(cmd.netns, cmd.command, self.log_path(cmd.topology, cmd.container),
+                            pid_path)
+        return ofports
+
+    def _rollback(self, created: _Created) -> list[str]:
+        """Undo what this apply made; return what could not be undone."""
+        problems = []
+        steps = [
+            ("stopping commands", lambda: [processes.stop(p) for p in created.pid_paths]),
+            ("deleting ports", lambda: self.bridge.delete_ports(created.ports)),
+            (
+                "deleting veths and namespaces",
+                lambda: netns.delete(
+                    links=created.links,
+                    namespaces=[n for n in created.netns if netns.netns_inode(n) is not None],
+                ),
+            ),
+        ]
+        for what, step in steps:
+            try:
+                step()
+            except Exception as err:
+                problems.append(f"{what}: {err}")
+        for name in created.netns:
+            self._marker(name).unlink(missing_ok=True)
+        return problems
+
+
+def _without_dead_attachments(
+    plans: list[TopologyPlan],
+) -> tuple[list[TopologyPlan], list[str]]:
+    """Plans minus containers whose attach process is gone, and a sentence for each."""
+    kept, orphans = [], []
+    for topo in plans:
+        dead = [c for c in topo.containers if c.attach_pid and _pid_netns(c.attach_pid) is None]
+        orphans += [
+            f"{topo.name}/{c.name}: process {c.attach_pid} to attach to is not running"
+            for c in dead
+        ]
+        containers = tuple(c for c in topo.containers if c not in dead)
+        kept.append(replace(topo, containers=containers) if dead else topo)
+    return kept, orphans
+
+
+def _pid_netns(pid: int) -> tuple[int, int] | None:
+    try:
+        st = Path(f"/proc/{pid}/ns/net").stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _describe(plan: PlumbingPlan) -> str:
+    counts = {k: len(v) for k, v in vars(plan).items() if v}
+    return ", ".join(f"{k.replace('_', ' ')}: {n}" for k, n in counts.items())
+

@@ -1,0 +1,162 @@
+"""A container's command: started inside its namespace, in its own session, tracked by pid file.
+
+The pid file holds the PID on its first line and, on the second, a JSON record (namespace,
+process start time, command) so that a reused PID is never mistaken for ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ovsdb.netns import NETNS_DIR, netns_inode
+
+_children: dict[int, subprocess.Popen] = {}  # our own children, so they can be reaped
+
+
+class ProcessError(RuntimeError):
+    """A command could not be started."""
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """What a pid file says about a started command."""
+
+    pid: int
+    starttime: int
+    netns: str
+    command: str
+
+
+def _starttime(pid: int) -> int | None:
+    """Start time of a live (non-zombie) process in clock ticks, None if gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces
+    if fields[0] in ("Z", "X"):
+        _reap(pid)
+        return None
+    return int(fields[19])
+
+
+def _reap(pid: int) -> None:
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        del _children[pid]
+
+
+def read(pid_path: Path) -> ProcessRecord | None:
+    """The record in a pid file, None if there is none or it is unreadable."""
+    try:
+        pid_line, meta_line = Path(pid_path).read_text().splitlines()[:2]
+        meta = json.loads(meta_line)
+        return ProcessRecord(int(pid_line), int(meta["starttime"]), meta["netns"], meta["command"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _alive(rec: ProcessRecord) -> bool:
+    return _starttime(rec.pid) == rec.starttime
+
+
+def _in_netns(pid: int, netns: str) -> bool:
+    try:
+        st = os.stat(f"/proc/{pid}/ns/net")
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == netns_inode(netns)
+
+
+def is_running(pid_path: Path) -> bool:
+    """The recorded process is alive (same PID, same start) and in its namespace."""
+    rec = read(pid_path)
+    return rec is not None and _alive(rec) and _in_netns(rec.pid, rec.netns)
+
+
+def start(netns: str, command: str, log_path: Path, pid_path: Path) -> int:
+    """Run ``sh -c command`` in ``netns`` in a new session, output appended to ``log_path``."""
+    if netns_inode(netns) is None:
+        raise ProcessError(f"cannot start command in {netns}: no such namespace")
+    log_path, pid_path = Path(log_path), Path(pid_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    pid_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        log.write(f"--- {stamp} starting in {netns}: {command}\n".encode())
+        log.flush()
+        try:
+            proc = subprocess.Popen(
+                ["nsenter", f"--net={NETNS_DIR / netns}", "sh", "-c", command],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as err:
+            raise ProcessError(f"cannot start command in {netns}: {err}") from err
+    _children[proc.pid] = proc
+    starttime = _starttime(proc.pid)
+    record = {"starttime": starttime or 0, "netns": netns, "command": command}
+    tmp = pid_path.with_suffix(".tmp")
+    tmp.write_text(f"{proc.pid}\n{json.dumps(record)}\n")
+    tmp.replace(pid_path)
+    _settle(proc, netns)
+    return proc.pid
+
+
+def _settle(proc: subprocess.Popen, netns: str, timeout: float = 2.0) -> None:
+    """Wait until nsenter has moved the process into the namespace (or it has exited)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None or _in_netns(proc.pid, netns):
+            return
+        time.sleep(0.001)
+
+
+def stop(pid_path: Path, timeout: float = 3.0) -> None:
+    """SIGTERM the command's process group, SIGKILL it after ``timeout``; drop the pid file."""
+    pid_path = Path(pid_path)
+    rec = read(pid_path)
+    if rec is not None and _alive(rec) and _pgid(rec.pid) == rec.pid:
+        _signal_group(rec.pid, signal.SIGTERM)
+        if not _wait_group_gone(rec.pid, timeout):
+            _signal_group(rec.pid, signal.SIGKILL)
+            _wait_group_gone(rec.pid, 1.0)
+    pid_path.unlink(missing_ok=True)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> bool:
+    """True once the group is empty (our own child leader gets reaped on the way)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _reap(pgid)
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+
