@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from switchboard import ipam
-from switchboard.model import TopologyError, check_against_applied, load_topology_file
+from switchboard.apply import ApplyError, apply_topology, remove_topology
+from switchboard.model import TopologyError, load_topology_file
 from switchboard.store import Store, consul_client
 
 console = Console()
@@ -78,13 +78,6 @@ def controller(
     os._exit(0)  # os-ken's threads do not stop on their own
 
 
-def _converged(digest: str) -> Any:
-    def check(reports: dict[Any, dict[str, Any]]) -> bool:
-        return any(r["digest"] == digest and r["state"] in ("converged", "error")
-                   for r in reports.values())
-    return check
-
-
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--timeout", default=120.0, show_default=True,
@@ -98,17 +91,6 @@ def up(ctx: click.Context, file: Path, timeout: float, no_wait: bool) -> None:
     except TopologyError as exc:
         _fail(f"{file} is not a valid topology; nothing was changed.\n{exc}", 2)
     store = _store(ctx)
-    applied = store.applied()
-    try:
-        check_against_applied(topology, [s.topology for s in applied.values()])
-        previous = applied[topology.name].allocation if topology.name in applied else None
-        allocation = ipam.allocate(topology, previous)
-    except TopologyError as exc:
-        _fail(f"{file} cannot be applied; nothing was changed.\n{exc}", 2)
-    digest = store.write_topology(topology, allocation, str(file.resolve()))
-    if no_wait:
-        console.print(f"topology [bold]{topology.name}[/bold] stored ({digest})")
-        return
     with console.status(f"waiting for the host to converge on {topology.name}") as status:
         def progress(reports: dict[Any, dict[str, Any]]) -> None:
             for (host, _), report in reports.items():
@@ -117,38 +99,35 @@ def up(ctx: click.Context, file: Path, timeout: float, no_wait: bool) -> None:
                 note = f" ({report['error']})" if report.get("state") == "pending" else ""
                 status.update(f"{host}: {ready}/{len(rows)} interfaces ready, "
                               f"{report.get('flows', 0)} flows{note}")
-        reports = store.wait_for_report(topology.name, _converged(digest), timeout, progress)
-    mine = [r for r in reports.values() if r["digest"] == digest]
-    if not mine:
-        _fail(f"no controller reported topology {topology.name} within {timeout:.0f} s; "
-              "is `switchboard controller` running on this host?")
-    failed = [r for r in mine if r["state"] == "error"]
-    if failed:
-        _fail(f"topology {topology.name} did not converge: {failed[0]['error']}")
-    count = len({r["container"] for r in mine[0]["containers"]})
+        try:
+            digest, report = apply_topology(store, topology, str(file.resolve()), timeout,
+                                            not no_wait, progress)
+        except TopologyError as exc:
+            _fail(f"{file} cannot be applied; nothing was changed.\n{exc}", 2)
+        except ApplyError as exc:
+            _fail(str(exc))
+    if report is None:
+        console.print(f"topology [bold]{topology.name}[/bold] stored ({digest})")
+        return
+    count = len({r["container"] for r in report["containers"]})
     console.print(f"topology [bold]{topology.name}[/bold] is up: "
                   f"{len(topology.networks)} networks, {count} containers")
 
 
 @main.command()
 @click.argument("name")
-@click.option("--timeout", default=60.0, show_default=True)
+@click.option("--timeout", default=60.0, show_default=True,
+              help="Seconds to wait for every host to let go of it.")
 @click.pass_context
 def down(ctx: click.Context, name: str, timeout: float) -> None:
     """Remove topology NAME: its containers, ports, flows, keys and services."""
-    store = _store(ctx)
-    if not store.delete_topology(name):
-        _fail(f"no topology named {name!r} is applied (see `switchboard status`)")
     with console.status(f"removing {name}"):
-        reports = store.wait_for_report(name, lambda r: not r, timeout)
-    if reports:
-        _fail(f"hosts still hold {name} after {timeout:.0f} s: "
-              + ", ".join(host for host, _ in reports))
-    # The local daemon deregisters the services it registered; this also covers a topology
-    # that was removed while the daemon was down.
-    from discovery.sync import ServiceSync
-
-    ServiceSync(store.client).reconcile([], {name}, complete=True)
+        try:
+            removed = remove_topology(_store(ctx), name, timeout)
+        except ApplyError as exc:
+            _fail(str(exc))
+    if not removed:
+        _fail(f"no topology named {name!r} is applied (see `switchboard status`)")
     console.print(f"topology [bold]{name}[/bold] removed")
 
 

@@ -204,7 +204,7 @@ def plan_topology(
     containers = []
     for c_name, container in topology.containers.items():
         endpoints = []
-        for index, net_name in enumerate(container.networks):
+        for index, (net_name, attachment) in enumerate(container.networks.items()):
             net = topology.networks[net_name]
             endpoints.append(
                 Endpoint(
@@ -214,7 +214,7 @@ def plan_topology(
                     netns=naming.netns_name(topo, c_name),
                     ifname=naming.container_ifname(index),
                     port=naming.veth_name(topo, c_name, net_name),
-                    mac=naming.container_mac(topo, c_name, net_name),
+                    mac=attachment.mac or naming.container_mac(topo, c_name, net_name),
                     ip=allocation[(c_name, net_name)],
                     prefixlen=net.subnet.prefixlen,
                     mtu=net.effective_mtu,

@@ -306,10 +306,23 @@ class Policy(_Model):
         return self.to[len(SERVICE_PREFIX) :] if self.to.startswith(SERVICE_PREFIX) else None
 
 
+_MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+
+
+def _check_mac(value: str) -> str:
+    mac = value.lower()
+    if not _MAC_RE.fullmatch(mac):
+        raise ValueError(f"bad MAC address {value!r}: write six hex bytes like 02:00:00:00:00:01")
+    if int(mac[:2], 16) & 1:
+        raise ValueError(f"MAC address {value!r} is a multicast address")
+    return mac
+
+
 class Attachment(_Model):
-    """A container's leg on one network: a fixed ``ip``, or None for IPAM."""
+    """A container's leg on one network: a fixed ``ip`` (None: IPAM) and optional ``mac``."""
 
     ip: IPv4 | None = None
+    mac: Annotated[StrictStr, AfterValidator(_check_mac)] | None = None
 
 
 class Attach(_Model):

@@ -69,3 +69,8 @@ def ct_zone(topology: str) -> int:
 def group_id(topology: str, service: str) -> int:
     """OpenFlow select-group id of a service VIP (31 bits, never 0)."""
     return (int.from_bytes(_digest("group", topology, service)[:4], "big") >> 1) or 1
+
+
+def nic_mac(topology: str, nic: str) -> str:
+    """Stable MAC of a virtual NIC made through the Python API."""
+    return _mac("nic", topology, nic)

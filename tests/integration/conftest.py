@@ -18,8 +18,10 @@ from tests.harness import Switchboard, private_switchboard, teardown
 def switchboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Switchboard]:
     if os.geteuid() != 0:
         pytest.skip("integration tests need root")
+    run = os.getpid()  # several test runs may share this machine: keep them apart
     sb = private_switchboard(tmp_path_factory.mktemp("switchboard-state"),
-                             prefix=f"sbtest-{os.getpid()}")
+                             prefix=f"sbtest-{run}", bridge=f"sbt{run}",
+                             of_port=20000 + run % 20000)
     sb.start()
     sb.wait_ready()
     try:

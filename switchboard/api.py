@@ -1,0 +1,191 @@
+"""The Python API: virtual networks, NICs and containers, a registry and a discoverer.
+
+The same engine as ``switchboard up``: a VirtualNetwork is a topology with one network; a
+started Container is a container in it; each change is validated by the topology model,
+written to Consul KV and realised by the host's ``switchboard controller``::
+
+    vnet = VirtualNetwork("my-vnet")                  # a free /24 is chosen
+    vnic = VirtualNIC("my-vnic", vnet)                # MAC and IP (from IPAM)
+    container = Container("my-container", vnet, vnic, command="python3 -m http.server 80")
+    container.start()                                 # waits until the host converged
+
+    registry = Registry("my-registry")                # backed by the local Consul agent
+    discoverer = Discoverer("my-discoverer", registry)
+    registry.register("my-service", str(vnic.ip), 80)
+    services = discoverer.discover()
+"""
+
+from __future__ import annotations
+
+import subprocess
+from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
+from typing import Any
+
+from discovery.registry import Discoverer, Registry
+from switchboard import naming
+from switchboard.apply import apply_topology, remove_topology
+from switchboard.model import Topology
+from switchboard.store import Store, consul_client
+
+__all__ = ["Container", "Discoverer", "Registry", "VirtualNIC", "VirtualNetwork"]
+
+DEFAULT_CONSUL = "http://127.0.0.1:8500"
+SUBNET_POOL = ip_network("10.200.0.0/16")  # where networks without a subnet get their /24
+
+
+class VirtualNetwork:
+    """An isolated L2 network (a one-network topology named after it)."""
+
+    def __init__(
+        self,
+        name: str,
+        subnet: str | IPv4Network | None = None,
+        *,
+        mtu: int | None = None,
+        consul: str = DEFAULT_CONSUL,
+        prefix: str = "switchboard",
+        timeout: float = 60.0,
+    ) -> None:
+        self.name = name
+        self.store = Store(consul_client(consul), prefix)
+        self.timeout = timeout
+        self.mtu = mtu
+        applied = self.store.applied()
+        self._previous = applied.get(name)
+        self.subnet = (
+            IPv4Network(ip_network(subnet)) if subnet is not None else self._choose_subnet(applied)
+        )
+        self.nics: dict[str, VirtualNIC] = {}
+        self.containers: dict[str, Container] = {}
+
+    def __repr__(self) -> str:
+        return f"VirtualNetwork({self.name!r}, subnet={str(self.subnet)!r})"
+
+    @property
+    def gateway(self) -> IPv4Address:
+        return next(self.subnet.hosts())
+
+    def _choose_subnet(self, applied: dict[str, Any]) -> IPv4Network:
+        if self._previous is not None:
+            return next(iter(self._previous.topology.networks.values())).subnet
+        used = [n.subnet for s in applied.values() for n in s.topology.networks.values()]
+        for candidate in SUBNET_POOL.subnets(new_prefix=24):
+            if not any(candidate.overlaps(u) for u in used):
+                return candidate
+        raise RuntimeError(f"no free /24 left in {SUBNET_POOL}; pass subnet= explicitly")
+
+    def _taken(self) -> set[IPv4Address]:
+        taken = {nic.ip for nic in self.nics.values()}
+        if self._previous is not None:
+            taken |= set(self._previous.allocation.values())
+        return taken
+
+    def free_address(self) -> IPv4Address:
+        """Lowest host address not used by the gateway, the host or another NIC."""
+        hosts = list(self.subnet.hosts())
+        taken = self._taken() | {self.gateway, hosts[-1]}  # the last one is the host's leg
+        for address in hosts:
+            if address not in taken:
+                return address
+        raise RuntimeError(f"network {self.name} ({self.subnet}) has no free address")
+
+    def topology(self) -> Topology:
+        """This network and its started containers as a validated topology."""
+        network: dict[str, Any] = {"subnet": str(self.subnet)}
+        if self.mtu:
+            network["mtu"] = self.mtu
+        containers = {
+            c.name: c.spec() for c in self.containers.values()
+        }
+        return Topology.model_validate(
+            {"name": self.name, "networks": {self.name: network}, "containers": containers}
+        )
+
+    def apply(self) -> None:
+        """Make the host match this network (waits until the daemon converged)."""
+        apply_topology(self.store, self.topology(), f"python:{self.name}", self.timeout)
+
+    def delete(self) -> None:
+        """Remove the network and every container on it from the host."""
+        remove_topology(self.store, self.name, self.timeout)
+        self.containers.clear()
+
+
+class VirtualNIC:
+    """A virtual NIC on a network: a MAC and an IP (chosen by IPAM unless given)."""
+
+    def __init__(
+        self,
+        name: str,
+        network: VirtualNetwork,
+        ip: str | IPv4Address | None = None,
+        mac: str | None = None,
+    ) -> None:
+        self.name = name
+        self.network = network
+        self.ip = IPv4Address(ip_address(ip)) if ip is not None else network.free_address()
+        if self.ip not in network.subnet:
+            raise ValueError(f"NIC {name}: {self.ip} is outside {network.subnet}")
+        self.mac = (mac or naming.nic_mac(network.name, name)).lower()
+        network.nics[name] = self
+
+    def __repr__(self) -> str:
+        return f"VirtualNIC({self.name!r}, ip={str(self.ip)!r}, mac={self.mac!r})"
+
+
+class Container:
+    """A container (a network namespace and, optionally, a command) on a network."""
+
+    def __init__(
+        self,
+        name: str,
+        network: VirtualNetwork,
+        nic: VirtualNIC,
+        command: str | None = None,
+        services: list[dict[str, Any]] | None = None,
+    ) -> None:
+        if nic.network is not network:
+            raise ValueError(f"container {name}: NIC {nic.name} is on {nic.network.name}, "
+                             f"not on {network.name}")
+        self.name = name
+        self.network = network
+        self.nic = nic
+        self.command = command
+        self.services = services or []
+
+    def __repr__(self) -> str:
+        return f"Container({self.name!r}, netns={self.netns!r}, ip={str(self.nic.ip)!r})"
+
+    @property
+    def netns(self) -> str:
+        return naming.netns_name(self.network.name, self.name)
+
+    def spec(self) -> dict[str, Any]:
+        """The container as a topology-file entry."""
+        entry: dict[str, Any] = {
+            "networks": {self.network.name: {"ip": str(self.nic.ip), "mac": self.nic.mac}},
+        }
+        if self.command:
+            entry["command"] = self.command
+        if self.services:
+            entry["services"] = self.services
+        return entry
+
+    def start(self) -> None:
+        """Create the container on the host and wait until it is plugged in and running."""
+        self.network.containers[self.name] = self
+        try:
+            self.network.apply()
+        except Exception:
+            del self.network.containers[self.name]
+            raise
+
+    def stop(self) -> None:
+        """Remove the container from the host (its namespace, port and flows)."""
+        if self.network.containers.pop(self.name, None) is not None:
+            self.network.apply()
+
+    def exec(self, *argv: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the container's namespace."""
+        return subprocess.run(["ip", "netns", "exec", self.netns, *argv],
+                              capture_output=True, text=True, timeout=timeout)
