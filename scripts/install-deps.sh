@@ -15,6 +15,8 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v ethtool >/dev/null || need_apt+=(ethtool)
 command -v iperf3 >/dev/null || need_apt+=(iperf3)
 command -v unshare >/dev/null || need_apt+=(util-linux)
+command -v pgrep >/dev/null || need_apt+=(procps)
+python3 -c "import ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv)
 
 if ! command -v consul >/dev/null; then
   # Debian 12 has no consul; Debian 11's 1.8.7 installs from the bullseye suite. Add that suite
