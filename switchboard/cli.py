@@ -18,8 +18,8 @@ from switchboard.apply import ApplyError, apply_topology, remove_topology
 from switchboard.model import TopologyError, load_topology_file
 from switchboard.store import Store, consul_client
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _store(ctx: click.Context) -> Store:
