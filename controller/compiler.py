@@ -221,31 +221,52 @@ def _policy_flows(plan: TopologyPlan) -> list[Flow]:
 def _service_flows(
     plan: TopologyPlan, service: ServicePlan, passing: Passing | None
 ) -> tuple[list[Flow], list[SelectGroup]]:
-    """ARP for the VIP, new connections to it through a select group, NAT per instance."""
+    """ARP for the VIP; new connections to it, from each network routed to the VIP's, go
+    through a select group whose buckets NAT to one passing instance.
+
+    With no instance passing, a new connection is NATed to a closed port on the host leg of
+    the client's own network, so the host refuses it at once and its reset leaves by the
+    same leg. The host itself (on the VIP's network) cannot be NATed to its own address, which
+    it would drop as a martian: its TCP SYN is turned back to it statelessly, from the VIP to
+    the closed port, and the reset it answers is turned back as if from vip:port.
+    """
     owner = f"{plan.name}/service/{service.name}"
+    nets = {n.name: n for n in plan.networks}
     home = next(n for n in plan.networks if service.vip in IPv4Network(n.subnet))
+    clients = [home] + [nets[src] for src, dst in plan.routes if dst == home.name]
     alive = passing.get((plan.name, service.name)) if passing is not None else None
     backends = [b for b in service.backends if alive is None or b.container in alive]
-    flows = [_arp_reply(home.key, str(service.vip), home.gateway_mac, owner)]
+    vip = str(service.vip)
+    flows = [_arp_reply(home.key, vip, home.gateway_mac, owner)]
     new_conn = _ct_state(on=CT_NEW | CT_TRK)
+    for net in clients:
+        for proto in ("tcp", "udp"):
+            match = {"metadata": net.key, "eth_type": ETH_IPV4, "ct_state": new_conn,
+                     "ipv4_dst": vip, "ip_proto": PROTOCOLS[proto]}
+            if service.port is not None:
+                match[f"{proto}_dst"] = service.port
+            reject = f"{net.host_leg.ip}:{REJECT_PORT}"
+            actions = [Group(service.group_id)] if backends else [
+                Ct(zone=plan.zone, table="l3_router", commit=True, nat=reject)]
+            flows.append(flow("service_lb", 100, match, actions, owner=owner))
+    if not backends and service.port is not None:
+        leg = str(home.host_leg.ip)
+        turn = [SetField("eth_src", home.gateway_mac), SetField("eth_dst", home.host_leg.mac),
+                SetField("ipv4_src", vip), SetField("ipv4_dst", leg)]
+        from_host = {"metadata": home.key, "eth_type": ETH_IPV4, "ip_proto": PROTOCOLS["tcp"],
+                     "ipv4_src": leg, "ipv4_dst": vip}
+        flows.append(flow("service_lb", 110,
+                          {**from_host, "ct_state": new_conn, "tcp_dst": service.port},
+                          [*turn, SetField("tcp_dst", REJECT_PORT), Output("in_port")],
+                          owner=owner))
+        flows.append(flow("service_lb", 110, {**from_host, "tcp_src": REJECT_PORT},
+                          [*turn, SetField("tcp_src", service.port), Output("in_port")],
+                          owner=owner))
     buckets = []
-    for proto in ("tcp", "udp"):
-        match = {"eth_type": ETH_IPV4, "ct_state": new_conn, "ipv4_dst": str(service.vip),
-                 "ip_proto": PROTOCOLS[proto]}
-        if service.port is not None:
-            match[f"{proto}_dst"] = service.port
-        if backends:
-            flows.append(flow("service_lb", 100, match, [Group(service.group_id)],
-                              owner=owner))
-        else:  # nobody passing: NAT to a closed port on the host, which refuses at once
-            reject = f"{home.host_leg.ip}:{REJECT_PORT}"
-            flows.append(flow("service_lb", 100, match,
-                              [Ct(zone=plan.zone, table="l3_router", commit=True,
-                                  nat=reject)], owner=owner))
     for index, backend in enumerate(backends):
         buckets.append((SetField(BACKEND_REG, index), Resubmit("service_nat")))
         for proto in ("tcp", "udp"):
-            match = {"eth_type": ETH_IPV4, BACKEND_REG: index, "ipv4_dst": str(service.vip),
+            match = {"eth_type": ETH_IPV4, BACKEND_REG: index, "ipv4_dst": vip,
                      "ip_proto": PROTOCOLS[proto]}
             target = f"{backend.ip}:{backend.port}"
             flows.append(flow("service_nat", 100, match,

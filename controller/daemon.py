@@ -1,7 +1,12 @@
 """The per-host agent behind ``switchboard controller``.
 
 It watches the desired state in Consul KV, plumbs this host's containers, has the os-ken app
-program the bridge, and reports per topology whether the host converged.
+program the bridge, keeps their services in the local Consul agent, answers their DNS
+queries, and reports per topology whether the host converged.
+
+No Consul call can hold the loop for long: every call has a timeout, a failed pass is retried
+after a second until Consul answers again, and the agent coming back (the KV watch recovers)
+triggers a pass at once, which re-registers whatever the agent lost.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ from typing import Any
 
 from controller.compiler import compile_pipeline
 from controller.runtime import start_controller
-from discovery.health import HealthWatch
+from discovery.dnsproxy import DnsProxy, parse_server
+from discovery.health import HealthWatch, ServiceKey, active_backends
 from discovery.instances import desired_instances
-from discovery.sync import ServiceSync, SyncError
+from discovery.plan import SyncPlan
+from discovery.readiness import register_when_ready
+from discovery.sync import ReadyGate, ServiceSync, SyncError
 from ovsdb.bridge import Bridge
 from ovsdb.plumbing import Plumber
 from switchboard.hostplan import TopologyPlan, plan_topology
@@ -30,7 +38,8 @@ LOG = logging.getLogger("switchboard.daemon")
 
 @dataclass
 class DaemonConfig:
-    """Where the daemon finds its parts; every field has a command-line option."""
+    """Where the daemon finds its parts: command-line options of ``switchboard controller``,
+    and environment variables (``SWITCHBOARD_RESYNC_SECONDS``, ``SWITCHBOARD_CONSUL_DNS``)."""
 
     consul: str = "http://127.0.0.1:8500"
     prefix: str = "switchboard"
@@ -39,15 +48,26 @@ class DaemonConfig:
     of_port: int = 6653
     state_dir: Path = Path("/var/lib/switchboard")
     host_id: str = field(default_factory=socket.gethostname)
-    resync_seconds: float = 10.0
+    resync_seconds: float = field(
+        default_factory=lambda: float(os.environ.get("SWITCHBOARD_RESYNC_SECONDS", "10"))
+    )
+    consul_dns: str = field(  # Consul's DNS interface, where .consul names are forwarded
+        default_factory=lambda: os.environ.get("SWITCHBOARD_CONSUL_DNS", "127.0.0.1:8600")
+    )
+    dns_port: int = 53  # where containers' DNS queries arrive, on the host's address
+    consul_timeout: float = 5.0  # seconds any Consul call may take (blocking ones: + wait)
+    retry_seconds: float = 1.0  # next pass after a Consul call failed
 
 
 class Daemon:
-    """Reconcile loop: desired topologies -> plumbing -> flows -> status reports."""
+    """Reconcile loop: desired topologies -> services out, plumbing, DNS, flows, services in
+    -> status reports."""
 
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
-        self.store = Store(consul_client(config.consul), config.prefix)
+        client = consul_client(config.consul)
+        client.http.connections_timeout = config.consul_timeout
+        self.store = Store(client, config.prefix)
         self.bridge = Bridge(config.bridge)
         self.plumber = Plumber(self.bridge, config.state_dir)
         self.wake = threading.Event()
@@ -57,6 +77,9 @@ class Daemon:
         self.discovery = ServiceSync(self.store.client)
         self.health = HealthWatch(self.store.client, self.wake.set)
         self._service_topologies: set[str] = set()  # topologies whose services we registered
+        self.dns = DnsProxy(parse_server(config.consul_dns, 8600), port=config.dns_port)
+        self.consul_ok = True  # False once a Consul call of the current pass failed
+        self._outage = False  # Consul calls have been failing (logged once per outage)
         self.app: Any = None
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -69,24 +92,47 @@ class Daemon:
         LOG.info("controller for bridge %s on %s:%d, host %s", self.config.bridge,
                  self.config.of_host, self.config.of_port, self.config.host_id)
         while not self.stopping.is_set():
-            self.wake.wait(self.config.resync_seconds)
+            wait = self.config.resync_seconds if self.consul_ok else self.config.retry_seconds
+            self.wake.wait(wait)
             self.wake.clear()
             if self.desired is not None:
-                self.reconcile()
+                self.consul_ok = True  # until a call of this pass fails
+                try:
+                    self.reconcile()
+                except Exception:  # noqa: BLE001 - a bug or an outage: log, retry soon
+                    LOG.exception("reconcile failed; retrying")
+                    self.consul_ok = False
+                if self.consul_ok and self._outage:
+                    LOG.warning("the Consul agent answers again")
+                    self._outage = False
 
     def stop(self) -> None:
         self.stopping.set()
         self.wake.set()
+        self.dns.close()
+
+    def _consul_failed(self, what: str, exc: Exception) -> None:
+        if not self._outage:
+            LOG.warning("%s: %s (retrying every %.0f s)", what, exc, self.config.retry_seconds)
+        self._outage = True
+        self.consul_ok = False
 
     def _watch(self) -> None:
         index = None
+        failing = False
         while not self.stopping.is_set():
             try:
                 new_index, topologies = self.store.read_topologies(index, wait="30s")
             except Exception as exc:  # noqa: BLE001 - Consul down: retry, keep last view
-                LOG.warning("cannot read desired state from Consul: %s", exc)
-                time.sleep(1)
+                if not failing:
+                    LOG.warning("cannot read desired state from Consul: %s", exc)
+                failing = True
+                time.sleep(0.5)
                 continue
+            if failing:  # the agent answers again: resync now (it may have lost services)
+                LOG.info("Consul answers again; resyncing")
+                failing = False
+                self.wake.set()
             if new_index != index or self.desired is None:
                 self.desired = topologies
                 self.wake.set()
@@ -94,7 +140,11 @@ class Daemon:
 
     # --- one pass --------------------------------------------------------------------------
     def reconcile(self) -> None:
-        """Bring plumbing, flows and reports in line with the desired topologies."""
+        """Bring plumbing, flows, DNS, services and reports in line with the desired state.
+
+        Instances that are no longer wanted leave Consul before their containers go; new or
+        changed ones are registered once their containers are plumbed and the flows are in.
+        """
         desired = dict(self.desired or {})
         plans: list[TopologyPlan] = []
         errors: dict[str, str] = {}
@@ -103,6 +153,10 @@ class Daemon:
                 plans.append(plan_topology(stored.topology, stored.allocation))
             except Exception as exc:  # noqa: BLE001 - reported to the user through `up`
                 errors[name] = f"cannot plan topology: {exc}"
+        services = self._plan_services(desired, errors)
+        removed = services is not None and self._apply_services(
+            SyncPlan([], services.deregister), desired, errors
+        )
         try:
             ports = self.plumber.reconcile(plans)
         except Exception as exc:  # noqa: BLE001
@@ -113,8 +167,10 @@ class Daemon:
                 name: port.ofport for name, port in self.bridge.owned_ports().items()
                 if port.ofport and port.ofport > 0
             }
+        self._serve_dns(plans, errors)
         self.health.watch((p.name, s.name) for p in plans for s in p.services)
-        compiled = compile_pipeline(plans, ports, self.health.passing())
+        passing = self.health.passing()
+        compiled = compile_pipeline(plans, ports, passing)
         pending: dict[str, str] = {}
         if not self.app.connected.is_set():
             for plan in plans:
@@ -125,27 +181,59 @@ class Daemon:
             for plan in plans:
                 errors.setdefault(plan.name, f"bridge {self.config.bridge} refused flows "
                                   "(see the controller log)")
-        self._sync_services(desired, errors)
-        self._report(desired, plans, ports, errors, pending, len(compiled.flows))
+        if services is not None:  # instances with checks: once they pass, or after 1 s
+            added = self._apply_services(SyncPlan(services.register, []), desired, errors,
+                                         ready=register_when_ready)
+            if removed and added:
+                self._service_topologies = set(desired)
+        self._report(desired, plans, ports, errors, pending, len(compiled.flows), passing)
 
-    def _sync_services(self, desired: dict[str, StoredTopology], errors: dict[str, str]) -> None:
-        """Register every declared service instance; deregister those of removed topologies."""
+    def _plan_services(
+        self, desired: dict[str, StoredTopology], errors: dict[str, str]
+    ) -> SyncPlan | None:
+        """What to change in the local agent; None when it cannot be read."""
         instances = [
             inst for stored in desired.values()
             for inst in desired_instances(stored.topology, stored.allocation)
         ]
         owned = self._service_topologies | set(desired)
         try:
-            self.discovery.reconcile(instances, owned, complete=True)
-            self._service_topologies = set(desired)
-        except SyncError as exc:
-            LOG.error("service sync failed: %s", exc.errors)
-            for name in desired:
-                errors.setdefault(name, f"service registration failed: {exc.errors}")
-        except Exception as exc:  # noqa: BLE001 - Consul agent down: retried next pass
-            LOG.warning("cannot reach the Consul agent: %s", exc)
+            return self.discovery.plan(instances, owned, complete=True)
+        except Exception as exc:  # noqa: BLE001 - Consul agent down: retried in a second
+            self._consul_failed("cannot reach the Consul agent", exc)
             for name in desired:
                 errors.setdefault(name, f"cannot reach the Consul agent: {exc}")
+            return None
+
+    def _apply_services(
+        self, plan: SyncPlan, desired: dict[str, StoredTopology], errors: dict[str, str],
+        ready: ReadyGate | None = None,
+    ) -> bool:
+        """Apply part of a sync plan; False (and the reason in ``errors``) when some failed."""
+        try:
+            self.discovery.apply(plan, ready)
+            return True
+        except SyncError as exc:
+            self._consul_failed("service sync failed", exc)
+            for name in desired:
+                errors.setdefault(name, f"service registration failed: {exc}")
+        except Exception as exc:  # noqa: BLE001 - Consul agent down: retried in a second
+            self._consul_failed("cannot reach the Consul agent", exc)
+            for name in desired:
+                errors.setdefault(name, f"cannot reach the Consul agent: {exc}")
+        return False
+
+    def _serve_dns(self, plans: list[TopologyPlan], errors: dict[str, str]) -> None:
+        """Answer DNS on the host's address on every network (containers' nameserver)."""
+        topology_of = {str(n.host_leg.ip): p.name for p in plans for n in p.networks}
+        failed = self.dns.listen(topology_of)
+        for address, why in failed.items():
+            LOG.error("DNS for containers: %s", why)
+            errors.setdefault(
+                topology_of[address],
+                f"containers cannot resolve names: {why} (is another DNS server bound to "
+                f"port {self.config.dns_port} on every address of this host?)",
+            )
 
     def _report(
         self,
@@ -155,6 +243,7 @@ class Daemon:
         errors: dict[str, str],
         pending: dict[str, str],
         flow_count: int,
+        passing: dict[ServiceKey, frozenset[str]],
     ) -> None:
         host = self.config.host_id
         observed = self.plumber.observe()
@@ -181,14 +270,40 @@ class Daemon:
                      "host_ip": str(n.host_leg.ip), "mtu": n.mtu}
                     for n in plan.networks
                 ],
+                "services": service_rows(plan, passing),
             }
             if self._reported.get(plan.name) != report:
-                self.store.report(host, plan.name, report)
+                try:
+                    self.store.report(host, plan.name, report)
+                except Exception as exc:  # noqa: BLE001 - written on the next pass
+                    self._consul_failed("cannot write the status report", exc)
+                    continue
                 self._reported[plan.name] = report
         for name in list(self._reported):
             if name not in desired:
-                self.store.clear_report(host, name)
+                try:
+                    self.store.clear_report(host, name)
+                except Exception as exc:  # noqa: BLE001 - cleared on the next pass
+                    self._consul_failed("cannot clear a status report", exc)
+                    continue
                 del self._reported[name]
+
+
+def service_rows(
+    plan: TopologyPlan, passing: dict[ServiceKey, frozenset[str]]
+) -> list[dict[str, Any]]:
+    """One status row per VIP service: its VIP and port, and the instances the switch sends
+    new connections to. Pure."""
+    return [
+        {
+            "name": svc.name, "vip": str(svc.vip), "port": svc.port,
+            "backends": [
+                {"container": b.container, "ip": str(b.ip), "port": b.port}
+                for b in active_backends(plan.name, svc, passing)
+            ],
+        }
+        for svc in plan.services
+    ]
 
 
 def container_rows(

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from ipaddress import ip_address
 from typing import Any
 
 import consul as consul_api
 
-from discovery import dns
+from discovery import lookup
 from discovery.catalog import ServiceEndpoint, endpoint_from_health
 from discovery.instances import (
     OWNER_KEY,
@@ -217,23 +216,4 @@ class Discoverer:
         Over UDP Consul returns at most a few records; the answer is retried over TCP
         when it says it was truncated.
         """
-        qname = name if name.rstrip(".").endswith(".consul") else f"{name}.service.consul"
-        msg = dns.query(qname, dns.SRV, self.dns_server, timeout)
-        result = []
-        for address, port in dns.srv_endpoints(msg):
-            result.extend((a, port) for a in self._addresses(address, timeout))
-        return result
-
-    def _addresses(self, host: str, timeout: float) -> list[str]:
-        """An SRV target Consul gave no A record for: look it up when it is a Consul name."""
-        try:
-            ip_address(host)
-            return [host]
-        except ValueError:
-            pass
-        if host.rstrip(".").endswith(".consul"):
-            msg = dns.query(host, dns.A, self.dns_server, timeout)
-            found = [r.data for r in msg.answers if r.type == dns.A and isinstance(r.data, str)]
-            if found:
-                return found
-        return [host]
+        return lookup.resolve(name, self.dns_server, timeout)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import consul
@@ -10,9 +12,12 @@ import consul
 from discovery.instances import CheckSpec, Instance, consul_meta
 from discovery.plan import SyncPlan, plan_sync
 
-__all__ = ["ServiceSync", "SyncError", "consul_check"]
+__all__ = ["ReadyGate", "ServiceSync", "SyncError", "consul_check"]
 
 LOG = logging.getLogger("switchboard.discovery")
+
+# Given instances with checks and a register(instance, passing) function, calls it for each.
+ReadyGate = Callable[[list[Instance], Callable[[Instance, bool], None]], None]
 
 
 class SyncError(RuntimeError):
@@ -45,6 +50,7 @@ class ServiceSync:
         self.client = client
         self.registrations = 0
         self.deregistrations = 0
+        self._count = threading.Lock()  # register() may run on several threads
 
     def registered(self) -> dict[str, dict[str, Any]]:
         """``/v1/agent/services``: service ID -> entry."""
@@ -59,23 +65,42 @@ class ServiceSync:
         read of KV): then missing or changed instances are registered, nothing deregistered.
         Raises :class:`SyncError` after trying every change when some failed.
         """
+        plan = self.plan(desired, owned_topologies, complete)
+        self.apply(plan)
+        return plan
+
+    def plan(
+        self, desired: list[Instance], owned_topologies: set[str] | None, complete: bool
+    ) -> SyncPlan:
+        """Read the agent and plan (see :meth:`reconcile`) without changing anything."""
         plan = plan_sync(desired, self.registered(), owned_topologies)
         if not complete:
             plan = SyncPlan(plan.register, [], plan.conflicts)
         for service_id in plan.conflicts:
             LOG.warning("service ID %s is used by more than one instance; keeping the first",
                         service_id)
-        self.apply(plan)
         return plan
 
-    def apply(self, plan: SyncPlan) -> None:
-        """Register and deregister as planned; raise SyncError listing what failed."""
+    def apply(self, plan: SyncPlan, ready: ReadyGate | None = None) -> None:
+        """Register and deregister as planned; raise SyncError listing what failed.
+
+        ``ready`` (e.g. :func:`discovery.readiness.register_when_ready`) decides when each
+        instance with a check is registered, and with which initial status.
+        """
         errors: dict[str, str] = {}
-        for inst in plan.register:
+
+        def register(inst: Instance, passing: bool) -> None:
             try:
-                self.register(inst)
+                self.register(inst, passing)
             except (consul.ConsulException, OSError) as exc:
                 errors[inst.id] = f"cannot register: {exc}"
+
+        gated = [i for i in plan.register if i.check is not None] if ready else []
+        for inst in plan.register:
+            if inst not in gated:
+                register(inst, False)
+        if ready is not None and gated:
+            ready(gated, register)
         for service_id in plan.deregister:
             try:
                 self.deregister(service_id)
@@ -84,8 +109,13 @@ class ServiceSync:
         if errors:
             raise SyncError(plan, errors)
 
-    def register(self, inst: Instance) -> None:
-        """(Re-)register one instance; its check replaces any check registered before."""
+    def register(self, inst: Instance, passing: bool = False) -> None:
+        """(Re-)register one instance; its check replaces any check registered before, and
+        starts as passing when ``passing`` (the caller saw it pass), else as Consul's default
+        (critical)."""
+        check = consul_check(inst.check) if inst.check is not None else None
+        if check is not None and passing:
+            check["Status"] = "passing"
         self.client.agent.service.register(
             inst.name,
             service_id=inst.id,
@@ -93,15 +123,17 @@ class ServiceSync:
             port=inst.port,
             tags=list(inst.tags),
             meta=consul_meta(inst),
-            check=consul_check(inst.check) if inst.check is not None else None,
+            check=check,
             replace_existing_checks=True,
         )
-        self.registrations += 1
+        with self._count:
+            self.registrations += 1
         LOG.info("registered service %s (%s at %s:%d)", inst.id, inst.name, inst.address,
                  inst.port)
 
     def deregister(self, service_id: str) -> None:
         """Remove one service (and its checks) from the agent."""
         self.client.agent.service.deregister(service_id)
-        self.deregistrations += 1
+        with self._count:
+            self.deregistrations += 1
         LOG.info("deregistered service %s", service_id)

@@ -76,10 +76,12 @@ class PlumbingPlan:
     delete_ports: list[str] = field(default_factory=list)  # container ports (veth host ends)
     delete_host_legs: list[str] = field(default_factory=list)
     delete_netns: list[str] = field(default_factory=list)  # names only, for attached ones
+    delete_resolv: list[str] = field(default_factory=list)  # namespaces whose file goes
     create_netns: list[str] = field(default_factory=list)
     attach_netns: list[tuple[str, int]] = field(default_factory=list)  # (name, pid)
     create_endpoints: list[Endpoint] = field(default_factory=list)
     create_host_legs: list[HostLeg] = field(default_factory=list)
+    write_resolv: list[tuple[str, str]] = field(default_factory=list)  # (netns, resolv.conf)
     start_commands: list[Command] = field(default_factory=list)
 
     def is_empty(self) -> bool:
@@ -115,6 +117,8 @@ def plan_plumbing(
     *,
     observed_commands: Mapping[str, str] | None = None,
     stale_netns: Set[str] = frozenset(),
+    wanted_resolv: Mapping[str, str] | None = None,
+    observed_resolv: Mapping[str, str] | None = None,
 ) -> PlumbingPlan:
     """Diff the wanted topologies against what the host holds.
 
@@ -126,6 +130,10 @@ def plan_plumbing(
 
     A port is recreated when its recorded settings differ, it has no ofport or its namespace is
     new; a namespace is deleted only when it is an ``sb-`` name nobody wants.
+
+    ``wanted_resolv``: namespace -> the resolv.conf it must have (None: leave those files
+    alone); ``observed_resolv``: the files of ours found on the host. A file is written when
+    it differs (before commands start) and removed when its container is gone.
     """
     containers, ports = _wanted(plans)
     netns = {n for n in observed_netns if n.startswith(PREFIX)}
@@ -181,6 +189,12 @@ def plan_plumbing(
             plan.stop_commands.append(key)
         plan.start_commands.append(Command(c.topology, c.name, name, c.command))
     plan.stop_commands += [k for k in running if k not in wanted_keys]
+    if wanted_resolv is not None:
+        observed_resolv = observed_resolv or {}
+        plan.write_resolv = sorted(
+            (ns, text) for ns, text in wanted_resolv.items() if observed_resolv.get(ns) != text
+        )
+        plan.delete_resolv = sorted(ns for ns in observed_resolv if ns not in wanted_resolv)
     plan.stop_commands.sort()
     plan.delete_ports.sort()
     plan.delete_host_legs.sort()

@@ -3,6 +3,7 @@
 State kept under ``state_dir``: ``pids/<topology>/<container>.pid``,
 ``logs/<topology>/<container>.log`` and ``netns/<name>`` (a marker per namespace this
 Plumber made or named, holding its topology: only marked namespaces are ever deleted).
+Each container it made also has ``/etc/netns/<name>/resolv.conf`` (see ovsdb.resolvconf).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ovsdb import netns, processes
+from ovsdb import netns, processes, resolvconf
 from ovsdb.bridge import TOPOLOGY_KEY, Bridge, OwnedPort, PortSpec
 from ovsdb.plan import PlumbingPlan, endpoint_ids, host_leg_ids, plan_plumbing, process_key
 
@@ -34,6 +35,7 @@ class _Observed:
     running: dict[str, bool]
     commands: dict[str, str]
     stale: set[str]
+    resolv: dict[str, str]
 
 
 @dataclass
@@ -121,7 +123,8 @@ class Plumber:
             rec = processes.read(path)
             if rec is not None:
                 commands[key] = rec.command
-        return _Observed(self.bridge.owned_ports(), ours, running, commands, stale)
+        resolv = resolvconf.read(set(self._marked()) | wanted.keys())
+        return _Observed(self.bridge.owned_ports(), ours, running, commands, stale, resolv)
 
     def observe(self) -> dict[str, dict[str, Any]]:
         """Status of every owned port: kind, topology, container, network, netns, ofport,
@@ -162,6 +165,8 @@ class Plumber:
             plan = plan_plumbing(
                 plans, seen.ports, seen.netns, seen.running,
                 observed_commands=seen.commands, stale_netns=seen.stale,
+                wanted_resolv=resolvconf.wanted_files(plans, resolvconf.host_text()),
+                observed_resolv=seen.resolv,
             )
             new_ofports = {} if plan.is_empty() else self._apply(plan, plans)
         if orphans:
@@ -183,7 +188,9 @@ class Plumber:
             in_ports = {p.external_ids.get("switchboard-netns") for p in ports.values()}
             ns = {n for n in seen.netns if marked.get(n) == name or n in in_ports}
             running = {k: v for k, v in seen.running.items() if k.startswith(f"{name}/")}
-            plan = plan_plumbing([], ports, ns, running)
+            resolv = {n: t for n, t in seen.resolv.items() if marked.get(n) == name}
+            plan = plan_plumbing([], ports, ns, running, wanted_resolv={},
+                                 observed_resolv=resolv)
             if not plan.is_empty():
                 self._apply(plan, [])
 
@@ -199,11 +206,11 @@ class Plumber:
             raise PlumbingError(f"plumbing failed: {err}{note}") from err
 
     def _delete(self, plan: PlumbingPlan) -> None:
-        for key in plan.stop_commands:
-            topology, container = key.split("/", 1)
-            processes.stop(self.pid_path(topology, container))
+        processes.stop_all(self.pid_path(*key.split("/", 1)) for key in plan.stop_commands)
         self.bridge.delete_ports(plan.delete_ports + plan.delete_host_legs)
         netns.delete(links=plan.delete_ports, namespaces=plan.delete_netns)
+        for name in plan.delete_resolv:
+            resolvconf.remove(name)
         for name in plan.delete_netns:
             self._marker(name).unlink(missing_ok=True)
 
@@ -218,6 +225,8 @@ class Plumber:
         created.links += [v.port for v in veths]
         netns.create(plan.create_netns, plan.attach_netns, veths)
         self._mark({name: topology_of[name] for name in new_ns})
+        for name, text in plan.write_resolv:  # before any command starts
+            resolvconf.write(name, text)
 
         specs = [_endpoint_spec(ep) for ep in plan.create_endpoints]
         specs += [_host_leg_spec(leg) for leg in plan.create_host_legs]
@@ -240,7 +249,7 @@ class Plumber:
         """Undo what this apply made; return what could not be undone."""
         problems = []
         steps = [
-            ("stopping commands", lambda: [processes.stop(p) for p in created.pid_paths]),
+            ("stopping commands", lambda: processes.stop_all(created.pid_paths)),
             ("deleting ports", lambda: self.bridge.delete_ports(created.ports)),
             (
                 "deleting veths and namespaces",

@@ -1,5 +1,7 @@
 """A container's command: started inside its namespace, in its own session, tracked by pid file.
 
+Commands start through ``ip netns exec``, which also gives them the namespace's files from
+``/etc/netns/<name>/`` (the container's resolv.conf) in a mount namespace of their own.
 The pid file holds the PID on its first line and, on the second, a JSON record (namespace,
 process start time, command) so that a reused PID is never mistaken for ours.
 """
@@ -12,11 +14,12 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ovsdb.netns import NETNS_DIR, netns_inode
+from ovsdb.netns import netns_inode
 
 _children: dict[int, subprocess.Popen] = {}  # our own children, so they can be reaped
 
@@ -83,7 +86,8 @@ def is_running(pid_path: Path) -> bool:
 
 
 def start(netns: str, command: str, log_path: Path, pid_path: Path) -> int:
-    """Run ``sh -c command`` in ``netns`` in a new session, output appended to ``log_path``."""
+    """Run ``sh -c command`` in ``netns`` (through ``ip netns exec``) in a new session,
+    output appended to ``log_path``."""
     if netns_inode(netns) is None:
         raise ProcessError(f"cannot start command in {netns}: no such namespace")
     log_path, pid_path = Path(log_path), Path(pid_path)
@@ -95,7 +99,7 @@ def start(netns: str, command: str, log_path: Path, pid_path: Path) -> int:
         log.flush()
         try:
             proc = subprocess.Popen(
-                ["nsenter", f"--net={NETNS_DIR / netns}", "sh", "-c", command],
+                ["ip", "netns", "exec", netns, "sh", "-c", command],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -115,7 +119,7 @@ def start(netns: str, command: str, log_path: Path, pid_path: Path) -> int:
 
 
 def _settle(proc: subprocess.Popen, netns: str, timeout: float = 2.0) -> None:
-    """Wait until nsenter has moved the process into the namespace (or it has exited)."""
+    """Wait until ``ip`` has moved the process into the namespace (or it has exited)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None or _in_netns(proc.pid, netns):
@@ -125,14 +129,25 @@ def _settle(proc: subprocess.Popen, netns: str, timeout: float = 2.0) -> None:
 
 def stop(pid_path: Path, timeout: float = 3.0) -> None:
     """SIGTERM the command's process group, SIGKILL it after ``timeout``; drop the pid file."""
-    pid_path = Path(pid_path)
-    rec = read(pid_path)
-    if rec is not None and _alive(rec) and _pgid(rec.pid) == rec.pid:
-        _signal_group(rec.pid, signal.SIGTERM)
-        if not _wait_group_gone(rec.pid, timeout):
-            _signal_group(rec.pid, signal.SIGKILL)
-            _wait_group_gone(rec.pid, 1.0)
-    pid_path.unlink(missing_ok=True)
+    stop_all([pid_path], timeout)
+
+
+def stop_all(pid_paths: Iterable[Path], timeout: float = 3.0) -> None:
+    """Stop several commands at once: SIGTERM every process group first, then wait for them
+    together, SIGKILL the groups still there after ``timeout``; drop the pid files."""
+    paths = [Path(p) for p in pid_paths]
+    groups = []
+    for path in paths:
+        rec = read(path)
+        if rec is not None and _alive(rec) and _pgid(rec.pid) == rec.pid:
+            _signal_group(rec.pid, signal.SIGTERM)
+            groups.append(rec.pid)
+    left = _wait_groups_gone(groups, timeout)
+    for pgid in left:
+        _signal_group(pgid, signal.SIGKILL)
+    _wait_groups_gone(left, 1.0)
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _pgid(pid: int) -> int | None:
@@ -147,16 +162,39 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def _wait_group_gone(pgid: int, timeout: float) -> bool:
-    """True once the group is empty (our own child leader gets reaped on the way)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        _reap(pgid)
+def _live_groups() -> set[int]:
+    """Process groups with a member that is not a zombie. A group whose members are all
+    zombies is gone: its orphans wait for init to reap them, which may take a while."""
+    groups = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
         try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+        if state not in ("Z", "X"):
+            groups.add(int(pgrp))
+    return groups
 
+
+def _wait_groups_gone(groups: list[int], timeout: float) -> list[int]:
+    """Wait until every group is gone (our own child leaders get reaped on the way); the
+    groups still there after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    left = list(groups)
+    while left:
+        for pgid in left:
+            _reap(pgid)
+        existing = []
+        for pgid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, 0)
+                existing.append(pgid)
+        live = _live_groups() if existing else set()
+        left = [pgid for pgid in existing if pgid in live]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    return left

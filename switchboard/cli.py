@@ -182,5 +182,15 @@ def _print_topology(topo: dict[str, Any]) -> None:
         console.print(rows)
 
 
+from switchboard.cli_trace import trace  # noqa: E402
+
+main.add_command(trace)
+
+from switchboard.cli_services import resolve, services  # noqa: E402
+
+main.add_command(services)
+main.add_command(resolve)
+
+
 if __name__ == "__main__":
     main()

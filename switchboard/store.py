@@ -62,7 +62,10 @@ def topology_objects(topology: Topology, allocation: ipam.Allocation) -> dict[st
                 addresses = {
                     net: str(allocation[(name, net)]) for net in topology.containers[name].networks
                 }
-                value = {"spec": value, "addresses": addresses}
+                # JSON keys are stored sorted: keep the file's network order (the first
+                # network holds the default route) explicitly.
+                value = {"spec": value, "addresses": addresses,
+                         "network_order": list(topology.containers[name].networks)}
             objects[f"{kind}/{name}"] = value
     for index, policy in enumerate(data.get("policies") or []):
         objects[f"policies/{index:04d}"] = policy
@@ -84,7 +87,10 @@ def topology_from_objects(name: str, objects: dict[str, Any]) -> tuple[Topology,
         if kind == "policies":
             doc.setdefault("policies", []).append(value)
         elif kind == "containers":
-            doc.setdefault("containers", {})[obj] = value["spec"]
+            spec = dict(value["spec"])
+            order = value.get("network_order") or list(spec["networks"])
+            spec["networks"] = {net: spec["networks"][net] for net in order}
+            doc.setdefault("containers", {})[obj] = spec
             for net, ip in value["addresses"].items():
                 allocation[(obj, net)] = IPv4Address(ip_address(ip))
         elif kind in ("networks", "routers", "services"):

@@ -87,7 +87,7 @@ class Switchboard:
             ["ovs-ofctl", "-O", "OpenFlow13", "--no-stats", "dump-flows", self.bridge],
             capture_output=True, text=True, check=True,
         ).stdout
-        return sorted(line.strip() for line in out.splitlines()[1:] if line.strip())
+        return sorted(line.strip() for line in out.splitlines() if "cookie=" in line)
 
     def log_tail(self, lines: int = 40) -> str:
         try:

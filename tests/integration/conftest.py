@@ -21,7 +21,7 @@ def switchboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Switchboar
     run = os.getpid()  # several test runs may share this machine: keep them apart
     sb = private_switchboard(tmp_path_factory.mktemp("switchboard-state"),
                              prefix=f"sbtest-{run}", bridge=f"sbt{run}",
-                             of_port=20000 + run % 20000)
+                             of_port=16000 + run % 16000)  # below the ephemeral range
     sb.start()
     sb.wait_ready()
     try:

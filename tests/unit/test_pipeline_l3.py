@@ -177,12 +177,55 @@ def test_failed_instance_gets_no_new_connections():
     assert targets == {"10.10.2.11", "10.10.2.13"}
 
 
-def test_vip_with_no_passing_instance_is_sent_to_a_closed_host_port():
+def _from_host_leg(lab: Lab, network: str, **fields: Any) -> dict[str, Any]:
+    leg = lab.net(network).host_leg
+    return {"in_port": lab.ports[leg.port], "eth_src": leg.mac, "eth_type": 0x0800,
+            "ipv4_src": str(leg.ip), "ip_proto": 6, "ip_ttl": 64, **fields}
+
+
+def test_vip_with_no_passing_instance_sends_each_client_to_a_closed_port_of_its_own_leg():
     lab = Lab(SHOP, passing={("shop", "api"): frozenset()})
-    result = lab.send("web", "10.10.2.100", sport=45000)
+    for client, network in (("web", "front"), ("api-1", "back")):
+        result = lab.send(client, "10.10.2.100", sport=45000)
+        leg = lab.net(network).host_leg
+        assert result.ports == [lab.ports[leg.port]], client
+        out = result.outputs[0][1]
+        assert (out["ipv4_dst"], out["tcp_dst"], out["eth_dst"]) == (str(leg.ip), 1, leg.mac)
+
+
+def test_host_reset_for_a_vip_with_no_passing_instance_reaches_the_client_from_the_vip():
+    lab = Lab(SHOP, passing={("shop", "api"): frozenset()})
+    syn = lab.send("web", "10.10.2.100", sport=45001).outputs[0][1]
+    reset = lab.switch.process(_from_host_leg(
+        lab, "front", eth_dst=lab.ep("web").mac, ipv4_dst=syn["ipv4_src"], tcp_src=1,
+        tcp_dst=45001))
+    assert reset.ports == [lab.port_of("web")]
+    back = reset.outputs[0][1]
+    assert (back["ipv4_src"], back["tcp_src"]) == ("10.10.2.100", 80)
+
+
+def test_host_connection_to_a_vip_with_no_passing_instance_is_turned_back_as_refused():
+    lab = Lab(SHOP, passing={("shop", "api"): frozenset()})
     leg = lab.net("back").host_leg
-    assert result.ports == [lab.ports[leg.port]]
-    assert result.outputs[0][1]["ipv4_dst"] == str(leg.ip)
+    gateway = lab.net("back").gateway_mac
+    syn = lab.switch.process(_from_host_leg(lab, "back", eth_dst=gateway,
+                                            ipv4_dst="10.10.2.100", tcp_src=45002, tcp_dst=80))
+    assert syn.ports == [lab.ports[leg.port]]
+    turned = syn.outputs[0][1]
+    assert (turned["ipv4_src"], turned["tcp_src"]) == ("10.10.2.100", 45002)
+    assert (turned["ipv4_dst"], turned["tcp_dst"], turned["eth_dst"]) == (str(leg.ip), 1, leg.mac)
+    reset = lab.switch.process(_from_host_leg(lab, "back", eth_dst=gateway,
+                                              ipv4_dst="10.10.2.100", tcp_src=1, tcp_dst=45002))
+    assert reset.ports == [lab.ports[leg.port]]
+    back = reset.outputs[0][1]
+    assert (back["ipv4_src"], back["tcp_src"]) == ("10.10.2.100", 80)
+    assert (back["ipv4_dst"], back["tcp_dst"]) == (str(leg.ip), 45002)
+
+
+def test_vip_is_unreachable_from_a_network_not_routed_to_its_network():
+    for passing in (None, {("shop", "api"): frozenset()}):
+        lab = Lab(SHOP, passing=passing)
+        assert lab.send("solo", "10.10.2.100", sport=45003).ports == [], passing
 
 
 def test_vip_answers_arp_with_the_gateway_mac():

@@ -1,0 +1,358 @@
+"""Discovery benchmark: how soon a container's service resolves, and how soon a dead one stops.
+
+A private daemon (own bridge, KV prefix, state; the host's Consul agent) brings up N
+containers on 10.234.0.0/16, each running a small TCP listener on port 8080 and declaring one
+service ``sbbdisc-cI`` with a TCP check every second, plus a ``probe`` container. (The
+listener is a Perl one-liner: ``python3`` here is a pyenv shim that takes 0.4 s to start, and
+a hundred of them at once would measure interpreter start-up, not discovery.) From the
+moment ``switchboard up`` starts, three observers run side by side:
+
+- reachable: a raw ICMP socket on the host pings every container until it answers;
+- registered: ``/v1/agent/services`` lists the instance (polled);
+- resolves: from inside ``probe`` (a UDP socket made in its namespace), an SRV query for
+  ``sbbdisc-cI.service.consul`` to the container's nameserver (the daemon's forwarder on the
+  host address) includes the instance; queries go in closed-loop rounds.
+
+Then K instances' processes are killed at once; removal is the time until their SRV answer no
+longer includes them. Run as root with OVS and Consul started (scripts/start-services.sh):
+
+    /opt/switchboard/venv/bin/python bench/discovery.py [-n 100] [-k 20] [--subnet CIDR]
+
+It refuses to start when a route of the host overlaps the subnet (another run is using it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Network
+from pathlib import Path
+
+import consul
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from discovery import dns  # noqa: E402
+from switchboard import ipam  # noqa: E402
+from switchboard.model import load_topology  # noqa: E402
+from tests.harness import Switchboard, private_switchboard, teardown  # noqa: E402
+
+SUBNET = IPv4Network("10.234.0.0/16")  # the default; --subnet to change it
+TOPOLOGY = "sbbdisc"
+CHECK_INTERVAL = "1s"
+LISTENER = ("perl -MIO::Socket::INET -e '$s = IO::Socket::INET->new(LocalPort => 8080, "
+            "Listen => 64, ReuseAddr => 1) or die $!; while ($c = $s->accept) { close $c }'")
+_CLONE_NEWNET = 0x40000000
+
+
+# --------------------------------------------------------------------------- topology
+
+
+def topology_text(n: int, subnet: IPv4Network = SUBNET) -> str:
+    containers = "".join(
+        f"  c{i}:\n    networks: [lan]\n    command: {json.dumps(LISTENER)}\n"
+        f"    services: [{{name: sbbdisc-c{i}, port: 8080, "
+        f"check: {{tcp: 8080, interval: {CHECK_INTERVAL}}}}}]\n"
+        for i in range(n)
+    )
+    return (f"name: {TOPOLOGY}\nnetworks:\n  lan: {{subnet: {subnet}}}\ncontainers:\n"
+            f"  probe: {{networks: [lan]}}\n{containers}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+# --------------------------------------------------------------------------- observers
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    return ~(total + (total >> 16)) & 0xFFFF
+
+
+class Pinger:
+    """Pings every pending address every ``interval`` from the host; first reply times."""
+
+    def __init__(self, addresses: list[str], interval: float = 0.02) -> None:
+        self.pending = set(addresses)
+        self.seen: dict[str, float] = {}
+        self.interval = interval
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        self.sock.settimeout(0.01)
+        self.ident = os.getpid() & 0xFFFF
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        threading.Thread(target=self._receive, daemon=True).start()
+        seq = 0
+        while not self.stop.is_set() and self.pending:
+            seq = (seq + 1) & 0xFFFF
+            header = struct.pack("!BBHHH", 8, 0, 0, self.ident, seq)
+            packet = struct.pack("!BBHHH", 8, 0, _checksum(header + b"sb"), self.ident,
+                                 seq) + b"sb"
+            for address in list(self.pending):
+                with contextlib.suppress(OSError):  # no route yet: the host leg is not up
+                    self.sock.sendto(packet, (address, 0))
+            time.sleep(self.interval)
+
+    def _receive(self) -> None:
+        while not self.stop.is_set() and self.pending:
+            try:
+                data, (address, _) = self.sock.recvfrom(2048)
+            except OSError:
+                continue
+            icmp = data[(data[0] & 0x0F) * 4:]
+            if icmp[:1] == b"\0" and struct.unpack("!H", icmp[4:6])[0] == self.ident \
+                    and address in self.pending:
+                self.seen[address] = time.monotonic()
+                self.pending.discard(address)
+
+
+def socket_in_netns(netns: str, timeout: float = 60) -> socket.socket:
+    """A UDP socket that lives in a named network namespace (made by a thread that entered
+    it; the calling thread never changes namespace). Waits for the name to be usable: ``ip``
+    creates the file a moment before it mounts the namespace on it."""
+    made: dict[str, socket.socket] = {}
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def enter() -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(FileNotFoundError):
+                fd = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
+                try:
+                    if libc.setns(fd, _CLONE_NEWNET) == 0:
+                        made["sock"] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                        return
+                finally:
+                    os.close(fd)
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.005)
+
+    worker = threading.Thread(target=enter)
+    worker.start()
+    worker.join()
+    if "sock" not in made:
+        raise RuntimeError(f"cannot enter namespace {netns}")
+    return made["sock"]
+
+
+class SrvProber:
+    """Asks a nameserver for the SRV records of names in closed-loop rounds."""
+
+    def __init__(self, sock: socket.socket, server: tuple[str, int]) -> None:
+        self.sock = sock
+        self.server = server
+        self.rounds: list[float] = []
+
+    def ask(self, names: dict[str, str], timeout: float = 0.2) -> dict[str, set[str]]:
+        """One round: name -> addresses its SRV answer includes (names not answered: absent)."""
+        start = time.monotonic()
+        by_id = {}
+        for qid, name in enumerate(sorted(names), start=1):
+            by_id[qid] = name
+            with contextlib.suppress(OSError):  # the probe's interface is not up yet
+                self.sock.sendto(dns.encode_query(f"{name}.service.consul", dns.SRV, qid),
+                                 self.server)
+        found: dict[str, set[str]] = {}
+        self.sock.settimeout(0.01)
+        while len(found) < len(by_id) and time.monotonic() - start < timeout:
+            try:
+                msg = dns.decode_message(self.sock.recv(65535))
+            except (OSError, dns.DNSError):
+                continue
+            if msg.id in by_id:
+                found[by_id[msg.id]] = {a for a, _ in dns.srv_endpoints(msg)}
+        self.rounds.append(time.monotonic() - start)
+        return found
+
+
+def watch_until(
+    done: Callable[[], bool], step: Callable[[], None], timeout: float, what: Callable[[], str]
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"benchmark timed out: {what()}")
+        step()
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def bring_up(
+    sb: Switchboard, n: int, state: Path, subnet: IPv4Network
+) -> tuple[dict[str, list[float]], SrvProber, dict[str, str]]:
+    """Figures of the bring-up, the prober (for the removal) and container -> address."""
+    text = topology_text(n, subnet)
+    topo = state / "discovery.yaml"
+    topo.write_text(text)
+    topology = load_topology(text)
+    allocation = ipam.allocate(topology)  # what the daemon will use: IPAM is deterministic
+    address = {f"c{i}": str(allocation[(f"c{i}", "lan")]) for i in range(n)}
+    nameserver = str(ipam.host_leg_address(topology, "lan"))
+    pinger = Pinger(list(address.values()))
+    start = time.monotonic()
+    up = subprocess.Popen([sys.executable, "-m", "switchboard.cli", "up", str(topo),
+                           "--timeout", "600"], env=sb.env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT)
+    try:
+        return _observe(sb, n, up, start, pinger, address, nameserver)
+    finally:  # let `up` finish even on failure: `down` before the first report is a no-op
+        try:
+            up.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            up.wait()
+
+
+def _observe(
+    sb: Switchboard, n: int, up: subprocess.Popen[bytes], start: float, pinger: Pinger,
+    address: dict[str, str], nameserver: str,
+) -> tuple[dict[str, list[float]], SrvProber, dict[str, str]]:
+    name_of = {f"sbbdisc-{c}": c for c in address}
+    agent = consul.Consul()
+    registered: dict[str, float] = {}
+    resolved: dict[str, float] = {}
+    threading.Thread(target=pinger.run, daemon=True).start()
+
+    def poll_registrations() -> None:
+        while len(registered) < n and time.monotonic() - start < 300:
+            now = time.monotonic()
+            for entry in agent.agent.services().values():
+                container = name_of.get(entry["Service"])
+                if container and container not in registered:
+                    registered[container] = now
+            time.sleep(0.02)
+
+    threading.Thread(target=poll_registrations, daemon=True).start()
+    prober = SrvProber(socket_in_netns(f"sb-{TOPOLOGY}-probe"), (nameserver, 53))
+
+    def probe_round() -> None:
+        pending = {name: address[c] for name, c in name_of.items() if c not in resolved}
+        answers = prober.ask(pending)
+        now = time.monotonic()
+        for name, found in answers.items():
+            if pending[name] in found:
+                resolved[name_of[name]] = now
+        time.sleep(0.01)
+
+    watch_until(lambda: len(resolved) == n, probe_round, 120, lambda: (
+        f"{len(pinger.seen)} reachable, {len(registered)} registered, {len(resolved)} "
+        f"resolve, of {n}\n--- daemon log ---\n{sb.log_tail()}"))
+    out = up.communicate(timeout=600)[0]
+    if up.returncode != 0:
+        raise RuntimeError(f"switchboard up failed: {out.decode()}")
+    pinger.stop.set()
+    reachable = {c: pinger.seen[ip] for c, ip in address.items()}
+    return {
+        "up -> reachable": [reachable[c] - start for c in address],
+        "up -> registered": [registered[c] - start for c in address],
+        "up -> resolves": [resolved[c] - start for c in address],
+        "reachable -> registered": [registered[c] - reachable[c] for c in address],
+        "reachable -> resolves": [resolved[c] - reachable[c] for c in address],
+        "probe round": prober.rounds,
+    }, prober, address
+
+
+def removal(sb: Switchboard, prober: SrvProber, address: dict[str, str], k: int) -> list[float]:
+    """Kill k instances' processes at once; seconds until each leaves its SRV answer."""
+    victims = sorted(address, key=lambda c: int(c[1:]))[:k]
+    killed = {}
+    for c in victims:
+        pid = int((sb.state_dir / "pids" / TOPOLOGY / f"{c}.pid").read_text().split()[0])
+        os.killpg(pid, signal.SIGKILL)
+        killed[c] = time.monotonic()
+    gone: dict[str, float] = {}
+
+    def probe_round() -> None:
+        pending = {f"sbbdisc-{c}": address[c] for c in victims if c not in gone}
+        answers = prober.ask(pending)
+        now = time.monotonic()
+        for name, found in answers.items():
+            if pending[name] not in found:
+                gone[name.removeprefix("sbbdisc-")] = now
+        time.sleep(0.01)
+
+    watch_until(lambda: len(gone) == k, probe_round, 60,
+                lambda: f"{len(gone)} of {k} gone from DNS")
+    return [gone[c] - killed[c] for c in victims]
+
+
+def report(label: str, values: list[float]) -> None:
+    print(f"{label:<26} median {statistics.median(values) * 1000:7.0f} ms   "
+          f"p95 {percentile(values, 95) * 1000:7.0f} ms   max {max(values) * 1000:7.0f} ms"
+          f"   (n={len(values)})", flush=True)
+
+
+def overlapping_routes(subnet: IPv4Network) -> list[str]:
+    """Routes of the host's main table that overlap ``subnet``."""
+    out = subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True).stdout
+    found = []
+    for line in out.splitlines():
+        dest = line.split()[0]
+        if dest != "default" and IPv4Network(dest, strict=False).overlaps(subnet):
+            found.append(line)
+    return found
+
+
+def main(n: int, k: int, subnet: IPv4Network, log: Path | None = None) -> None:
+    busy = overlapping_routes(subnet)
+    if busy:
+        sys.exit(f"{subnet} is in use on this host ({busy[0]}); pick another with --subnet")
+    with tempfile.TemporaryDirectory(prefix="sbbdisc-") as tmp:
+        state = Path(tmp)
+        sb = private_switchboard(state, prefix=f"sbbdisc-{os.getpid()}", bridge="sbbd-br",
+                                 of_port=6694)
+        # No periodic pass during the run: it would restart the killed commands.
+        sb.env["SWITCHBOARD_RESYNC_SECONDS"] = "600"
+        sb.start()
+        try:
+            sb.wait_ready()
+            figures, prober, address = bring_up(sb, n, state, subnet)
+            print(f"{n} containers, one service each, TCP check every {CHECK_INTERVAL}:")
+            for label, values in figures.items():
+                report(label, values)
+            gone = removal(sb, prober, address, k)
+            print(f"{k} instances killed at once:")
+            report("kill -> gone from DNS", gone)
+        finally:
+            if sb.proc is not None and sb.proc.poll() is None:
+                down = sb.cli("down", TOPOLOGY, check=False, timeout=300)
+                if down.returncode != 0:
+                    print(f"switchboard down {TOPOLOGY} failed:\n{down.stdout}{down.stderr}",
+                          file=sys.stderr)
+            if log is not None:
+                shutil.copyfile(sb.log, log)
+            teardown(sb)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=100, help="containers (one service each)")
+    parser.add_argument("-k", type=int, default=20, help="instances killed for the removal")
+    parser.add_argument("--subnet", type=IPv4Network, default=SUBNET)
+    parser.add_argument("--log", type=Path, help="keep a copy of the daemon's log here")
+    args = parser.parse_args()
+    main(args.n, min(args.k, args.n), args.subnet, args.log)

@@ -1,0 +1,97 @@
+"""``switchboard services`` and ``switchboard resolve``: service discovery as a user sees it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from discovery import dns, lookup
+from discovery.dnsproxy import parse_server
+from discovery.listing import health_entries, instance_rows, vip_rows
+from switchboard.store import Store, consul_client
+
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+HEALTH_STYLE = {"passing": "green", "warning": "yellow", "critical": "red"}
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def _endpoint(address: str, port: int | None) -> str:
+    return f"{address}:{port}" if port else address
+
+
+def _backends(row: dict[str, Any]) -> str:
+    if not row["backends"]:
+        return "(none passing: connections are refused)"
+    return ", ".join(f"{b['container']} {b['ip']}:{b['port']}" for b in row["backends"])
+
+
+@click.command()
+@click.option("-t", "--topology", help="Only the services of this topology.")
+@click.option("-a", "--all", "everything", is_flag=True,
+              help="Also list services Switchboard did not register.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.pass_context
+def services(ctx: click.Context, topology: str | None, everything: bool, as_json: bool) -> None:
+    """List service instances with their health (Consul's health API) and the VIPs in
+    front of them with the instances each switch currently uses."""
+    client = consul_client(ctx.obj["consul"])
+    try:
+        instances = instance_rows(health_entries(client), topology, everything)
+        vips = vip_rows(Store(client, ctx.obj["prefix"]).reports(), topology)
+    except Exception as exc:  # noqa: BLE001 - any failure here means Consul is unreachable
+        _fail(f"cannot read services from Consul at {ctx.obj['consul']}: {exc}; "
+              "is the Consul agent running (scripts/start-services.sh)?")
+    if as_json:
+        click.echo(json.dumps({"instances": instances, "vips": vips}, indent=2,
+                              sort_keys=True))
+        return
+    if not instances and not vips:
+        where = f" in topology {topology}" if topology else ""
+        console.print(f"no services registered{where}")
+        return
+    table = Table("service", "instance", "topology", "address:port", "tags", "health",
+                  box=None)
+    for row in instances:
+        style = HEALTH_STYLE.get(row["health"], "red")
+        table.add_row(row["service"], row["instance"], row["topology"] or "-",
+                      _endpoint(row["address"], row["port"]), ",".join(row["tags"]) or "-",
+                      f"[{style}]{row['health']}[/{style}]")
+    console.print(table)
+    if vips:
+        console.print()
+        vip_table = Table("service", "topology", "vip:port", "backends", "host", box=None)
+        for row in vips:
+            vip_table.add_row(row["service"], row["topology"],
+                              _endpoint(row["vip"], row["port"]), _backends(row), row["host"])
+        console.print(vip_table)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--dns", "server", envvar="SWITCHBOARD_CONSUL_DNS", default="127.0.0.1:8600",
+              show_default=True, help="Consul's DNS interface (HOST:PORT).")
+@click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait for DNS.")
+def resolve(name: str, server: str, timeout: float) -> None:
+    """Resolve service NAME (``web``, ``v1.web``, ``web.service.consul``) through Consul DNS,
+    SRV then A, as a container does; print ADDRESS:PORT per instance."""
+    try:
+        found = lookup.resolve(name, parse_server(server, 8600), timeout)
+    except dns.DNSError as exc:
+        _fail(f"{exc}; is Consul's DNS interface at {server}? (set --dns)")
+    except ValueError as exc:
+        _fail(f"cannot resolve {name!r}: {exc}", 2)
+    if not found:
+        _fail(f"{lookup.consul_name(name)}: no passing instance (see `switchboard services`)")
+    for address, port in found:
+        click.echo(f"{address}:{port}")
