@@ -11,7 +11,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from ovsdb import netns, processes
+from ovsdb import netns, processes, resolvconf
 from ovsdb.bridge import Bridge
 from ovsdb.plumbing import Plumber, PlumbingError
 from switchboard import naming
@@ -92,7 +92,10 @@ def plumber(bridge, tmp_path):
     for pid_file in (tmp_path / "state" / "pids").glob("*/*.pid"):
         processes.stop(pid_file)
     # deleting the (now empty) namespaces takes their veths along
-    netns.delete_namespaces(n for n in netns.list_namespaces() if n.startswith(f"sb-{TOPO}-"))
+    leftover = [n for n in netns.list_namespaces() if n.startswith(f"sb-{TOPO}-")]
+    netns.delete_namespaces(leftover)
+    for name in leftover + [p.name for p in resolvconf.NETNS_ETC.glob(f"sb-{TOPO}-*")]:
+        resolvconf.remove(name)
 
 
 @pytest.fixture
