@@ -234,8 +234,7 @@ def _service_flows(
     nets = {n.name: n for n in plan.networks}
     home = next(n for n in plan.networks if service.vip in IPv4Network(n.subnet))
     clients = [home] + [nets[src] for src, dst in plan.routes if dst == home.name]
-    alive = passing.get((plan.name, service.name)) if passing is not None else None
-    backends = [b for b in service.backends if alive is None or b.container in alive]
+    backends = service.active_backends(passing)
     vip = str(service.vip)
     flows = [_arp_reply(home.key, vip, home.gateway_mac, owner)]
     new_conn = _ct_state(on=CT_NEW | CT_TRK)

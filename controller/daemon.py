@@ -23,7 +23,7 @@ from typing import Any
 from controller.compiler import compile_pipeline
 from controller.runtime import start_controller
 from discovery.dnsproxy import DnsProxy, parse_server
-from discovery.health import HealthWatch, ServiceKey, active_backends
+from discovery.health import HealthWatch, ServiceKey
 from discovery.instances import desired_instances
 from discovery.plan import SyncPlan
 from discovery.readiness import register_when_ready
@@ -299,7 +299,7 @@ def service_rows(
             "name": svc.name, "vip": str(svc.vip), "port": svc.port,
             "backends": [
                 {"container": b.container, "ip": str(b.ip), "port": b.port}
-                for b in active_backends(plan.name, svc, passing)
+                for b in svc.active_backends(passing)
             ],
         }
         for svc in plan.services

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import consul
 
 if TYPE_CHECKING:
-    from switchboard.hostplan import Backend, ServicePlan
+    pass
 
 LOG = logging.getLogger("switchboard.health")
 
@@ -25,15 +25,6 @@ def passing_containers(entries: Iterable[dict[str, Any]], topology: str) -> froz
         if meta.get("switchboard-topology") == topology and "switchboard-container" in meta:
             found.add(meta["switchboard-container"])
     return frozenset(found)
-
-
-def active_backends(
-    topology: str, service: ServicePlan, passing: dict[ServiceKey, frozenset[str]]
-) -> tuple[Backend, ...]:
-    """The instances a VIP sends new connections to: the passing ones, or all of them while
-    Consul has not answered for the service yet. Pure."""
-    alive = passing.get((topology, service.name))
-    return tuple(b for b in service.backends if alive is None or b.container in alive)
 
 
 class HealthWatch:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
@@ -97,6 +98,14 @@ class ServicePlan:
     port: int | None  # VIP port; None: each instance's own port
     backends: tuple[Backend, ...]
     group_id: int
+
+    def active_backends(
+        self, passing: Mapping[tuple[str, str], frozenset[str]] | None
+    ) -> tuple[Backend, ...]:
+        """Instances that take new connections: the passing ones (``passing`` maps
+        (topology, service) to containers), or all of them while health is unknown."""
+        alive = passing.get((self.topology, self.name)) if passing is not None else None
+        return tuple(b for b in self.backends if alive is None or b.container in alive)
 
 
 @dataclass(frozen=True)
