@@ -164,12 +164,6 @@ class SwitchboardApp(app_manager.OSKenApp):
         ]
         return bool(results) and all(results)
 
-    def installed_cookies(self) -> set[int]:
-        """Cookies on the first connected bridge (for status)."""
-        for state in self.switches.values():
-            return set(state.installed)
-        return set()
-
     # --- internals ----------------------------------------------------------------------
     def _sync(self, state: SwitchState, timeout: float) -> bool:
         with self._lock:

@@ -31,7 +31,7 @@ from discovery.sync import ReadyGate, ServiceSync, SyncError
 from ovsdb.bridge import Bridge
 from ovsdb.plumbing import Plumber
 from switchboard.hostplan import TopologyPlan, plan_topology
-from switchboard.store import Store, StoredTopology, consul_client
+from switchboard.store import DEFAULT_CONSUL, Store, StoredTopology, consul_client
 
 LOG = logging.getLogger("switchboard.daemon")
 
@@ -41,7 +41,7 @@ class DaemonConfig:
     """Where the daemon finds its parts: command-line options of ``switchboard controller``,
     and environment variables (``SWITCHBOARD_RESYNC_SECONDS``, ``SWITCHBOARD_CONSUL_DNS``)."""
 
-    consul: str = "http://127.0.0.1:8500"
+    consul: str = DEFAULT_CONSUL
     prefix: str = "switchboard"
     bridge: str = "sb-int"
     of_host: str = "127.0.0.1"

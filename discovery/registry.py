@@ -36,7 +36,7 @@ from discovery.instances import (
 from discovery.plan import differs
 from discovery.sync import ServiceSync
 from switchboard.model import Check
-from switchboard.store import consul_client
+from switchboard.store import DEFAULT_CONSUL, consul_client
 
 __all__ = [
     "DEFAULT_CONSUL",
@@ -49,7 +49,6 @@ __all__ = [
     "registry_service_id",
 ]
 
-DEFAULT_CONSUL = "http://127.0.0.1:8500"
 DEFAULT_DNS = ("127.0.0.1", 8600)
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 

@@ -25,11 +25,10 @@ from discovery.registry import Discoverer, Registry
 from switchboard import naming
 from switchboard.apply import apply_topology, remove_topology
 from switchboard.model import Topology
-from switchboard.store import Store, consul_client
+from switchboard.store import DEFAULT_CONSUL, Store, consul_client
 
 __all__ = ["Container", "Discoverer", "Registry", "VirtualNIC", "VirtualNetwork"]
 
-DEFAULT_CONSUL = "http://127.0.0.1:8500"
 SUBNET_POOL = ip_network("10.200.0.0/16")  # where networks without a subnet get their /24
 
 

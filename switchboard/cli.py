@@ -16,7 +16,7 @@ from rich.table import Table
 
 from switchboard.apply import ApplyError, apply_topology, remove_topology
 from switchboard.model import TopologyError, load_topology_file
-from switchboard.store import Store, consul_client
+from switchboard.store import DEFAULT_CONSUL, Store, consul_client
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -32,7 +32,7 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--consul", envvar="SWITCHBOARD_CONSUL", default="http://127.0.0.1:8500",
+@click.option("--consul", envvar="SWITCHBOARD_CONSUL", default=DEFAULT_CONSUL,
               show_default=True, help="Consul HTTP address (holds the desired state).")
 @click.option("--prefix", envvar="SWITCHBOARD_PREFIX", default="switchboard",
               show_default=True, help="Consul KV prefix of Switchboard's keys.")

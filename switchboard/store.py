@@ -30,6 +30,7 @@ import consul
 from switchboard import ipam
 from switchboard.model import Topology
 
+DEFAULT_CONSUL = "http://127.0.0.1:8500"  # the local agent
 TXN_LIMIT = 64  # Consul's limit of operations in one transaction
 
 
