@@ -29,7 +29,7 @@ from discovery.plan import SyncPlan
 from discovery.readiness import register_when_ready
 from discovery.sync import ReadyGate, ServiceSync, SyncError
 from ovsdb.bridge import Bridge
-from ovsdb.plumbing import Plumber
+from plumbing.plumber import Plumber
 from switchboard.hostplan import TopologyPlan, plan_topology
 from switchboard.store import DEFAULT_CONSUL, Store, StoredTopology, consul_client
 

@@ -1,7 +1,7 @@
 """The DNS server containers use: names under ``.consul`` go to Consul, the rest to the host.
 
 The daemon listens (UDP and TCP, port 53) on the host's own address on each network, the
-address every container's resolv.conf names (see :mod:`ovsdb.resolvconf`). A query is passed
+address every container's resolv.conf names (see :mod:`plumbing.resolvconf`). A query is passed
 on byte for byte and the answer comes back byte for byte: to Consul's DNS interface for names
 under its domain, to the host's resolvers (``/etc/resolv.conf``, read again when it changes)
 for everything else. Nothing is cached, so an instance Consul stops returning is gone at once.

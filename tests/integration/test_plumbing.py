@@ -11,9 +11,9 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from ovsdb import netns, processes, resolvconf
 from ovsdb.bridge import Bridge
-from ovsdb.plumbing import Plumber, PlumbingError
+from plumbing import netns, processes, resolvconf
+from plumbing.plumber import Plumber, PlumbingError
 from switchboard import naming
 from switchboard.hostplan import ContainerPlan, Endpoint, HostLeg, NetworkPlan, TopologyPlan
 

@@ -23,8 +23,8 @@ from discovery.lookup import consul_name
 from discovery.plan import SyncPlan
 from discovery.readiness import register_when_ready
 from discovery.sync import ServiceSync
-from ovsdb.plan import plan_plumbing
-from ovsdb.resolvconf import MARK, resolv_conf, wanted_files
+from plumbing.plan import plan_plumbing
+from plumbing.resolvconf import MARK, resolv_conf, wanted_files
 from switchboard.hostplan import plan_topology
 from switchboard.model import load_topology
 

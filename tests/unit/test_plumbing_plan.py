@@ -1,4 +1,4 @@
-"""ovsdb.plan: the pure diff between wanted topologies and what the host holds."""
+"""plumbing.plan: the pure diff between wanted topologies and what the host holds."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 
 from ovsdb.bridge import OwnedPort
-from ovsdb.plan import (
+from plumbing.plan import (
     Command,
     PlumbingPlan,
     endpoint_ids,

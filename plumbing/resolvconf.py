@@ -1,7 +1,7 @@
 """Each container's resolv.conf: ``/etc/netns/<netns>/resolv.conf``.
 
 ``ip netns exec`` bind-mounts the files of ``/etc/netns/<name>/`` over ``/etc`` for what it
-runs, and container commands are started that way (see :mod:`ovsdb.processes`), so a
+runs, and container commands are started that way (see :mod:`plumbing.processes`), so a
 container's resolver asks the host's address on its first network, where the daemon's DNS
 forwarder listens (see :mod:`discovery.dnsproxy`). The host's own search domains and
 options are kept, so names resolve as on the host, and ``service.consul`` is searched last.

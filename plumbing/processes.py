@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ovsdb.netns import netns_inode
+from plumbing.netns import netns_inode
 
 _children: dict[int, subprocess.Popen] = {}  # our own children, so they can be reaped
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ovsdb.bridge import TOPOLOGY_KEY, OwnedPort
-from ovsdb.netns import PREFIX
+from plumbing.netns import PREFIX
 
 if TYPE_CHECKING:
     from switchboard.hostplan import ContainerPlan, Endpoint, HostLeg, TopologyPlan

@@ -1,9 +1,9 @@
-"""Make the host hold the wanted topologies: observe, diff (ovsdb.plan), apply, roll back.
+"""Make the host hold the wanted topologies: observe, diff (plumbing.plan), apply, roll back.
 
 State kept under ``state_dir``: ``pids/<topology>/<container>.pid``,
 ``logs/<topology>/<container>.log`` and ``netns/<name>`` (a marker per namespace this
 Plumber made or named, holding its topology: only marked namespaces are ever deleted).
-Each container it made also has ``/etc/netns/<name>/resolv.conf`` (see ovsdb.resolvconf).
+Each container it made also has ``/etc/netns/<name>/resolv.conf`` (see plumbing.resolvconf).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ovsdb import netns, processes, resolvconf
 from ovsdb.bridge import TOPOLOGY_KEY, Bridge, OwnedPort, PortSpec
-from ovsdb.plan import PlumbingPlan, endpoint_ids, host_leg_ids, plan_plumbing, process_key
+from plumbing import netns, processes, resolvconf
+from plumbing.plan import PlumbingPlan, endpoint_ids, host_leg_ids, plan_plumbing, process_key
 
 if TYPE_CHECKING:
     from switchboard.hostplan import Endpoint, HostLeg, TopologyPlan
