@@ -11,6 +11,7 @@ triggers a pass at once, which re-registers whatever the agent lost.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -30,6 +31,8 @@ from discovery.readiness import register_when_ready
 from discovery.sync import ReadyGate, ServiceSync, SyncError
 from ovsdb.bridge import Bridge
 from plumbing.plumber import Plumber
+from switchboard.admission import first_come
+from switchboard.desired import DesiredState
 from switchboard.hostplan import TopologyPlan, plan_topology
 from switchboard.store import DEFAULT_CONSUL, Store, StoredTopology, consul_client
 
@@ -72,7 +75,8 @@ class Daemon:
         self.plumber = Plumber(self.bridge, config.state_dir)
         self.wake = threading.Event()
         self.stopping = threading.Event()
-        self.desired: dict[str, StoredTopology] | None = None  # None until first read
+        self.desired: DesiredState | None = None  # None until first read
+        self._refused: set[str] = set()  # desired topologies this host does not realise
         self._reported: dict[str, dict[str, Any]] = {}
         self.discovery = ServiceSync(self.store.client)
         self.health = HealthWatch(self.store.client, self.wake.set)
@@ -145,7 +149,7 @@ class Daemon:
         Instances that are no longer wanted leave Consul before their containers go; new or
         changed ones are registered once their containers are plumbed and the flows are in.
         """
-        desired = dict(self.desired or {})
+        desired, refused = realisable(self.desired or DesiredState())
         plans: list[TopologyPlan] = []
         errors: dict[str, str] = {}
         for name, stored in desired.items():
@@ -187,6 +191,7 @@ class Daemon:
             if removed and added:
                 self._service_topologies = set(desired)
         self._report(desired, plans, ports, errors, pending, len(compiled.flows), passing)
+        self._report_refused(refused)
 
     def _plan_services(
         self, desired: dict[str, StoredTopology], errors: dict[str, str]
@@ -280,13 +285,55 @@ class Daemon:
                     continue
                 self._reported[plan.name] = report
         for name in list(self._reported):
-            if name not in desired:
+            if name not in desired and name not in self._refused:
                 try:
                     self.store.clear_report(host, name)
                 except Exception as exc:  # noqa: BLE001 - cleared on the next pass
                     self._consul_failed("cannot clear a status report", exc)
                     continue
                 del self._reported[name]
+
+    def _report_refused(self, refused: dict[str, tuple[str, str]]) -> None:
+        """Report each desired topology this host does not realise as ``error``, with why."""
+        host = self.config.host_id
+        for name, (digest, why) in refused.items():
+            report = {"digest": digest, "state": "error", "error": why,
+                      "daemon_pid": os.getpid(), "bridge": self.config.bridge,
+                      "containers": [], "networks": [], "services": []}
+            if self._reported.get(name) == report:
+                continue
+            if name not in self._refused:
+                LOG.error("not realising topology %s: %s", name, why)
+            try:
+                self.store.report(host, name, report)
+            except Exception as exc:  # noqa: BLE001 - written on the next pass
+                self._consul_failed("cannot write the status report", exc)
+                continue
+            self._reported[name] = report
+        self._refused = set(refused)
+
+
+def realisable(
+    state: DesiredState,
+) -> tuple[dict[str, StoredTopology], dict[str, tuple[str, str]]]:
+    """The desired topologies this host realises, and the others: topology -> (digest, why).
+
+    A topology that conflicts with one applied before it (which `up` never admits, but the
+    desired state may still hold one: written by hand, by an older version, by a bug) is
+    refused, as is one whose keys cannot be read. Pure.
+    """
+    admitted, rejected = first_come((s.topology, s) for s in state.topologies.values())
+    refused = {name: (state.topologies[name].digest, why) for name, why in rejected.items()}
+    for name, why in state.invalid.items():
+        refused[name] = (_marker_digest(state.markers.get(name)), why)
+    return {s.topology.name: s for s in admitted}, refused
+
+
+def _marker_digest(raw: bytes | None) -> str:
+    try:
+        return str(json.loads(raw or b"")["digest"])
+    except (ValueError, KeyError, TypeError):
+        return ""
 
 
 def service_rows(

@@ -23,7 +23,8 @@ from typing import Any
 
 from discovery.registry import Discoverer, Registry
 from switchboard import naming
-from switchboard.apply import apply_topology, remove_topology
+from switchboard.apply import admit, apply_topology, remove_topology
+from switchboard.desired import DesiredState
 from switchboard.model import Topology
 from switchboard.store import DEFAULT_CONSUL, Store, consul_client
 
@@ -49,13 +50,17 @@ class VirtualNetwork:
         self.store = Store(consul_client(consul), prefix)
         self.timeout = timeout
         self.mtu = mtu
-        applied = self.store.applied()
-        self._previous = applied.get(name)
-        self.subnet = (
-            IPv4Network(ip_network(subnet)) if subnet is not None else self._choose_subnet(applied)
-        )
         self.nics: dict[str, VirtualNIC] = {}
         self.containers: dict[str, Container] = {}
+        applied = self.store.applied()
+        self._previous = applied.get(name)
+        if subnet is not None:
+            self.subnet = IPv4Network(ip_network(subnet))
+        elif self._previous is not None:
+            self.subnet = next(iter(self._previous.topology.networks.values())).subnet
+        else:  # pick a free /24 and reserve it in the same atomic admission
+            self.subnet = SUBNET_POOL
+            admit(self.store, self._reserve, f"python:{self.name}")
 
     def __repr__(self) -> str:
         return f"VirtualNetwork({self.name!r}, subnet={str(self.subnet)!r})"
@@ -64,13 +69,14 @@ class VirtualNetwork:
     def gateway(self) -> IPv4Address:
         return next(self.subnet.hosts())
 
-    def _choose_subnet(self, applied: dict[str, Any]) -> IPv4Network:
-        if self._previous is not None:
-            return next(iter(self._previous.topology.networks.values())).subnet
-        used = [n.subnet for s in applied.values() for n in s.topology.networks.values()]
+    def _reserve(self, state: DesiredState) -> Topology:
+        """This network, empty, on the first /24 of the pool no applied topology uses."""
+        used = [n.subnet for s in state.topologies.values() if s.topology.name != self.name
+                for n in s.topology.networks.values()]
         for candidate in SUBNET_POOL.subnets(new_prefix=24):
             if not any(candidate.overlaps(u) for u in used):
-                return candidate
+                self.subnet = candidate
+                return self.topology()
         raise RuntimeError(f"no free /24 left in {SUBNET_POOL}; pass subnet= explicitly")
 
     def _taken(self) -> set[IPv4Address]:

@@ -1,28 +1,82 @@
 """Apply and remove topologies: the one path both the CLI and the Python API take.
 
-Validate against what is applied, allocate addresses (keeping earlier ones), write the
-desired state to Consul KV, then wait until the host's daemon reports it converged.
+Admission is one atomic step on Consul (switchboard.store): read everything, check the
+topology against what is applied and allocate its addresses (keeping earlier ones), stage
+it, then commit with a check-and-set on what was read; when another admission came in
+between, read and decide again. Then wait until the host's daemon reports it converged.
 """
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable
 from typing import Any
 
 from switchboard import ipam
-from switchboard.model import Topology, check_against_applied
+from switchboard.admission import check_against_applied
+from switchboard.desired import DesiredState, digest_of, topology_objects
+from switchboard.model import Topology
 from switchboard.store import Store
 
 Reports = dict[tuple[str, str], dict[str, Any]]
+Builder = Callable[[DesiredState], Topology]
+ATTEMPTS = 100  # admissions lost to concurrent writers before giving up
 
 
 class ApplyError(RuntimeError):
     """The host did not converge (the message says why and what to do)."""
 
 
+def admit(store: Store, build: Topology | Builder, source: str) -> tuple[Topology, str]:
+    """Store a topology as desired state in one atomic step; its digest.
+
+    ``build`` is the topology, or a function that makes it from the state read (so that
+    what it picks, such as a free subnet, is decided atomically with the rest). Raises
+    TopologyError, having changed nothing, when it conflicts with an applied topology.
+    """
+    staged: str | None = None
+    for attempt in range(ATTEMPTS):
+        state = store.snapshot()
+        topology = build(state) if callable(build) else build
+        applied = state.topologies
+        try:
+            check_against_applied(topology, (s.topology for s in applied.values()))
+        except Exception:
+            if staged is not None:  # an earlier attempt staged a version: take it back
+                _discard(store, topology.name, staged)
+            raise
+        previous = applied.get(topology.name)
+        allocation = ipam.allocate(topology, previous.allocation if previous else None)
+        objects = topology_objects(topology, allocation)
+        digest = digest_of(objects)
+        if previous is not None and (previous.digest, previous.source) == (digest, source):
+            return topology, digest  # already desired as it is: nothing to write
+        if staged is not None and staged != digest:
+            _discard(store, topology.name, staged)
+        staged = digest
+        sealed = store.stage(state, topology.name, digest, objects)
+        if store.commit(state, topology.name, digest, source, sealed):
+            return topology, digest
+        time.sleep(random.uniform(0, 0.01 * min(attempt + 1, 20)))  # let the winner finish
+    raise ApplyError(f"could not store topology {topology.name}: other writers changed the "
+                     f"desired state {ATTEMPTS} times while it was being admitted; try again")
+
+
+def _discard(store: Store, name: str, digest: str) -> None:
+    """Remove a version this call staged and did not commit (unless it became desired)."""
+    for _ in range(ATTEMPTS):
+        state = store.snapshot()
+        marker = state.topologies.get(name)
+        if digest not in state.versions.get(name, {}) or (marker and marker.digest == digest):
+            return
+        if store.discard(state, name, digest):
+            return
+
+
 def apply_topology(
     store: Store,
-    topology: Topology,
+    topology: Topology | Builder,
     source: str,
     timeout: float = 120.0,
     wait: bool = True,
@@ -31,37 +85,55 @@ def apply_topology(
     """Store ``topology`` as desired state; return its digest and the host's report.
 
     Raises TopologyError (nothing changed) when it conflicts with applied topologies, and
-    ApplyError when the host does not converge within ``timeout`` seconds.
+    ApplyError when the host does not converge within ``timeout`` seconds, or when another
+    `up` or `down` of the same topology replaced this one before it did.
     """
-    applied = store.applied()
-    check_against_applied(topology, [s.topology for s in applied.values()])
-    previous = applied[topology.name].allocation if topology.name in applied else None
-    allocation = ipam.allocate(topology, previous)
-    digest = store.write_topology(topology, allocation, source)
+    admitted, digest = admit(store, topology, source)
     if not wait:
         return digest, None
+    name = admitted.name
+    replaced: list[str] = []
 
     def settled(reports: Reports) -> bool:
-        return any(r["digest"] == digest and r["state"] in ("converged", "error")
-                   for r in reports.values())
+        if any(r.get("digest") == digest and r.get("state") in ("converged", "error")
+               for r in reports.values()):
+            return True
+        current = store.marker(name)
+        if current is None or current.get("digest") != digest:
+            replaced.append("removed by `switchboard down`" if current is None else
+                            f"replaced by another `switchboard up` ({current.get('source')})")
+            return True
+        return False
 
-    reports = store.wait_for_report(topology.name, settled, timeout, progress)
-    mine = [r for r in reports.values() if r["digest"] == digest]
+    reports = store.wait_for_report(name, settled, timeout, progress)
+    mine = [r for r in reports.values() if r.get("digest") == digest]
+    if replaced and not mine:
+        raise ApplyError(f"topology {name} was {replaced[0]} before the host converged on "
+                         "this version")
     if not mine:
         pending = [r.get("error") for r in reports.values() if r.get("state") == "pending"]
         hint = f" (last word: {pending[0]})" if pending and pending[0] else ""
-        raise ApplyError(f"no controller reported topology {topology.name} within "
+        raise ApplyError(f"no controller reported topology {name} within "
                          f"{timeout:.0f} s{hint}; is `switchboard controller` running?")
-    failed = [r for r in mine if r["state"] == "error"]
+    failed = [r for r in mine if r.get("state") == "error"]
     if failed:
-        raise ApplyError(f"topology {topology.name} did not converge: {failed[0]['error']}")
+        raise ApplyError(f"topology {name} did not converge: {failed[0].get('error')}")
     return digest, mine[0]
 
 
 def remove_topology(store: Store, name: str, timeout: float = 60.0) -> bool:
     """Delete a topology's desired state and wait until no host holds it; False if unknown."""
-    if not store.delete_topology(name):
-        return False
+    for _ in range(ATTEMPTS):
+        state = store.snapshot()
+        if name not in state.markers and name not in state.versions:
+            return False
+        if store.remove(state, name):
+            if name not in state.markers:
+                return False  # only versions staged by an `up` that never finished
+            break
+    else:
+        raise ApplyError(f"could not remove topology {name}: other writers kept changing the "
+                         "desired state; try again")
     reports = store.wait_for_report(name, lambda r: not r, timeout)
     if reports:
         raise ApplyError(f"hosts still hold {name} after {timeout:.0f} s: "

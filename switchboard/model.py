@@ -45,7 +45,6 @@ __all__ = [
     "ServiceSettings",
     "Topology",
     "TopologyError",
-    "check_against_applied",
     "load_topology",
     "load_topology_file",
     "parse_duration",
@@ -899,23 +898,3 @@ def load_topology_file(path: str | PathLike[str]) -> Topology:
     except UnicodeDecodeError:
         raise TopologyError(f"{path}: the topology file is not UTF-8 text") from None
     return load_topology(text, str(path))
-
-
-def check_against_applied(topology: Topology, applied: Iterable[Topology]) -> None:
-    """Raise TopologyError when a subnet overlaps one of another applied topology."""
-    problems = []
-    for other in applied:
-        if other.name == topology.name:
-            continue
-        for name, net in topology.networks.items():
-            for oname, onet in other.networks.items():
-                if net.subnet.overlaps(onet.subnet):
-                    where = f"topology {topology.name!r}: networks.{name}.subnet"
-                    problems.append(
-                        f"{where}: subnet {net.subnet} of "
-                        f"network {name!r} overlaps subnet {onet.subnet} of network {oname!r} "
-                        f"in applied topology {other.name!r}; pick another subnet or take "
-                        f"{other.name!r} down first"
-                    )
-    if problems:
-        raise TopologyError(problems)

@@ -1,47 +1,47 @@
-"""Desired state in Consul KV: one key per object under one prefix, plus host status reports.
+"""Desired state and host reports in Consul KV: reads, staged writes, atomic commits.
 
-Layout (``P`` is the prefix, ``switchboard`` by default)::
+Keys (``P`` is the prefix, ``switchboard`` by default; a topology's own layout is in
+switchboard.desired)::
 
-    P/topologies/<topo>/networks/<name>      network object (as in the file)
-    P/topologies/<topo>/routers/<name>
-    P/topologies/<topo>/policies/<index>
-    P/topologies/<topo>/containers/<name>    {"spec": ..., "addresses": {network: ip}}
-    P/topologies/<topo>/services/<name>
-    P/topologies/<topo>/applied              {"digest": ..., "source": ...}: written last
-    P/status/<host>/<topo>                   the daemon's report for its host
+    P/admission                  {"generation": n, "change": ...}: bumped by every admission
+    P/topologies/<topo>/...      the topology's versions and its ``applied`` marker
+    P/status/<host>/<topo>       the daemon's report for its host
 
-A topology is desired once its ``applied`` digest matches its objects; while an update is
-being written the digest does not match and the daemon keeps its previous view.
+Admission is optimistic, as Kubernetes does with resourceVersion: read everything in one
+transaction (``snapshot``), decide, stage a version under its digest, then switch the marker
+in one transaction that also does a check-and-set on ``P/admission`` at the index read. Any
+admission in between makes the check fail, and the caller reads and decides again: of two
+conflicting writers exactly one wins. Every deletion of a version happens inside such a
+transaction, so a version a writer staged cannot vanish before its commit succeeds.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from ipaddress import IPv4Address, ip_address
 from typing import Any
 
 import consul
 
-from switchboard import ipam
-from switchboard.model import Topology
+from switchboard.desired import (
+    KINDS,
+    MARKER,
+    SEALED,
+    VERSIONS,
+    DesiredState,
+    StoredTopology,
+    encode,
+    parse_desired,
+    raw_value,
+)
+
+__all__ = ["DEFAULT_CONSUL", "DesiredState", "Store", "StoredTopology", "consul_client"]
 
 DEFAULT_CONSUL = "http://127.0.0.1:8500"  # the local agent
 TXN_LIMIT = 64  # Consul's limit of operations in one transaction
-
-
-@dataclass(frozen=True)
-class StoredTopology:
-    """A desired topology as read back from KV, with its IP allocation."""
-
-    topology: Topology
-    allocation: ipam.Allocation
-    digest: str
-    source: str
+ADMISSION = "admission"
 
 
 def consul_client(address: str) -> consul.Consul:
@@ -51,52 +51,6 @@ def consul_client(address: str) -> consul.Consul:
         scheme, rest = "http", address
     host, _, port = rest.partition(":")
     return consul.Consul(host=host, port=int(port or 8500), scheme=scheme)
-
-
-def topology_objects(topology: Topology, allocation: ipam.Allocation) -> dict[str, Any]:
-    """The KV objects of a topology, keyed by their path below ``topologies/<name>/``."""
-    data = topology.model_dump(mode="json", by_alias=True, exclude_none=True)
-    objects: dict[str, Any] = {}
-    for kind in ("networks", "routers", "containers", "services"):
-        for name, value in (data.get(kind) or {}).items():
-            if kind == "containers":
-                addresses = {
-                    net: str(allocation[(name, net)]) for net in topology.containers[name].networks
-                }
-                # JSON keys are stored sorted: keep the file's network order (the first
-                # network holds the default route) explicitly.
-                value = {"spec": value, "addresses": addresses,
-                         "network_order": list(topology.containers[name].networks)}
-            objects[f"{kind}/{name}"] = value
-    for index, policy in enumerate(data.get("policies") or []):
-        objects[f"policies/{index:04d}"] = policy
-    return objects
-
-
-def digest_of(objects: dict[str, Any]) -> str:
-    """Content digest of a topology's objects (order independent)."""
-    canonical = json.dumps(objects, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def topology_from_objects(name: str, objects: dict[str, Any]) -> tuple[Topology, ipam.Allocation]:
-    """Rebuild a topology and its allocation from its KV objects."""
-    doc: dict[str, Any] = {"name": name}
-    allocation: ipam.Allocation = {}
-    for path, value in sorted(objects.items()):
-        kind, _, obj = path.partition("/")
-        if kind == "policies":
-            doc.setdefault("policies", []).append(value)
-        elif kind == "containers":
-            spec = dict(value["spec"])
-            order = value.get("network_order") or list(spec["networks"])
-            spec["networks"] = {net: spec["networks"][net] for net in order}
-            doc.setdefault("containers", {})[obj] = spec
-            for net, ip in value["addresses"].items():
-                allocation[(obj, net)] = IPv4Address(ip_address(ip))
-        elif kind in ("networks", "routers", "services"):
-            doc.setdefault(kind, {})[obj] = value
-    return Topology.model_validate(doc), allocation
 
 
 class Store:
@@ -110,51 +64,111 @@ class Store:
     def _topo_prefix(self, name: str = "") -> str:
         return f"{self.prefix}/topologies/{name + '/' if name else ''}"
 
+    def _version_prefix(self, name: str, digest: str) -> str:
+        return f"{self._topo_prefix(name)}{VERSIONS}{digest}/"
+
     def status_key(self, host: str, topology: str) -> str:
         return f"{self.prefix}/status/{host}/{topology}"
 
-    # --- desired state ----------------------------------------------------------------------
+    # --- reading the desired state -------------------------------------------------------
     def read_topologies(
         self, index: str | None = None, wait: str = "10s"
-    ) -> tuple[str | None, dict[str, StoredTopology]]:
-        """Every fully written topology; blocks up to ``wait`` for a change after ``index``."""
+    ) -> tuple[str | None, DesiredState]:
+        """The desired state; blocks up to ``wait`` for a change after ``index``."""
         index, entries = self.client.kv.get(
             self._topo_prefix(), recurse=True, index=index, wait=wait
         )
-        return index, parse_topologies(self._topo_prefix(), entries or [])
+        return index, parse_desired(self._topo_prefix(), entries or [])
 
     def applied(self) -> dict[str, StoredTopology]:
-        """The currently applied topologies (non-blocking)."""
-        return self.read_topologies()[1]
+        """The currently applied topologies, in the order they were applied (non-blocking)."""
+        return self.read_topologies()[1].topologies
 
-    def write_topology(self, topology: Topology, allocation: ipam.Allocation, source: str) -> str:
-        """Write a topology's objects, delete its stale ones, then mark it applied; the digest."""
-        base = self._topo_prefix(topology.name)
-        objects = topology_objects(topology, allocation)
-        digest = digest_of(objects)
-        _, existing = self.client.kv.get(base, recurse=True)
-        current = {e["Key"][len(base):]: e.get("Value") for e in existing or []}
-        ops: list[dict[str, Any]] = []
-        for path, value in objects.items():
-            raw = json.dumps(value, sort_keys=True).encode()
-            if current.get(path) != raw:
-                ops.append(_kv_op("set", base + path, raw))
-        for path in current:
-            if path not in objects and path != "applied":
-                ops.append(_kv_op("delete", base + path))
-        marker = json.dumps({"digest": digest, "source": source}, sort_keys=True).encode()
-        if ops or current.get("applied") != marker:
-            ops.append(_kv_op("set", base + "applied", marker))
+    def marker(self, name: str) -> dict[str, Any] | None:
+        """A topology's ``applied`` marker (digest and source), None when not applied."""
+        _, entry = self.client.kv.get(self._topo_prefix(name) + MARKER)
+        try:
+            marker = json.loads(entry["Value"]) if entry else None
+        except (TypeError, ValueError):
+            return {}
+        return marker if isinstance(marker, dict) or marker is None else {}
+
+    def snapshot(self) -> DesiredState:
+        """The admission key and every topology key, read in one transaction."""
+        reply = self.client.txn.put([
+            _kv_op("get-tree", f"{self.prefix}/{ADMISSION}"),
+            _kv_op("get-tree", self._topo_prefix()),
+        ])
+        entries = [r["KV"] for r in reply.get("Results") or []]
+        admission = f"{self.prefix}/{ADMISSION}"
+        state = parse_desired(self._topo_prefix(),
+                              [e for e in entries if e["Key"] != admission])
+        for entry in entries:
+            if entry["Key"] == admission:
+                state.admission_index = int(entry["ModifyIndex"])
+                try:
+                    state.generation = int(json.loads(raw_value(entry) or b"{}")["generation"])
+                except (ValueError, KeyError, TypeError):
+                    state.generation = 0  # unreadable: the check-and-set still holds
+        return state
+
+    # --- writing the desired state -------------------------------------------------------
+    def stage(self, state: DesiredState, name: str, digest: str, objects: dict[str, Any]) -> int:
+        """Write a version's objects (what ``state`` shows missing or different), then seal
+        it; the seal's index, which the commit checks."""
+        base = self._version_prefix(name, digest)
+        have = state.versions.get(name, {}).get(digest, {})
+        ops = [_kv_op("set", base + path, encode(value))
+               for path, value in objects.items() if have.get(path) != encode(value)]
+        ops += [_kv_op("delete", base + path)
+                for path in have if path not in objects and path != SEALED]
         for chunk in _chunks(ops, TXN_LIMIT):
             self.client.txn.put(chunk)
-        return digest
+        reply = self.client.txn.put([_kv_op("set", base + SEALED,
+                                            encode({"objects": len(objects)}))])
+        return int(reply["Results"][0]["KV"]["ModifyIndex"])
 
-    def delete_topology(self, name: str) -> bool:
-        """Remove every key of a topology; False when it was not applied."""
-        _, existing = self.client.kv.get(self._topo_prefix(name), keys=True)
-        if not existing:
-            return False
-        self.client.kv.delete(self._topo_prefix(name), recurse=True)
+    def commit(
+        self, state: DesiredState, name: str, digest: str, source: str, sealed_index: int
+    ) -> bool:
+        """Make version ``digest`` the desired one and drop the topology's other versions,
+        if nothing was admitted since ``state`` was read; False when something was."""
+        ops = [
+            self._admission_op(state, f"up {name} {digest}"),
+            _kv_op("check-index", self._version_prefix(name, digest) + SEALED,
+                   index=sealed_index),
+            _kv_op("set", self._topo_prefix(name) + MARKER,
+                   encode({"digest": digest, "source": source})),
+        ]
+        stale = [d for d in state.versions.get(name, {}) if d != digest]
+        ops += [_kv_op("delete-tree", self._version_prefix(name, d))
+                for d in stale[:TXN_LIMIT - len(ops) - len(KINDS)]]
+        # objects of the layout before versions (beside the marker)
+        ops += [_kv_op("delete-tree", f"{self._topo_prefix(name)}{kind}/") for kind in KINDS]
+        return self._try(ops)
+
+    def remove(self, state: DesiredState, name: str) -> bool:
+        """Delete every key of a topology, if nothing was admitted since ``state`` was read;
+        False when something was."""
+        return self._try([self._admission_op(state, f"down {name}"),
+                          _kv_op("delete-tree", self._topo_prefix(name))])
+
+    def discard(self, state: DesiredState, name: str, digest: str) -> bool:
+        """Delete a staged version that was not committed (same rule as ``remove``)."""
+        return self._try([self._admission_op(state, f"discard {name} {digest}"),
+                          _kv_op("delete-tree", self._version_prefix(name, digest))])
+
+    def _admission_op(self, state: DesiredState, change: str) -> dict[str, Any]:
+        value = encode({"generation": state.generation + 1, "change": change})
+        return _kv_op("cas", f"{self.prefix}/{ADMISSION}", value, index=state.admission_index)
+
+    def _try(self, ops: list[dict[str, Any]]) -> bool:
+        try:
+            self.client.txn.put(ops)
+        except consul.ConsulException as exc:
+            if str(exc).startswith("409"):  # a check failed: someone admitted something
+                return False
+            raise
         return True
 
     # --- status -------------------------------------------------------------------------------
@@ -171,7 +185,12 @@ class Store:
         for entry in entries or []:
             host, _, topo = entry["Key"][len(self.prefix) + 8:].partition("/")
             if topology is None or topo == topology:
-                result[(host, topo)] = json.loads(entry["Value"])
+                try:
+                    report = json.loads(entry["Value"])
+                except (TypeError, ValueError):
+                    continue  # not a report (a foreign or corrupted key): skipped
+                if isinstance(report, dict):
+                    result[(host, topo)] = report
         return result
 
     def wait_for_report(
@@ -188,27 +207,14 @@ class Store:
             time.sleep(0.1)
 
 
-def parse_topologies(base: str, entries: list[dict[str, Any]]) -> dict[str, StoredTopology]:
-    """Group KV entries by topology; keep those whose applied digest matches their objects."""
-    grouped: dict[str, dict[str, Any]] = {}
-    for entry in entries:
-        name, _, path = entry["Key"][len(base):].partition("/")
-        if path and entry.get("Value") is not None:
-            grouped.setdefault(name, {})[path] = json.loads(entry["Value"])
-    result = {}
-    for name, objects in grouped.items():
-        marker = objects.pop("applied", None)
-        if not marker or marker.get("digest") != digest_of(objects):
-            continue
-        topology, allocation = topology_from_objects(name, objects)
-        result[name] = StoredTopology(topology, allocation, marker["digest"], marker["source"])
-    return result
 
-
-def _kv_op(verb: str, key: str, value: bytes | None = None) -> dict[str, Any]:
+def _kv_op(verb: str, key: str, value: bytes | None = None, index: int | None = None
+           ) -> dict[str, Any]:
     op: dict[str, Any] = {"Verb": verb, "Key": key}
     if value is not None:
         op["Value"] = base64.b64encode(value).decode()
+    if index is not None:
+        op["Index"] = index
     return {"KV": op}
 
 

@@ -16,7 +16,6 @@ from switchboard.model import (
     PortSpec,
     Topology,
     TopologyError,
-    check_against_applied,
     load_topology,
     load_topology_file,
     parse_duration,
@@ -302,23 +301,3 @@ def test_topology_error_is_a_value_error() -> None:
 def test_missing_file_is_a_topology_error(tmp_path: Path) -> None:
     with pytest.raises(TopologyError, match="cannot read"):
         load_topology_file(tmp_path / "nope.yaml")
-
-
-# --------------------------------------------------------------------------- other topologies
-
-
-def _two(name: str, subnet: str) -> Topology:
-    return load_topology(f"name: {name}\nnetworks:\n  front: {{subnet: {subnet}}}\n")
-
-
-def test_subnet_overlapping_another_applied_topology_is_rejected() -> None:
-    with pytest.raises(TopologyError) as info:
-        check_against_applied(_two("shop", "10.10.1.0/24"), [_two("lab", "10.10.0.0/16")])
-    message = str(info.value)
-    assert "network 'front'" in message and "'shop'" in message and "'lab'" in message
-    assert "10.10.0.0/16" in message
-
-
-def test_reapplying_the_same_topology_is_not_an_overlap() -> None:
-    check_against_applied(_two("shop", "10.10.1.0/24"), [_two("shop", "10.10.0.0/16")])
-    check_against_applied(_two("shop", "10.10.1.0/24"), [_two("lab", "10.10.2.0/24")])

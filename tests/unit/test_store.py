@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from switchboard import ipam
+from switchboard.desired import digest_of, topology_from_objects, topology_objects
 from switchboard.model import load_topology
-from switchboard.store import digest_of, topology_from_objects, topology_objects
 
 TEXT = """
 name: shop
