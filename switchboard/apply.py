@@ -8,6 +8,7 @@ between, read and decide again. Then wait until the host's daemon reports it con
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable
@@ -56,11 +57,20 @@ def admit(store: Store, build: Topology | Builder, source: str) -> tuple[Topolog
             _discard(store, topology.name, staged)
         staged = digest
         sealed = store.stage(state, topology.name, digest, objects)
+        _pause_for_tests()
         if store.commit(state, topology.name, digest, source, sealed):
             return topology, digest
         time.sleep(random.uniform(0, 0.01 * min(attempt + 1, 20)))  # let the winner finish
     raise ApplyError(f"could not store topology {topology.name}: other writers changed the "
                      f"desired state {ATTEMPTS} times while it was being admitted; try again")
+
+
+def _pause_for_tests() -> None:
+    """Fault injection: ``SWITCHBOARD_ADMIT_PAUSE`` seconds between deciding and committing,
+    so that tests make concurrent `up`s interleave in every round."""
+    pause = float(os.environ.get("SWITCHBOARD_ADMIT_PAUSE") or 0)
+    if pause > 0:
+        time.sleep(pause)
 
 
 def _discard(store: Store, name: str, digest: str) -> None:
