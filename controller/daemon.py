@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from controller import heartbeat
 from controller.compiler import compile_pipeline
 from controller.runtime import start_controller
 from discovery.dnsproxy import DnsProxy, parse_server
@@ -29,7 +30,7 @@ from discovery.instances import desired_instances
 from discovery.plan import SyncPlan
 from discovery.readiness import register_when_ready
 from discovery.sync import ReadyGate, ServiceSync, SyncError
-from ovsdb.bridge import Bridge
+from ovsdb.bridge import DEFAULT_DB, Bridge
 from plumbing.plumber import Plumber
 from switchboard.admission import first_come
 from switchboard.desired import DesiredState
@@ -49,6 +50,9 @@ class DaemonConfig:
     bridge: str = "sb-int"
     of_host: str = "127.0.0.1"
     of_port: int = 6653
+    ovsdb: str = field(  # ovsdb-server's address (``unix:PATH`` or ``tcp:HOST:PORT``)
+        default_factory=lambda: os.environ.get("SWITCHBOARD_OVSDB", DEFAULT_DB)
+    )
     state_dir: Path = Path("/var/lib/switchboard")
     host_id: str = field(default_factory=socket.gethostname)
     resync_seconds: float = field(
@@ -71,7 +75,7 @@ class Daemon:
         client = consul_client(config.consul)
         client.http.connections_timeout = config.consul_timeout
         self.store = Store(client, config.prefix)
-        self.bridge = Bridge(config.bridge)
+        self.bridge = Bridge(config.bridge, config.ovsdb)
         self.plumber = Plumber(self.bridge, config.state_dir)
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -89,6 +93,9 @@ class Daemon:
     # --- lifecycle -------------------------------------------------------------------------
     def run(self) -> None:
         """Start the controller app and the KV watch, then reconcile until stopped."""
+        heartbeat.start(self.store.client, self.config.prefix, self.config.host_id,
+                        {"pid": os.getpid(), "bridge": self.config.bridge,
+                         "of_port": self.config.of_port}, self.stopping)
         self.app, _ = start_controller(self.config.of_host, self.config.of_port)
         self.app.wake = self.wake
         self.bridge.ensure(f"tcp:{self.config.of_host}:{self.config.of_port}")

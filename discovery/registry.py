@@ -8,6 +8,9 @@
     services = discoverer.discover()                   # {"my-service": [ServiceEndpoint]}
     discoverer.resolve("my-service")                   # [("10.0.0.5", 8080)] via Consul DNS
 
+A Consul agent (or its DNS interface) that does not answer raises
+:class:`switchboard.reach.Unreachable`, with one sentence saying where and how to start it.
+
 The port must be a number (an int, or a str of digits): ``"my-port"`` in the examples this
 API grew from is a placeholder and raises ValueError. Registry instances carry Meta
 ``switchboard`` = 1 and ``switchboard-registry`` = the registry name; no topology sync ever
@@ -22,7 +25,7 @@ from typing import Any
 
 import consul as consul_api
 
-from discovery import lookup
+from discovery import dns, lookup
 from discovery.catalog import ServiceEndpoint, endpoint_from_health
 from discovery.instances import (
     OWNER_KEY,
@@ -35,8 +38,9 @@ from discovery.instances import (
 )
 from discovery.plan import differs
 from discovery.sync import ServiceSync
+from switchboard import reach
 from switchboard.model import Check
-from switchboard.store import DEFAULT_CONSUL, consul_client
+from switchboard.store import DEFAULT_CONSUL
 
 __all__ = [
     "DEFAULT_CONSUL",
@@ -131,7 +135,7 @@ def registry_instance(
 
 
 def _client(consul: str | consul_api.Consul) -> consul_api.Consul:
-    return consul_client(consul) if isinstance(consul, str) else consul
+    return reach.consul_client(consul) if isinstance(consul, str) else consul
 
 
 class Registry:
@@ -215,4 +219,10 @@ class Discoverer:
         Over UDP Consul returns at most a few records; the answer is retried over TCP
         when it says it was truncated.
         """
-        return lookup.resolve(name, self.dns_server, timeout)
+        try:
+            return lookup.resolve(name, self.dns_server, timeout)
+        except dns.DNSError as exc:
+            unreachable = reach.dns_unreachable(self.dns_server, exc)
+            if unreachable is not None:
+                raise unreachable from None
+            raise

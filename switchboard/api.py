@@ -13,6 +13,9 @@ written to Consul KV and realised by the host's ``switchboard controller``::
     discoverer = Discoverer("my-discoverer", registry)
     registry.register("my-service", str(vnic.ip), 80)
     services = discoverer.discover()
+
+When the Consul agent, Open vSwitch or the controller is down, calls raise
+:class:`Unreachable`, whose text says what could not be reached, where, and how to start it.
 """
 
 from __future__ import annotations
@@ -21,14 +24,16 @@ import subprocess
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 from typing import Any
 
+from controller import heartbeat
 from discovery.registry import Discoverer, Registry
-from switchboard import naming
+from switchboard import naming, reach
 from switchboard.apply import admit, apply_topology, remove_topology
 from switchboard.desired import DesiredState
 from switchboard.model import Topology
-from switchboard.store import DEFAULT_CONSUL, Store, consul_client
+from switchboard.reach import Unreachable
+from switchboard.store import DEFAULT_CONSUL, Store
 
-__all__ = ["Container", "Discoverer", "Registry", "VirtualNIC", "VirtualNetwork"]
+__all__ = ["Container", "Discoverer", "Registry", "Unreachable", "VirtualNIC", "VirtualNetwork"]
 
 SUBNET_POOL = ip_network("10.200.0.0/16")  # where networks without a subnet get their /24
 
@@ -47,7 +52,8 @@ class VirtualNetwork:
         timeout: float = 60.0,
     ) -> None:
         self.name = name
-        self.store = Store(consul_client(consul), prefix)
+        self.consul = consul
+        self.store = Store(reach.consul_client(consul), prefix)
         self.timeout = timeout
         self.mtu = mtu
         self.nics: dict[str, VirtualNIC] = {}
@@ -107,7 +113,12 @@ class VirtualNetwork:
         )
 
     def apply(self) -> None:
-        """Make the host match this network (waits until the daemon converged)."""
+        """Make the host match this network (waits until the daemon converged).
+
+        Unreachable, before anything is stored, when no controller is running."""
+        if not heartbeat.live(self.store.client, self.store.prefix):
+            raise reach.no_controller(self.consul, self.store.prefix,
+                                      heartbeat.STALE_AFTER * heartbeat.INTERVAL)
         apply_topology(self.store, self.topology(), f"python:{self.name}", self.timeout)
 
     def delete(self) -> None:

@@ -10,20 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import click
+import consul
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from switchboard import reach
 from switchboard.apply import ApplyError, apply_topology, remove_topology
 from switchboard.model import TopologyError, load_topology_file
-from switchboard.store import DEFAULT_CONSUL, Store, consul_client
+from switchboard.store import DEFAULT_CONSUL, Store
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _store(ctx: click.Context) -> Store:
-    return Store(consul_client(ctx.obj["consul"]), ctx.obj["prefix"])
+    return Store(reach.consul_client(ctx.obj["consul"]), ctx.obj["prefix"])
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -31,7 +33,19 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Every command's "a part is down" failure becomes one error line and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except reach.Unreachable as exc:
+            _fail(str(exc))
+        except consul.ConsulException as exc:
+            _fail(reach.consul_refused((ctx.obj or {}).get("consul", DEFAULT_CONSUL), exc))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--consul", envvar="SWITCHBOARD_CONSUL", default=DEFAULT_CONSUL,
               show_default=True, help="Consul HTTP address (holds the desired state).")
 @click.option("--prefix", envvar="SWITCHBOARD_PREFIX", default="switchboard",
@@ -52,14 +66,31 @@ def main(ctx: click.Context, consul: str, prefix: str) -> None:
               help="Where container logs and PID files live.")
 @click.option("--host-id", envvar="SWITCHBOARD_HOST_ID", default=None,
               help="Name this host reports under (default: the host name).")
+@click.option("--ovsdb", envvar="SWITCHBOARD_OVSDB", default=None,
+              help="ovsdb-server's address, unix:PATH or tcp:HOST:PORT "
+                   "[default: unix:/var/run/openvswitch/db.sock].")
+@click.option("--run-dir", envvar="SWITCHBOARD_RUN", default="/run/switchboard",
+              show_default=True, type=click.Path(path_type=Path),
+              help="Where the per-bridge lock (one daemon per bridge) lives.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every change made.")
 @click.pass_context
 def controller(
     ctx: click.Context, bridge: str, of_port: int, state_dir: Path, host_id: str | None,
-    verbose: bool,
+    ovsdb: str | None, run_dir: Path, verbose: bool,
 ) -> None:
-    """Run the per-host daemon: os-ken app, plumbing and status reports (foreground)."""
+    """Run the per-host daemon: os-ken app, plumbing and status reports (foreground).
+
+    It refuses to start (exit status 1) when another daemon holds the bridge, ovsdb-server
+    does not answer, or the OpenFlow port is taken."""
     from controller.daemon import Daemon, DaemonConfig
+    from controller.startup import StartError, preflight
+    from ovsdb.bridge import DEFAULT_DB
+
+    ovsdb = ovsdb or DEFAULT_DB
+    try:
+        ctx.obj["lock"] = preflight(bridge, ovsdb, "127.0.0.1", of_port, run_dir)
+    except StartError as exc:
+        _fail(str(exc))
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -67,7 +98,7 @@ def controller(
     )
     logging.getLogger("switchboard").setLevel(logging.INFO)
     config = DaemonConfig(consul=ctx.obj["consul"], prefix=ctx.obj["prefix"], bridge=bridge,
-                          of_port=of_port, state_dir=state_dir)
+                          of_port=of_port, state_dir=state_dir, ovsdb=ovsdb)
     if host_id:
         config.host_id = host_id
     daemon = Daemon(config)
@@ -91,6 +122,8 @@ def up(ctx: click.Context, file: Path, timeout: float, no_wait: bool) -> None:
     except TopologyError as exc:
         _fail(f"{file} is not a valid topology; nothing was changed.\n{exc}", 2)
     store = _store(ctx)
+    if not no_wait:
+        _require_controller(ctx, store)
     with console.status(f"waiting for the host to converge on {topology.name}") as status:
         def progress(reports: dict[Any, dict[str, Any]]) -> None:
             for (host, _), report in reports.items():
@@ -112,6 +145,15 @@ def up(ctx: click.Context, file: Path, timeout: float, no_wait: bool) -> None:
     count = len({r["container"] for r in report["containers"]})
     console.print(f"topology [bold]{topology.name}[/bold] is up: "
                   f"{len(topology.networks)} networks, {count} containers")
+
+
+def _require_controller(ctx: click.Context, store: Store) -> None:
+    """Unreachable (before anything is written) when no controller has a live heartbeat."""
+    from controller import heartbeat
+
+    if not heartbeat.live(store.client, store.prefix):
+        raise reach.no_controller(ctx.obj["consul"], store.prefix,
+                                  heartbeat.STALE_AFTER * heartbeat.INTERVAL)
 
 
 @main.command()

@@ -14,7 +14,8 @@ from rich.table import Table
 from discovery import dns, lookup
 from discovery.dnsproxy import parse_server
 from discovery.listing import health_entries, instance_rows, vip_rows
-from switchboard.store import Store, consul_client
+from switchboard import reach
+from switchboard.store import Store
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -45,13 +46,9 @@ def _backends(row: dict[str, Any]) -> str:
 def services(ctx: click.Context, topology: str | None, everything: bool, as_json: bool) -> None:
     """List service instances with their health (Consul's health API) and the VIPs in
     front of them with the instances each switch currently uses."""
-    client = consul_client(ctx.obj["consul"])
-    try:
-        instances = instance_rows(health_entries(client), topology, everything)
-        vips = vip_rows(Store(client, ctx.obj["prefix"]).reports(), topology)
-    except Exception as exc:  # noqa: BLE001 - any failure here means Consul is unreachable
-        _fail(f"cannot read services from Consul at {ctx.obj['consul']}: {exc}; "
-              "is the Consul agent running (scripts/start-services.sh)?")
+    client = reach.consul_client(ctx.obj["consul"])  # down: the group says so in one line
+    instances = instance_rows(health_entries(client), topology, everything)
+    vips = vip_rows(Store(client, ctx.obj["prefix"]).reports(), topology)
     if as_json:
         click.echo(json.dumps({"instances": instances, "vips": vips}, indent=2,
                               sort_keys=True))
@@ -86,8 +83,15 @@ def resolve(name: str, server: str, timeout: float) -> None:
     """Resolve service NAME (``web``, ``v1.web``, ``web.service.consul``) through Consul DNS,
     SRV then A, as a container does; print ADDRESS:PORT per instance."""
     try:
-        found = lookup.resolve(name, parse_server(server, 8600), timeout)
+        dns_server = parse_server(server, 8600)
+    except ValueError as exc:
+        _fail(f"--dns {server}: {exc}", 2)
+    try:
+        found = lookup.resolve(name, dns_server, timeout)
     except dns.DNSError as exc:
+        unreachable = reach.dns_unreachable(dns_server, exc)
+        if unreachable is not None:
+            raise unreachable from None
         _fail(f"{exc}; is Consul's DNS interface at {server}? (set --dns)")
     except ValueError as exc:
         _fail(f"cannot resolve {name!r}: {exc}", 2)

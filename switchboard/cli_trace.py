@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 from dataclasses import replace
@@ -22,8 +23,8 @@ from controller.trace import (
     run_ovs,
     run_trace,
 )
-from switchboard import naming
-from switchboard.store import Store, consul_client
+from switchboard import naming, reach
+from switchboard.store import Store
 
 PORT = click.IntRange(1, 65535)
 
@@ -98,17 +99,21 @@ def trace(
         _fail("give at most one of --tcp, --udp and --icmp")
     proto = chosen[0] if chosen else "icmp"
     port = tcp_port or udp_port
-    store = Store(consul_client(ctx.obj["consul"]), ctx.obj["prefix"])
+    store = Store(reach.consul_client(ctx.obj["consul"]), ctx.obj["prefix"])
     try:
         topo, report = _pick_report(store, container, topology)
         applied = store.applied().get(topo)
         vips = {n: str(v) for n, v in applied.topology.vips().items()} if applied else {}
         packet = build_packet(topo, report, container, dest, vips)
-        bridge = report["bridge"]
+    except TraceError as exc:
+        _fail(str(exc))
+    bridge = report["bridge"]
+    try:
         result = run_trace(bridge, flow_spec(packet, proto, port))
         then = _follow_vip(bridge, packet, proto, port) if result.group is not None else None
         labels = _port_labels(topo, report, bridge)
-    except TraceError as exc:
+    except TraceError as exc:  # OVS down says so in one line; else the trace's own reason
+        reach.check_vswitchd(os.environ.get("OVS_RUNDIR", "/var/run/openvswitch"))
         _fail(str(exc))
     what = f"{proto}/{port}" if port else proto
     header = f"{what} from {packet.source} to {packet.destination} on bridge {bridge}"

@@ -129,7 +129,8 @@ def private_switchboard(
     env.update({
         "SWITCHBOARD_PREFIX": prefix, "SWITCHBOARD_BRIDGE": bridge,
         "SWITCHBOARD_OF_PORT": str(of_port), "SWITCHBOARD_STATE": str(state),
-        "SWITCHBOARD_HOST_ID": "test-host", "PYTHONPATH": str(ROOT),
+        "SWITCHBOARD_HOST_ID": "test-host", "SWITCHBOARD_RUN": str(state),
+        "PYTHONPATH": str(ROOT),
     })
     return Switchboard(env=env, state_dir=state, bridge=bridge, prefix=prefix,
                        log=state / "controller.log")

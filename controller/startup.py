@@ -1,0 +1,73 @@
+"""Checks before ``switchboard controller`` starts: one daemon per bridge, OVSDB answers, the
+OpenFlow port is free. Each failure is a :class:`StartError` whose text is one line.
+
+The bridge lock is an ``fcntl.flock`` on ``<run dir>/controller-<bridge>.lock`` holding the
+owner's PID. The kernel releases it when the process dies, however it dies (SIGKILL too), so
+a lock is never stale.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+from pathlib import Path
+
+from switchboard import reach
+
+DEFAULT_RUN_DIR = Path("/run/switchboard")
+
+
+class StartError(RuntimeError):
+    """The daemon must not start; the message says why and what to do."""
+
+
+def lock_bridge(bridge: str, run_dir: Path = DEFAULT_RUN_DIR) -> int:
+    """Take the bridge's lock for the life of this process; its fd (keep it open).
+
+    StartError naming the bridge and the PID holding it when another daemon runs on it.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / f"controller-{bridge}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            raise StartError(f"cannot lock {path}: {exc.strerror}") from None
+        raise StartError(f"a switchboard controller already runs for bridge {bridge} "
+                         f"(pid {holder}, lock {path}); not starting a second one") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def check_of_port(host: str, port: int) -> None:
+    """StartError when something already listens on the OpenFlow port (os-ken would fail
+    silently in its listener thread)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            why = (exc.strerror or str(exc)).lower()
+            raise StartError(
+                f"the OpenFlow port {host}:{port} is in use ({why}); another controller or "
+                "program listens there: choose another with --of-port (SWITCHBOARD_OF_PORT)"
+            ) from None
+
+
+def preflight(bridge: str, ovsdb: str, of_host: str, of_port: int,
+              run_dir: Path = DEFAULT_RUN_DIR) -> int:
+    """Every check, in order; the bridge lock's fd. StartError or reach.Unreachable."""
+    fd = lock_bridge(bridge, run_dir)
+    try:
+        reach.check_ovsdb(ovsdb)
+        check_of_port(of_host, of_port)
+    except Exception:
+        os.close(fd)
+        raise
+    return fd

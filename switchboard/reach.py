@@ -1,0 +1,146 @@
+"""What Switchboard could not reach, said in one line: the part, its address, how to start it.
+
+Every "a part is down" failure becomes one exception class, :class:`Unreachable`, whose text
+is the sentence a user reads, e.g.::
+
+    cannot reach the Consul agent at http://127.0.0.1:8500: connection refused;
+    start it with scripts/start-services.sh
+
+The CLI's group prints it as one error line; the Python API raises it. Consul clients made by
+:func:`consul_client` raise it instead of a ``requests`` connection error.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from typing import Any
+
+import consul
+import requests
+
+from switchboard import store
+
+START_SERVICES = "scripts/start-services.sh"
+START_CONTROLLER = "scripts/start-controller.sh"
+
+
+class Unreachable(RuntimeError):
+    """A part Switchboard needs (Consul, Open vSwitch, the controller) does not answer."""
+
+    def __init__(self, part: str, address: str, reason: str, hint: str) -> None:
+        self.part, self.address, self.reason, self.hint = part, address, reason, hint
+        super().__init__(f"cannot reach {part} at {address}: {reason}; {hint}")
+
+
+def reason_of(exc: BaseException) -> str:
+    """Why a connection failed, in a few words ("connection refused"), from its chain."""
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    chain: list[BaseException] = []
+    while todo:
+        item = todo.pop(0)
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        chain.append(item)
+        todo.extend([getattr(item, "reason", None), item.__cause__, item.__context__,
+                     *item.args])
+    for item in chain:
+        if isinstance(item, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(item, FileNotFoundError):
+            return "no such socket"
+        if isinstance(item, socket.gaierror) or type(item).__name__ == "NameResolutionError":
+            return "host name not found"
+        if isinstance(item, TimeoutError | requests.Timeout | socket.timeout):
+            return "no answer in time"
+    for item in chain:
+        if isinstance(item, OSError) and item.strerror:
+            return item.strerror[0].lower() + item.strerror[1:]
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+# --- Consul ------------------------------------------------------------------------------
+
+def consul_unreachable(address: str, exc: BaseException) -> Unreachable:
+    return Unreachable("the Consul agent", address, reason_of(exc),
+                       f"start it with {START_SERVICES}")
+
+
+class _Session(requests.Session):
+    """A requests session whose connection failures name the Consul agent's address."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__()
+        self.address = address
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        try:
+            return super().request(*args, **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise consul_unreachable(self.address, exc) from None
+
+
+def consul_client(address: str) -> consul.Consul:
+    """A Consul client for ``address`` that raises :class:`Unreachable` when it is down."""
+    client = store.consul_client(address)
+    client.http.session = _Session(address)
+    return client
+
+
+def consul_refused(address: str, exc: consul.ConsulException) -> str:
+    """The line for an agent that answers but refuses (no leader, ACL, a bad request)."""
+    return (f"the Consul agent at {address} refused the request: {exc}; "
+            f"see its log, or restart it with {START_SERVICES}")
+
+
+def dns_unreachable(server: tuple[str, int], exc: BaseException) -> Unreachable | None:
+    """Unreachable when a DNS error came from the socket (no server), else None."""
+    if not any(isinstance(e, OSError) for e in (exc, exc.__cause__, exc.__context__)):
+        return None
+    return Unreachable("Consul's DNS interface", f"{server[0]}:{server[1]}", reason_of(exc),
+                       f"start the Consul agent with {START_SERVICES} (or set --dns)")
+
+
+# --- Open vSwitch ------------------------------------------------------------------------
+
+OVS_HINT = f"start Open vSwitch with {START_SERVICES}"
+
+
+def check_ovsdb(db: str, timeout: float = 2.0) -> None:
+    """Raise Unreachable unless ovsdb-server accepts a connection at ``db``
+    (``unix:PATH`` or ``tcp:HOST:PORT``)."""
+    kind, _, rest = db.partition(":")
+    try:
+        if kind == "unix":
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout)
+                sock.connect(rest)
+        elif kind == "tcp":
+            host, _, port = rest.rpartition(":")
+            socket.create_connection((host, int(port)), timeout).close()
+    except (OSError, ValueError) as exc:
+        raise Unreachable("ovsdb-server", db, reason_of(exc), OVS_HINT) from None
+
+
+def check_vswitchd(rundir: str) -> None:
+    """Raise Unreachable unless ovs-vswitchd answers ``ovs-appctl`` (its control socket)."""
+    try:
+        result = subprocess.run(["ovs-appctl", "-t", "ovs-vswitchd", "version"],
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise Unreachable("ovs-vswitchd", rundir, reason_of(exc), OVS_HINT) from None
+    if result.returncode != 0:
+        why = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "no answer"
+        raise Unreachable("ovs-vswitchd", rundir, why.removeprefix("ovs-appctl: "), OVS_HINT)
+
+
+# --- the controller ----------------------------------------------------------------------
+
+def no_controller(address: str, prefix: str, seconds: float) -> Unreachable:
+    return Unreachable(
+        "a switchboard controller", f"{address} (KV prefix {prefix})",
+        f"none has sent a heartbeat in the last {seconds:.0f} s",
+        f"start it with {START_CONTROLLER}, or pass --no-wait to only store the topology",
+    )
