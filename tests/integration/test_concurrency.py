@@ -206,3 +206,25 @@ def test_a_conflicting_pair_written_into_kv_is_realised_first_come(switchboard, 
         assert wait_until(lambda: sb.status("sbt-kv-second")["state"] == "converged", 30)
     finally:
         _down(sb, "sbt-kv-first", "sbt-kv-second")
+
+
+def test_python_api_networks_created_at_once_get_different_free_subnets(switchboard,
+                                                                         monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from switchboard.api import VirtualNetwork
+
+    monkeypatch.setenv("SWITCHBOARD_ADMIT_PAUSE", PAUSE)  # both decide before either commits
+    names = ("sbt-race-vnet1", "sbt-race-vnet2")
+    with ThreadPoolExecutor(2) as pool:
+        nets = list(pool.map(lambda n: VirtualNetwork(n, prefix=switchboard.prefix), names))
+    try:
+        assert nets[0].subnet != nets[1].subnet
+        assert not nets[0].subnet.overlaps(nets[1].subnet)
+        applied = _store(switchboard).applied()
+        for net in nets:  # each choice is reserved in the desired state
+            [stored] = applied[net.name].topology.networks.values()
+            assert stored.subnet == net.subnet
+    finally:
+        for net in nets:
+            net.delete()
