@@ -31,6 +31,7 @@ from discovery.plan import SyncPlan
 from discovery.readiness import register_when_ready
 from discovery.sync import ReadyGate, ServiceSync, SyncError
 from ovsdb.bridge import DEFAULT_DB, Bridge
+from plumbing.plan import Problems
 from plumbing.plumber import Plumber
 from switchboard.admission import first_come
 from switchboard.desired import DesiredState
@@ -259,8 +260,16 @@ class Daemon:
     ) -> None:
         host = self.config.host_id
         observed = self.plumber.observe()
+        problems = self.plumber.problems
         for plan in plans:
             stored = desired[plan.name]
+            rows = container_rows(plan, ports, observed, problems)
+            short = data_path_problem(plan, rows, problems)
+            if short and plan.name not in errors and plan.name not in pending:
+                errors[plan.name] = short  # repaired on the next pass, which comes soon
+                retry = threading.Timer(self.config.retry_seconds, self.wake.set)
+                retry.daemon = True
+                retry.start()
             report = {
                 "digest": stored.digest,
                 "state": "error" if plan.name in errors else
@@ -276,7 +285,7 @@ class Daemon:
                     "registrations": self.discovery.registrations,
                     "deregistrations": self.discovery.deregistrations,
                 },
-                "containers": container_rows(plan, ports, observed),
+                "containers": rows,
                 "networks": [
                     {"name": n.name, "subnet": str(n.subnet), "gateway": str(n.gateway),
                      "host_ip": str(n.host_leg.ip), "mtu": n.mtu}
@@ -361,9 +370,13 @@ def service_rows(
 
 
 def container_rows(
-    plan: TopologyPlan, ports: dict[str, int], observed: dict[str, Any]
+    plan: TopologyPlan, ports: dict[str, int], observed: dict[str, Any],
+    problems: Problems | None = None,
 ) -> list[dict[str, Any]]:
-    """One status row per container interface."""
+    """One status row per container interface. ``problem`` says what keeps it from working as
+    planned (what the plumbing found, or no OpenFlow port, hence no flows); such a row's state
+    is ``broken``. Pure."""
+    problems = problems or Problems()
     rows = []
     for container in plan.containers:
         for ep in container.endpoints:
@@ -375,9 +388,32 @@ def container_rows(
                 state = "up" if seen.get("netns_exists") else "missing"
             else:
                 state = "running" if running else "stopped"
+            problem = (problems.containers.get((plan.name, container.name))
+                       or problems.ports.get(ep.port) or "")
+            if not problem and not ports.get(ep.port):
+                problem = f"port {ep.port} has no OpenFlow port number (no flows)"
+            if problem:
+                state = "broken"
             rows.append({
                 "container": container.name, "network": ep.network, "netns": ep.netns,
                 "interface": ep.ifname, "ip": str(ep.ip), "mac": ep.mac, "port": ep.port,
-                "ofport": ports.get(ep.port), "state": state,
+                "ofport": ports.get(ep.port), "state": state, "problem": problem,
             })
     return rows
+
+
+def data_path_problem(plan: TopologyPlan, rows: list[dict[str, Any]], problems: Problems) -> str:
+    """One sentence on what keeps a topology's data path short of the plan ("" if nothing):
+    its broken containers (the first few named) and host legs. Pure."""
+    broken = sorted({r["container"] for r in rows if r["problem"]})
+    parts = []
+    if broken:
+        first = next(r for r in rows if r["problem"])
+        others = [c for c in broken if c != first["container"]]
+        also = f"; also {', '.join(others[:3])}{' …' if len(others) > 3 else ''}" if others else ""
+        parts.append(f"{len(broken)} of {len(plan.containers)} containers not ready "
+                     f"({first['container']}: {first['problem']}{also})")
+    legs = [f"host address on {net}: {why}"
+            for (topo, net), why in sorted(problems.host_legs.items()) if topo == plan.name]
+    parts += legs
+    return "; ".join(parts) + ("; see `switchboard status`" if parts else "")

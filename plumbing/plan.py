@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ovsdb.bridge import TOPOLOGY_KEY, OwnedPort
+from plumbing.drift import Drift, endpoint_drift, host_leg_drift
 from plumbing.netns import PREFIX
 
 if TYPE_CHECKING:
+    from plumbing.observe import ObservedInterfaces
     from switchboard.hostplan import ContainerPlan, Endpoint, HostLeg, TopologyPlan
 
 KIND_CONTAINER = "container"
@@ -81,6 +83,8 @@ class PlumbingPlan:
     attach_netns: list[tuple[str, int]] = field(default_factory=list)  # (name, pid)
     create_endpoints: list[Endpoint] = field(default_factory=list)
     create_host_legs: list[HostLeg] = field(default_factory=list)
+    configure_endpoints: list[Endpoint] = field(default_factory=list)  # set MAC, address...
+    configure_host_legs: list[HostLeg] = field(default_factory=list)  # ...again, in place
     write_resolv: list[tuple[str, str]] = field(default_factory=list)  # (netns, resolv.conf)
     start_commands: list[Command] = field(default_factory=list)
 
@@ -109,6 +113,34 @@ def _wanted(plans: list[TopologyPlan]) -> tuple[dict[str, ContainerPlan], dict[s
     return containers, ports
 
 
+def _drift(kind: str, obj: Endpoint | HostLeg, seen: ObservedInterfaces) -> Drift | None:
+    if kind == KIND_HOST_LEG:
+        return host_leg_drift(obj, seen.root.get(obj.port))  # type: ignore[arg-type]
+    return endpoint_drift(obj, seen.namespaces.get(obj.netns),  # type: ignore[arg-type,union-attr]
+                          seen.root.get(obj.port))
+
+
+def _port_problem(
+    want: _WantedPort, port: OwnedPort | None, fresh: Set[str],
+    interfaces: ObservedInterfaces | None,
+) -> Drift | None:
+    """Why a wanted port is not as planned (None: it is); ``recreate``: only making the port
+    (and its veth) again repairs it."""
+    ids, obj = want
+    name = obj.port
+    if port is None:
+        return Drift(f"port {name} not on the bridge", recreate=True)
+    if _ours(port.external_ids) != ids:
+        return Drift(f"port {name} has outdated settings", recreate=True)
+    if port.ofport is None:
+        return Drift(f"port {name} has no OpenFlow port number", recreate=True)
+    if ids.get("switchboard-netns") in fresh:
+        return Drift(f"namespace {ids['switchboard-netns']} is new", recreate=True)
+    if interfaces is None:
+        return None
+    return _drift(ids["switchboard-kind"], obj, interfaces)
+
+
 def plan_plumbing(
     plans: list[TopologyPlan],
     observed_ports: Mapping[str, OwnedPort],
@@ -119,6 +151,7 @@ def plan_plumbing(
     stale_netns: Set[str] = frozenset(),
     wanted_resolv: Mapping[str, str] | None = None,
     observed_resolv: Mapping[str, str] | None = None,
+    interfaces: ObservedInterfaces | None = None,
 ) -> PlumbingPlan:
     """Diff the wanted topologies against what the host holds.
 
@@ -130,6 +163,10 @@ def plan_plumbing(
 
     A port is recreated when its recorded settings differ, it has no ofport or its namespace is
     new; a namespace is deleted only when it is an ``sb-`` name nobody wants.
+
+    ``interfaces``: what the namespaces and the root namespace hold (None: not looked at).
+    An interface whose MAC, MTU, state, address or default route differs is configured again;
+    one whose veth pair is broken is made again with its port (see :mod:`plumbing.drift`).
 
     ``wanted_resolv``: namespace -> the resolv.conf it must have (None: leave those files
     alone); ``observed_resolv``: the files of ours found on the host. A file is written when
@@ -155,13 +192,13 @@ def plan_plumbing(
     for name, port in owned.items():
         ids = port.external_ids
         want = ports.get(name)
-        if (
-            want is not None
-            and _ours(ids) == want[0]
-            and port.ofport is not None
-            and ids.get("switchboard-netns") not in fresh
-        ):
+        problem = None if want is None else _port_problem(want, port, fresh, interfaces)
+        if want is not None and (problem is None or not problem.recreate):
             kept.add(name)
+            if problem is not None and want[0]["switchboard-kind"] == KIND_HOST_LEG:
+                plan.configure_host_legs.append(want[1])  # type: ignore[arg-type]
+            elif problem is not None:
+                plan.configure_endpoints.append(want[1])  # type: ignore[arg-type]
         elif ids.get("switchboard-kind") == KIND_HOST_LEG:
             plan.delete_host_legs.append(name)
         else:
@@ -198,7 +235,51 @@ def plan_plumbing(
     plan.stop_commands.sort()
     plan.delete_ports.sort()
     plan.delete_host_legs.sort()
+    plan.configure_endpoints.sort(key=lambda ep: ep.port)
+    plan.configure_host_legs.sort(key=lambda leg: leg.port)
     plan.create_netns.sort()
     plan.attach_netns.sort()
     plan.start_commands.sort(key=lambda cmd: cmd.key)
     return plan
+
+
+@dataclass
+class Problems:
+    """What keeps containers and host legs from being as planned, in short sentences."""
+
+    containers: dict[tuple[str, str], str] = field(default_factory=dict)  # (topology, name)
+    ports: dict[str, str] = field(default_factory=dict)  # a container interface, by its port
+    host_legs: dict[tuple[str, str], str] = field(default_factory=dict)  # (topology, network)
+
+
+def plumbing_problems(
+    plans: list[TopologyPlan],
+    observed_ports: Mapping[str, OwnedPort],
+    observed_netns: Set[str],
+    interfaces: ObservedInterfaces,
+    stale_netns: Set[str] = frozenset(),
+) -> Problems:
+    """Compare the host with the plans as :func:`plan_plumbing` does, and say what differs
+    (after a repair: what the repair did not fix)."""
+    problems = Problems()
+    for topo in plans:
+        for net in topo.networks:
+            leg = net.host_leg
+            found = _port_problem((host_leg_ids(leg), leg), observed_ports.get(leg.port),
+                                  frozenset(), interfaces)
+            if found is not None:
+                problems.host_legs[(topo.name, net.name)] = found.what
+        for c in topo.containers:
+            if c.netns not in observed_netns or c.netns in stale_netns:
+                problems.containers[(topo.name, c.name)] = f"namespace {c.netns} missing"
+                continue
+            if c.netns in interfaces.errors:
+                problems.containers[(topo.name, c.name)] = (
+                    f"namespace {c.netns} cannot be read: {interfaces.errors[c.netns]}")
+                continue
+            for ep in c.endpoints:
+                found = _port_problem((endpoint_ids(ep), ep), observed_ports.get(ep.port),
+                                      frozenset(), interfaces)
+                if found is not None:
+                    problems.ports[ep.port] = found.what
+    return problems

@@ -16,7 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 from ovsdb.bridge import TOPOLOGY_KEY, Bridge, OwnedPort, PortSpec
 from plumbing import netns, processes, resolvconf
-from plumbing.plan import PlumbingPlan, endpoint_ids, host_leg_ids, plan_plumbing, process_key
+from plumbing.observe import ObservedInterfaces, observe_interfaces
+from plumbing.plan import (
+    PlumbingPlan,
+    Problems,
+    endpoint_ids,
+    host_leg_ids,
+    plan_plumbing,
+    plumbing_problems,
+    process_key,
+)
 
 if TYPE_CHECKING:
     from switchboard.hostplan import Endpoint, HostLeg, TopologyPlan
@@ -36,6 +45,7 @@ class _Observed:
     commands: dict[str, str]
     stale: set[str]
     resolv: dict[str, str]
+    interfaces: ObservedInterfaces | None  # None: not looked at
 
 
 @dataclass
@@ -72,6 +82,7 @@ class Plumber:
         self.state_dir = Path(state_dir)
         self.ofport_timeout = ofport_timeout
         self._lock = threading.Lock()
+        self.problems = Problems()  # what the last reconcile left short of the plans
 
     # -- state files -----------------------------------------------------------------
 
@@ -104,7 +115,9 @@ class Plumber:
 
     # -- observing -------------------------------------------------------------------
 
-    def _observe(self, plans: list[TopologyPlan]) -> _Observed:
+    def _observe(self, plans: list[TopologyPlan], interfaces: bool = True) -> _Observed:
+        """Read what the host holds for ``plans``; ``interfaces``: also read the links inside
+        the wanted namespaces and the root namespace's (see :mod:`plumbing.observe`)."""
         wanted = {c.netns: c for topo in plans for c in topo.containers}
         marked = self._marked()
         existing = netns.list_namespaces()
@@ -124,7 +137,13 @@ class Plumber:
             if rec is not None:
                 commands[key] = rec.command
         resolv = resolvconf.read(set(self._marked()) | wanted.keys())
-        return _Observed(self.bridge.owned_ports(), ours, running, commands, stale, resolv)
+        ports = self.bridge.owned_ports()
+        links = None
+        if interfaces:
+            legs = {net.host_leg.port for topo in plans for net in topo.networks}
+            ends = {ep.port for topo in plans for ep in topo.endpoints()}
+            links = observe_interfaces(ours & wanted.keys(), legs | ends)
+        return _Observed(ports, ours, running, commands, stale, resolv, links)
 
     def observe(self) -> dict[str, dict[str, Any]]:
         """Status of every owned port: kind, topology, container, network, netns, ofport,
@@ -156,19 +175,30 @@ class Plumber:
         """Make the host hold exactly ``plans``; port name -> ofport of every wanted port.
 
         Writes nothing (no OVSDB transaction, no ip command) when the host already matches.
+        Every pass compares the interfaces in the namespaces too, and repairs what differs.
+        ``self.problems`` is then what is still short of the plans (read again after a repair).
         A container attached to a process that is gone cannot be realised: the rest is, then
         PlumbingError names it.
         """
+        all_plans = plans
         plans, orphans = _without_dead_attachments(plans)
         with self._lock:
+            self.problems = Problems(containers={
+                key: "the process to attach to is not running"
+                for key in _dead_attachments(all_plans)})
             seen = self._observe(plans)
             plan = plan_plumbing(
                 plans, seen.ports, seen.netns, seen.running,
                 observed_commands=seen.commands, stale_netns=seen.stale,
                 wanted_resolv=resolvconf.wanted_files(plans, resolvconf.host_text()),
-                observed_resolv=seen.resolv,
+                observed_resolv=seen.resolv, interfaces=seen.interfaces,
             )
-            new_ofports = {} if plan.is_empty() else self._apply(plan, plans)
+            try:
+                new_ofports = {} if plan.is_empty() else self._apply(plan, plans)
+            finally:
+                if not plan.is_empty():  # what did the repair leave?
+                    seen = self._observe(plans)
+                self._record_problems(plans, seen)
         if orphans:
             raise PlumbingError("; ".join(orphans))
         wanted = {ep.port for topo in plans for ep in topo.endpoints()}
@@ -177,10 +207,17 @@ class Plumber:
         ofports.update(new_ofports)
         return {n: ofports[n] for n in sorted(wanted)}
 
+    def _record_problems(self, plans: list[TopologyPlan], seen: _Observed) -> None:
+        assert seen.interfaces is not None
+        found = plumbing_problems(plans, seen.ports, seen.netns, seen.interfaces, seen.stale)
+        self.problems.containers.update(found.containers)
+        self.problems.ports.update(found.ports)
+        self.problems.host_legs.update(found.host_legs)
+
     def remove_topology(self, name: str) -> None:
         """Remove everything of one topology and nothing else (other plans need not be known)."""
         with self._lock:
-            seen = self._observe([])
+            seen = self._observe([], interfaces=False)
             marked = self._marked()
             ports = {
                 n: p for n, p in seen.ports.items() if p.external_ids.get(TOPOLOGY_KEY) == name
@@ -234,7 +271,8 @@ class Plumber:
         self.bridge.add_ports(specs)
         ofports = self.bridge.wait_ofports([s.name for s in specs], self.ofport_timeout)
 
-        legs, endpoints = plan.create_host_legs, plan.create_endpoints
+        legs = plan.create_host_legs + plan.configure_host_legs
+        endpoints = plan.create_endpoints + plan.configure_endpoints
         netns.configure_host_interfaces(_iface(leg, leg.port, None) for leg in legs)
         netns.configure_namespaces(_iface(ep, ep.ifname, ep.netns) for ep in endpoints)
 
@@ -267,6 +305,12 @@ class Plumber:
         for name in created.netns:
             self._marker(name).unlink(missing_ok=True)
         return problems
+
+
+def _dead_attachments(plans: list[TopologyPlan]) -> list[tuple[str, str]]:
+    """(topology, container) of containers whose attach process is gone."""
+    return [(topo.name, c.name) for topo in plans for c in topo.containers
+            if c.attach_pid and _pid_netns(c.attach_pid) is None]
 
 
 def _without_dead_attachments(

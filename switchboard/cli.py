@@ -222,6 +222,10 @@ def _print_topology(topo: dict[str, Any]) -> None:
             rows.add_row(r["container"], r["network"], r["netns"], r["interface"], r["ip"],
                          r["mac"], r["port"], str(r["ofport"] or "-"), r["state"])
         console.print(rows)
+        for r in report.get("containers", []):
+            if r.get("problem"):  # what keeps it from working as planned
+                console.print(f"  [red]{r['container']} {r['interface']}: {r['problem']}[/red]",
+                              highlight=False)
 
 
 from switchboard.cli_trace import trace  # noqa: E402

@@ -6,12 +6,15 @@ from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 
 from ovsdb.bridge import OwnedPort
+from plumbing.observe import LinkState, NamespaceState, ObservedInterfaces
 from plumbing.plan import (
     Command,
     PlumbingPlan,
+    Problems,
     endpoint_ids,
     host_leg_ids,
     plan_plumbing,
+    plumbing_problems,
     process_key,
 )
 from switchboard import naming
@@ -185,3 +188,151 @@ def test_commands_restart_when_dead_or_changed_and_stop_when_dropped():
     assert result.stop_commands == ["t1/a", "t1/b", "t1/c"]
     assert [c.key for c in result.start_commands] == ["t1/a", "t1/b"]
     assert not (result.delete_ports or result.create_endpoints or result.delete_netns)
+
+
+# -- interfaces inside the namespaces (issue 14: observe, then repair) -----------------------
+
+
+def interfaces_of(*plans: TopologyPlan) -> ObservedInterfaces:
+    """What netlink would show where ``plans`` are fully configured."""
+    seen = ObservedInterfaces()
+    index = 100
+    for topo in plans:
+        for net in topo.networks:
+            leg = net.host_leg
+            index += 1
+            seen.root[leg.port] = LinkState(leg.port, index, "openvswitch", leg.mac, leg.mtu,
+                                            True, True, None,
+                                            frozenset({(str(leg.ip), leg.prefixlen)}))
+        for c in topo.containers:
+            links = {"lo": LinkState("lo", 1, None, "00:00:00:00:00:00", 65536, True, True,
+                                     None, frozenset({("127.0.0.1", 8)}))}
+            routes = set()
+            for n, ep in enumerate(c.endpoints, start=2):
+                index += 1
+                seen.root[ep.port] = LinkState(ep.port, index, "veth", "aa:00:00:00:00:01",
+                                               ep.mtu, True, False, n)
+                links[ep.ifname] = LinkState(ep.ifname, n, "veth", ep.mac, ep.mtu, True, True,
+                                             index, frozenset({(str(ep.ip), ep.prefixlen)}))
+                if ep.default_gateway is not None:
+                    routes.add((str(ep.default_gateway), ep.ifname))
+            seen.namespaces[c.netns] = NamespaceState(links, frozenset(routes))
+    return seen
+
+
+def _inner(seen: ObservedInterfaces, netns: str, ifname: str = "eth0") -> LinkState:
+    return seen.namespaces[netns].links[ifname]
+
+
+def _set_inner(seen: ObservedInterfaces, netns: str, **changes: object) -> None:
+    ns = seen.namespaces[netns]
+    links = {**ns.links, "eth0": replace(ns.links["eth0"], **changes)}
+    seen.namespaces[netns] = replace(ns, links=links)
+
+
+def test_configured_interfaces_plan_nothing_and_show_no_problem():
+    plan = make_plan()
+    seen = realised(plan)
+    interfaces = interfaces_of(plan)
+    assert plan_plumbing([plan], **seen, interfaces=interfaces).is_empty()
+    problems = plumbing_problems([plan], seen["observed_ports"], seen["observed_netns"],
+                                 interfaces)
+    assert problems == Problems()
+
+
+def test_interface_left_unconfigured_by_a_crash_is_configured_again():
+    """The daemon was killed between adding the ports and configuring the namespaces."""
+    plan = make_plan()
+    interfaces = interfaces_of(plan)
+    _set_inner(interfaces, "sb-t1-b", mac="5e:11:22:33:44:55", up=False, addresses=frozenset())
+    ns = interfaces.namespaces["sb-t1-b"]
+    interfaces.namespaces["sb-t1-b"] = replace(ns, default_routes=frozenset())
+    leg = plan.networks[0].host_leg
+    interfaces.root[leg.port] = replace(interfaces.root[leg.port], addresses=frozenset())
+    result = plan_plumbing([plan], **realised(plan), interfaces=interfaces)
+    assert result == PlumbingPlan(configure_endpoints=list(plan.containers[1].endpoints),
+                                  configure_host_legs=[leg])
+
+
+def test_each_difference_is_named_in_the_problem():
+    plan = make_plan()
+    seen = realised(plan)
+    interfaces = interfaces_of(plan)
+    _set_inner(interfaces, "sb-t1-a", mac="5e:11:22:33:44:55", mtu=1400, up=False,
+               addresses=frozenset())
+    ns = interfaces.namespaces["sb-t1-a"]
+    interfaces.namespaces["sb-t1-a"] = replace(ns, default_routes=frozenset())
+    problems = plumbing_problems([plan], seen["observed_ports"], seen["observed_netns"],
+                                 interfaces)
+    ep = plan.containers[0].endpoints[0]
+    assert list(problems.ports) == [ep.port] and not problems.containers
+    text = problems.ports[ep.port]
+    for part in ("eth0:", "MAC 5e:11:22:33:44:55", "MTU 1400", "down", f"no address {ep.ip}",
+                 f"no default route via {ep.default_gateway}"):
+        assert part in text
+
+
+def test_wrong_mtu_or_missing_route_alone_is_configured_again():
+    plan = make_plan()
+    interfaces = interfaces_of(plan)
+    _set_inner(interfaces, "sb-t1-a", mtu=9000)
+    ns = interfaces.namespaces["sb-t1-c"]
+    interfaces.namespaces["sb-t1-c"] = replace(ns, default_routes=frozenset())
+    result = plan_plumbing([plan], **realised(plan), interfaces=interfaces)
+    assert result.configure_endpoints == [plan.containers[0].endpoints[0],
+                                          plan.containers[2].endpoints[0]]
+    assert not (result.delete_ports or result.create_endpoints)
+
+
+def test_veth_whose_peer_is_gone_is_made_again():
+    plan = make_plan()
+    interfaces = interfaces_of(plan)
+    ns = interfaces.namespaces["sb-t1-a"]
+    interfaces.namespaces["sb-t1-a"] = replace(ns, links={"lo": ns.links["lo"]})
+    result = plan_plumbing([plan], **realised(plan), interfaces=interfaces)
+    assert result == PlumbingPlan(delete_ports=[port(plan, "a")],
+                                  create_endpoints=list(plan.containers[0].endpoints))
+
+
+def test_veth_host_end_gone_or_paired_elsewhere_is_made_again():
+    plan = make_plan()
+    interfaces = interfaces_of(plan)
+    del interfaces.root[port(plan, "a")]
+    _set_inner(interfaces, "sb-t1-b", peer_index=9999)
+    result = plan_plumbing([plan], **realised(plan), interfaces=interfaces)
+    assert result.delete_ports == [port(plan, "a"), port(plan, "b")]
+    assert [ep.container for ep in result.create_endpoints] == ["a", "b"]
+
+
+def test_interface_with_a_foreign_address_is_made_again():
+    plan = make_plan()
+    interfaces = interfaces_of(plan)
+    extra = _inner(interfaces, "sb-t1-c").addresses | {("192.0.2.7", 24)}
+    _set_inner(interfaces, "sb-t1-c", addresses=extra)
+    result = plan_plumbing([plan], **realised(plan), interfaces=interfaces)
+    assert result.delete_ports == [port(plan, "c")]
+
+
+def test_host_leg_interface_gone_is_made_again():
+    plan = make_plan()
+    interfaces = interfaces_of(plan)
+    leg = plan.networks[0].host_leg
+    del interfaces.root[leg.port]
+    result = plan_plumbing([plan], **realised(plan), interfaces=interfaces)
+    assert result == PlumbingPlan(delete_host_legs=[leg.port], create_host_legs=[leg])
+
+
+def test_problems_name_missing_namespaces_ports_and_ofports():
+    plan = make_plan()
+    seen = realised(plan)
+    seen["observed_netns"].discard("sb-t1-a")
+    del seen["observed_ports"][port(plan, "b")]
+    name = port(plan, "c")
+    seen["observed_ports"][name] = replace(seen["observed_ports"][name], ofport=None)
+    problems = plumbing_problems([plan], seen["observed_ports"], seen["observed_netns"],
+                                 interfaces_of(plan))
+    assert problems.containers == {("t1", "a"): "namespace sb-t1-a missing"}
+    assert problems.ports == {
+        port(plan, "b"): f"port {port(plan, 'b')} not on the bridge",
+        name: f"port {name} has no OpenFlow port number",
+    }
