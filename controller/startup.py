@@ -17,6 +17,9 @@ from pathlib import Path
 from switchboard import reach
 
 DEFAULT_RUN_DIR = Path("/run/switchboard")
+# ovsdb.bridge.DEFAULT_DB, not imported from there: ovsdbapp is slow and noisy to import, and
+# a refusal should be one line, at once.
+DEFAULT_OVSDB = "unix:/var/run/openvswitch/db.sock"
 
 
 class StartError(RuntimeError):

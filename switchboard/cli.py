@@ -82,15 +82,14 @@ def controller(
 
     It refuses to start (exit status 1) when another daemon holds the bridge, ovsdb-server
     does not answer, or the OpenFlow port is taken."""
-    from controller.daemon import Daemon, DaemonConfig
-    from controller.startup import StartError, preflight
-    from ovsdb.bridge import DEFAULT_DB
+    from controller.startup import DEFAULT_OVSDB, StartError, preflight
 
-    ovsdb = ovsdb or DEFAULT_DB
+    ovsdb = ovsdb or DEFAULT_OVSDB
     try:
         ctx.obj["lock"] = preflight(bridge, ovsdb, "127.0.0.1", of_port, run_dir)
     except StartError as exc:
         _fail(str(exc))
+    from controller.daemon import Daemon, DaemonConfig
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
