@@ -1,0 +1,97 @@
+"""One-line reasons for a part that is down, the bridge lock, and heartbeat freshness."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from controller import heartbeat, startup
+from switchboard import reach
+
+
+def _refused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed again: nothing listens there
+
+
+def test_a_refused_consul_call_raises_unreachable_with_the_address_and_the_remedy():
+    address = f"http://127.0.0.1:{_refused_port()}"
+    with pytest.raises(reach.Unreachable) as caught:
+        reach.consul_client(address).kv.get("anything")
+    assert str(caught.value) == (f"cannot reach the Consul agent at {address}: connection "
+                                 "refused; start it with scripts/start-services.sh")
+
+
+@pytest.mark.parametrize(("exc", "reason"), [
+    (requests.ConnectionError(OSError(111, "Connection refused")), "connection refused"),
+    (FileNotFoundError(2, "No such file or directory"), "no such socket"),
+    (requests.ConnectTimeout("slow"), "no answer in time"),
+    (socket.gaierror(-2, "Name or service not known"), "host name not found"),
+    (OSError(13, "Permission denied"), "permission denied"),
+])
+def test_reason_of_names_the_cause_in_a_few_words(exc, reason):
+    wrapped = RuntimeError("outer")
+    wrapped.__cause__ = exc
+    assert reach.reason_of(wrapped) == reason
+
+
+def test_an_ovsdb_socket_that_does_not_exist_is_unreachable(tmp_path: Path):
+    db = f"unix:{tmp_path}/db.sock"
+    with pytest.raises(reach.Unreachable, match=f"ovsdb-server at {db}: no such socket"):
+        reach.check_ovsdb(db)
+
+
+def test_a_second_lock_on_a_bridge_names_the_bridge_and_the_holder(tmp_path: Path):
+    fd = startup.lock_bridge("br-x", tmp_path)
+    try:
+        with pytest.raises(startup.StartError) as caught:
+            startup.lock_bridge("br-x", tmp_path)
+        assert "already runs for bridge br-x (pid " in str(caught.value)
+        os.close(startup.lock_bridge("br-y", tmp_path))  # another bridge is free
+    finally:
+        os.close(fd)
+    os.close(startup.lock_bridge("br-x", tmp_path))  # released with its fd (its process)
+
+
+def test_a_listening_openflow_port_is_refused_with_a_sentence():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(startup.StartError, match=f"127.0.0.1:{port} is in use"):
+            startup.check_of_port("127.0.0.1", port)
+
+
+def test_default_ovsdb_address_matches_the_bridge_module():
+    from ovsdb.bridge import DEFAULT_DB
+
+    assert startup.DEFAULT_OVSDB == DEFAULT_DB
+
+
+class _FakeKV:
+    def __init__(self, entries: list[dict[str, Any]]) -> None:
+        self.entries = entries
+
+    def get(self, key: str, recurse: bool = False) -> tuple[int, list[dict[str, Any]]]:
+        return 1, [e for e in self.entries if e["Key"].startswith(key)]
+
+
+class _FakeClient:
+    def __init__(self, beats: dict[str, float]) -> None:
+        self.kv = _FakeKV([
+            {"Key": f"p/controllers/{host}",
+             "Value": json.dumps({"pid": 1, "heartbeat": at, "interval": 5.0}).encode()}
+            for host, at in beats.items()
+        ] + [{"Key": "p/controllers/broken", "Value": b"not json"}])
+
+
+def test_only_recent_heartbeats_count_as_live_controllers():
+    client = _FakeClient({"fresh": 1000.0, "old": 980.0})
+    assert list(heartbeat.live(client, "p", now=1010.0)) == ["fresh"]  # type: ignore[arg-type]
