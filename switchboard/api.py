@@ -100,6 +100,13 @@ class VirtualNetwork:
                 return address
         raise RuntimeError(f"network {self.name} ({self.subnet}) has no free address")
 
+    def _require_controller(self) -> None:
+        if not heartbeat.live(self.store.client, self.store.prefix):
+            raise reach.no_controller(
+                self.consul, self.store.prefix, heartbeat.STALE_AFTER * heartbeat.INTERVAL,
+                f"start it with {reach.START_CONTROLLER}; nothing was changed",
+            )
+
     def topology(self) -> Topology:
         """This network and its started containers as a validated topology."""
         network: dict[str, Any] = {"subnet": str(self.subnet)}
@@ -116,13 +123,16 @@ class VirtualNetwork:
         """Make the host match this network (waits until the daemon converged).
 
         Unreachable, before anything is stored, when no controller is running."""
-        if not heartbeat.live(self.store.client, self.store.prefix):
-            raise reach.no_controller(self.consul, self.store.prefix,
-                                      heartbeat.STALE_AFTER * heartbeat.INTERVAL)
+        self._require_controller()
         apply_topology(self.store, self.topology(), f"python:{self.name}", self.timeout)
 
     def delete(self) -> None:
-        """Remove the network and every container on it from the host."""
+        """Remove the network and every container on it from the host.
+
+        Unreachable, before anything is removed, when a host holds it and no controller is
+        running to take it down."""
+        if self.store.reports(self.name):
+            self._require_controller()
         remove_topology(self.store, self.name, self.timeout)
         self.containers.clear()
 

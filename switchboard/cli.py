@@ -121,8 +121,8 @@ def up(ctx: click.Context, file: Path, timeout: float, no_wait: bool) -> None:
     except TopologyError as exc:
         _fail(f"{file} is not a valid topology; nothing was changed.\n{exc}", 2)
     store = _store(ctx)
-    if not no_wait:
-        _require_controller(ctx, store)
+    if not no_wait and (missing := _no_controller(ctx, store)):
+        raise missing  # before anything is written
     with console.status(f"waiting for the host to converge on {topology.name}") as status:
         def progress(reports: dict[Any, dict[str, Any]]) -> None:
             for (host, _), report in reports.items():
@@ -146,13 +146,16 @@ def up(ctx: click.Context, file: Path, timeout: float, no_wait: bool) -> None:
                   f"{len(topology.networks)} networks, {count} containers")
 
 
-def _require_controller(ctx: click.Context, store: Store) -> None:
-    """Unreachable (before anything is written) when no controller has a live heartbeat."""
+def _no_controller(
+    ctx: click.Context, store: Store, hint: str = reach.NO_CONTROLLER_HINT
+) -> reach.Unreachable | None:
+    """What to say when no controller has a live heartbeat under the prefix; else None."""
     from controller import heartbeat
 
-    if not heartbeat.live(store.client, store.prefix):
-        raise reach.no_controller(ctx.obj["consul"], store.prefix,
-                                  heartbeat.STALE_AFTER * heartbeat.INTERVAL)
+    if heartbeat.live(store.client, store.prefix):
+        return None
+    return reach.no_controller(ctx.obj["consul"], store.prefix,
+                               heartbeat.STALE_AFTER * heartbeat.INTERVAL, hint)
 
 
 @main.command()
@@ -162,9 +165,15 @@ def _require_controller(ctx: click.Context, store: Store) -> None:
 @click.pass_context
 def down(ctx: click.Context, name: str, timeout: float) -> None:
     """Remove topology NAME: its containers, ports, flows, keys and services."""
+    store = _store(ctx)
+    if store.reports(name) and (missing := _no_controller(
+        ctx, store, f"start it with {reach.START_CONTROLLER}: it removes what the topology "
+        "created; nothing was changed",
+    )):
+        raise missing
     with console.status(f"removing {name}"):
         try:
-            removed = remove_topology(_store(ctx), name, timeout)
+            removed = remove_topology(store, name, timeout)
         except ApplyError as exc:
             _fail(str(exc))
     if not removed:
@@ -192,6 +201,11 @@ def status(ctx: click.Context, name: str | None, as_json: bool) -> None:
         })
     if name and not topologies:
         _fail(f"no topology named {name!r} is applied")
+    if topologies and (missing := _no_controller(
+        ctx, store, f"the reports shown are its last; start it with {reach.START_CONTROLLER}"
+    )):
+        err_console.print(f"[yellow]warning:[/yellow] {escape(str(missing))}",
+                          highlight=False, soft_wrap=True)
     if as_json:
         click.echo(json.dumps({"topologies": topologies}, indent=2, sort_keys=True))
         return

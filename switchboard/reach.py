@@ -138,9 +138,13 @@ def check_vswitchd(rundir: str) -> None:
 
 # --- the controller ----------------------------------------------------------------------
 
-def no_controller(address: str, prefix: str, seconds: float) -> Unreachable:
-    return Unreachable(
-        "a switchboard controller", f"{address} (KV prefix {prefix})",
-        f"none has sent a heartbeat in the last {seconds:.0f} s",
-        f"start it with {START_CONTROLLER}, or pass --no-wait to only store the topology",
-    )
+NO_CONTROLLER_HINT = (f"start it with {START_CONTROLLER}, or pass --no-wait to only store "
+                      "the topology")
+
+
+def no_controller(
+    address: str, prefix: str, seconds: float, hint: str = NO_CONTROLLER_HINT
+) -> Unreachable:
+    """No daemon has beaten a heartbeat under ``prefix`` (see controller.heartbeat)."""
+    return Unreachable("a switchboard controller", f"{address} (KV prefix {prefix})",
+                       f"none has sent a heartbeat in the last {seconds:.0f} s", hint)

@@ -262,6 +262,35 @@ def test_up_without_a_controller_fails_at_once_and_stores_nothing(switchboard, t
         client.kv.delete(f"{prefix}/", recurse=True)
 
 
+def test_down_and_status_without_a_controller_say_so_and_down_changes_nothing(
+    switchboard, tmp_path
+):
+    prefix = f"sbghost-{os.getpid()}"
+    env = {**switchboard.env, "SWITCHBOARD_PREFIX": prefix}
+    topology = tmp_path / "reach.yaml"
+    topology.write_text(TOPOLOGY)
+    client = consul.Consul()
+    try:
+        assert run(env, "up", "--no-wait", str(topology)).returncode == 0  # no daemon needed
+        client.kv.put(f"{prefix}/status/ghost/sbt-reach",  # what a dead daemon left behind
+                      json.dumps({"digest": "x", "state": "converged", "containers": []}))
+        client.kv.put(f"{prefix}/controllers/ghost", json.dumps(
+            {"pid": 1, "heartbeat": time.time() - 300, "interval": 5.0}))  # long stale
+        _, before = client.kv.get(f"{prefix}/", recurse=True)
+
+        result = run(env, "down", "sbt-reach")
+        assert_one_line(result, "cannot reach a switchboard controller", f"prefix {prefix}",
+                        "it removes what the topology created; nothing was changed")
+        assert client.kv.get(f"{prefix}/", recurse=True)[1] == before
+
+        shown = run(env, "status")
+        assert shown.returncode == 0 and "sbt-reach" in shown.stdout
+        assert shown.stderr.startswith("warning: cannot reach a switchboard controller")
+        assert "the reports shown are its last" in shown.stderr
+    finally:
+        client.kv.delete(f"{prefix}/", recurse=True)
+
+
 def test_the_daemon_beats_a_heartbeat_that_up_relies_on(switchboard):
     _, entry = consul.Consul().kv.get(f"{switchboard.prefix}/controllers/test-host")
     beat = json.loads(entry["Value"])
