@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +97,11 @@ class _FakeClient:
 def test_only_recent_heartbeats_count_as_live_controllers():
     client = _FakeClient({"fresh": 1000.0, "old": 980.0})
     assert list(heartbeat.live(client, "p", now=1010.0)) == ["fresh"]  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_systemd_unit_is_valid():
+    unit = Path(__file__).parents[2] / "contrib" / "switchboard-controller.service"
+    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0 and "Unknown" not in result.stderr, result.stderr
