@@ -78,12 +78,14 @@ def _attrs(data: bytes, offset: int, end: int) -> Iterator[tuple[int, bytes]]:
         offset += (length + 3) & ~3
 
 
-def _dump(sock: socket.socket, kind: int, body: bytes, seq: int) -> Iterator[bytes]:
-    """Payloads of every reply to one dump request."""
+def _dump(
+    sock: socket.socket, kind: int, body: bytes, seq: int, buffer: bytearray
+) -> Iterator[bytes]:
+    """Payloads of every reply to one dump request (``buffer``: reused for every datagram)."""
     sock.sendall(_HEADER.pack(_HEADER.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
                  + body)
     while True:
-        data = sock.recv(_RECV)
+        data = bytes(memoryview(buffer)[:sock.recv_into(buffer)])
         offset = 0
         while offset + _HEADER.size <= len(data):
             length, mtype, _flags, mseq, _pid = _HEADER.unpack_from(data, offset)
@@ -99,14 +101,20 @@ def _dump(sock: socket.socket, kind: int, body: bytes, seq: int) -> Iterator[byt
             offset += (length + 3) & ~3
 
 
-def _links(sock: socket.socket) -> dict[int, LinkState]:
+def _links(
+    sock: socket.socket, buffer: bytearray, only: set[str] | None = None
+) -> dict[int, LinkState]:
+    """Links by ifindex (``only``: just those names; the name is a link's first attribute)."""
     links = {}
-    for msg in _dump(sock, RTM_GETLINK, _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0), 1):
+    body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    for msg in _dump(sock, RTM_GETLINK, body, 1, buffer):
         _family, _type, index, flags, _change = _IFINFO.unpack_from(msg)
         name, mac, mtu, peer, kind = "", "", 0, None, None
         for attr, value in _attrs(msg, _IFINFO.size, len(msg)):
             if attr == _IFLA_IFNAME:
                 name = value.rstrip(b"\0").decode()
+                if only is not None and name not in only:
+                    break
             elif attr == _IFLA_ADDRESS:
                 mac = ":".join(f"{b:02x}" for b in value)
             elif attr == _IFLA_MTU:
@@ -117,14 +125,16 @@ def _links(sock: socket.socket) -> dict[int, LinkState]:
                 for sub, subvalue in _attrs(value, 0, len(value)):
                     if sub == _IFLA_INFO_KIND:
                         kind = subvalue.rstrip(b"\0").decode()
+        if only is not None and name not in only:
+            continue
         links[index] = LinkState(name, index, kind, mac, mtu, bool(flags & IFF_UP),
                                  not flags & IFF_NOARP, peer)
     return links
 
 
-def _addresses(sock: socket.socket) -> dict[int, set[tuple[str, int]]]:
+def _addresses(sock: socket.socket, buffer: bytearray) -> dict[int, set[tuple[str, int]]]:
     found: dict[int, set[tuple[str, int]]] = {}
-    for msg in _dump(sock, RTM_GETADDR, _IFADDR.pack(socket.AF_INET, 0, 0, 0, 0), 2):
+    for msg in _dump(sock, RTM_GETADDR, _IFADDR.pack(socket.AF_INET, 0, 0, 0, 0), 2, buffer):
         _family, prefixlen, _flags, _scope, index = _IFADDR.unpack_from(msg)
         attrs = dict(_attrs(msg, _IFADDR.size, len(msg)))
         raw = attrs.get(_IFA_LOCAL, attrs.get(_IFA_ADDRESS))
@@ -133,10 +143,11 @@ def _addresses(sock: socket.socket) -> dict[int, set[tuple[str, int]]]:
     return found
 
 
-def _default_routes(sock: socket.socket) -> set[tuple[str, int]]:
+def _default_routes(sock: socket.socket, buffer: bytearray) -> set[tuple[str, int]]:
     """(gateway, output ifindex) of the main table's IPv4 default routes."""
     routes = set()
-    for msg in _dump(sock, RTM_GETROUTE, _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0), 3):
+    body = _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+    for msg in _dump(sock, RTM_GETROUTE, body, 3, buffer):
         _family, dst_len, _src, _tos, table, *_rest = _RTMSG.unpack_from(msg)
         if dst_len != 0:
             continue
@@ -150,14 +161,17 @@ def _default_routes(sock: socket.socket) -> set[tuple[str, int]]:
     return routes
 
 
-def _read_here(routes: bool) -> NamespaceState:
-    """The current thread's namespace: links with their addresses, default routes."""
+def _read_here(
+    routes: bool, buffer: bytearray, only: set[str] | None = None
+) -> NamespaceState:
+    """The current thread's namespace: links (``only``: those) with their addresses, and
+    default routes."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as sock:
         sock.settimeout(5.0)
         sock.bind((0, 0))
-        links = _links(sock)
-        addresses = _addresses(sock)
-        defaults = _default_routes(sock) if routes else set()
+        links = _links(sock, buffer, only)
+        addresses = _addresses(sock, buffer)
+        defaults = _default_routes(sock, buffer) if routes else set()
     by_name = {}
     for index, link in links.items():
         if index in addresses:
@@ -170,6 +184,7 @@ def _read_here(routes: bool) -> NamespaceState:
 def _read_namespaces(names: list[str], out: ObservedInterfaces) -> None:
     """Thread body: read each namespace, come back to where the thread began."""
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    buffer = bytearray(_RECV)
     try:
         for ns in names:
             try:
@@ -179,7 +194,7 @@ def _read_namespaces(names: list[str], out: ObservedInterfaces) -> None:
                 continue
             try:
                 _setns(fd, f"namespace {ns}")
-                out.namespaces[ns] = _read_here(routes=True)
+                out.namespaces[ns] = _read_here(routes=True, buffer=buffer)
             except (NetnsError, OSError) as err:
                 out.errors[ns] = str(err)
             finally:
@@ -191,19 +206,36 @@ def _read_namespaces(names: list[str], out: ObservedInterfaces) -> None:
             os.close(home)
 
 
+def _read_all(names: list[str], root_links: set[str], out: ObservedInterfaces) -> None:
+    """Thread body: the namespaces, then (back home) the wanted root-namespace links."""
+    if names:
+        _read_namespaces(names, out)
+    if root_links:
+        out.root = _read_here(routes=False, buffer=bytearray(_RECV), only=root_links).links
+
+
+class InterfaceReader:
+    """Reads namespaces and root-namespace links on a worker thread, so that the caller can
+    read OVSDB and its state files meanwhile: ``start()``, then ``result()``."""
+
+    def __init__(self, namespaces: Iterable[str], root_links: Iterable[str]) -> None:
+        self._out = ObservedInterfaces()
+        self._worker = threading.Thread(
+            target=_read_all, args=(sorted(set(namespaces)), set(root_links), self._out),
+            name="switchboard-observe", daemon=True,
+        )
+
+    def start(self) -> InterfaceReader:
+        self._worker.start()
+        return self
+
+    def result(self) -> ObservedInterfaces:
+        self._worker.join()
+        return self._out
+
+
 def observe_interfaces(namespaces: Iterable[str], root_links: Iterable[str]) -> ObservedInterfaces:
     """Read the named namespaces (one worker thread, setns into each) and the named links of
     the root namespace (veth host ends, host legs); a link or namespace that is absent is
     simply not in the result."""
-    out = ObservedInterfaces()
-    names = sorted(set(namespaces))
-    if names:
-        worker = threading.Thread(target=_read_namespaces, args=(names, out),
-                                  name="switchboard-observe")
-        worker.start()
-        worker.join()
-    wanted = set(root_links)
-    if wanted:
-        root = _read_here(routes=False)
-        out.root = {n: link for n, link in root.links.items() if n in wanted}
-    return out
+    return InterfaceReader(namespaces, root_links).start().result()

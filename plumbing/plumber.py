@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ovsdb.bridge import TOPOLOGY_KEY, Bridge, OwnedPort, PortSpec
 from plumbing import netns, processes, resolvconf
-from plumbing.observe import ObservedInterfaces, observe_interfaces
+from plumbing.observe import InterfaceReader, ObservedInterfaces
 from plumbing.plan import (
     PlumbingPlan,
     Problems,
@@ -122,6 +122,11 @@ class Plumber:
         marked = self._marked()
         existing = netns.list_namespaces()
         ours = {n for n in existing if n in marked or n in wanted}
+        reader = None
+        if interfaces:  # netlink on a worker thread while this one reads OVSDB and files
+            legs = {net.host_leg.port for topo in plans for net in topo.networks}
+            ends = {ep.port for topo in plans for ep in topo.endpoints()}
+            reader = InterfaceReader(ours & wanted.keys(), legs | ends).start()
         adopted = {n: wanted[n].topology for n in ours if n not in marked}
         if adopted:  # ours by name and wanted: remember it as ours from now on
             self._mark(adopted)
@@ -136,13 +141,9 @@ class Plumber:
             rec = processes.read(path)
             if rec is not None:
                 commands[key] = rec.command
-        resolv = resolvconf.read(set(self._marked()) | wanted.keys())
+        resolv = resolvconf.read(set(marked) | adopted.keys() | wanted.keys())
         ports = self.bridge.owned_ports()
-        links = None
-        if interfaces:
-            legs = {net.host_leg.port for topo in plans for net in topo.networks}
-            ends = {ep.port for topo in plans for ep in topo.endpoints()}
-            links = observe_interfaces(ours & wanted.keys(), legs | ends)
+        links = reader.result() if reader is not None else None
         return _Observed(ports, ours, running, commands, stale, resolv, links)
 
     def observe(self) -> dict[str, dict[str, Any]]:
