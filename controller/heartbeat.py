@@ -20,6 +20,7 @@ import consul
 LOG = logging.getLogger("switchboard.heartbeat")
 INTERVAL = 5.0  # seconds between beats
 STALE_AFTER = 3  # intervals without a beat: the daemon is gone
+GRACE = 5.0  # seconds `up` waits for a first beat (a daemon started a moment ago)
 
 
 def key(prefix: str, host: str) -> str:
@@ -64,4 +65,12 @@ def live(client: consul.Consul, prefix: str, now: float | None = None) -> dict[s
             continue
         if fresh:
             alive[entry["Key"].rsplit("/", 1)[-1]] = value
+    return alive
+
+
+def wait_live(client: consul.Consul, prefix: str, grace: float = GRACE) -> dict[str, Any]:
+    """:func:`live`, polled for up to ``grace`` seconds until some controller beats."""
+    deadline = time.monotonic() + grace
+    while not (alive := live(client, prefix)) and time.monotonic() < deadline:
+        time.sleep(0.25)
     return alive

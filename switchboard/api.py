@@ -101,7 +101,7 @@ class VirtualNetwork:
         raise RuntimeError(f"network {self.name} ({self.subnet}) has no free address")
 
     def _require_controller(self) -> None:
-        if not heartbeat.live(self.store.client, self.store.prefix):
+        if not heartbeat.wait_live(self.store.client, self.store.prefix):
             raise reach.no_controller(
                 self.consul, self.store.prefix, heartbeat.STALE_AFTER * heartbeat.INTERVAL,
                 f"start it with {reach.START_CONTROLLER}; nothing was changed",

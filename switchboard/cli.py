@@ -147,12 +147,13 @@ def up(ctx: click.Context, file: Path, timeout: float, no_wait: bool) -> None:
 
 
 def _no_controller(
-    ctx: click.Context, store: Store, hint: str = reach.NO_CONTROLLER_HINT
+    ctx: click.Context, store: Store, hint: str = reach.NO_CONTROLLER_HINT, grace: bool = True
 ) -> reach.Unreachable | None:
-    """What to say when no controller has a live heartbeat under the prefix; else None."""
+    """What to say when no controller has a live heartbeat under the prefix (after a few
+    seconds' grace for one that is starting); else None."""
     from controller import heartbeat
 
-    if heartbeat.live(store.client, store.prefix):
+    if heartbeat.wait_live(store.client, store.prefix, heartbeat.GRACE if grace else 0):
         return None
     return reach.no_controller(ctx.obj["consul"], store.prefix,
                                heartbeat.STALE_AFTER * heartbeat.INTERVAL, hint)
@@ -202,7 +203,8 @@ def status(ctx: click.Context, name: str | None, as_json: bool) -> None:
     if name and not topologies:
         _fail(f"no topology named {name!r} is applied")
     if topologies and (missing := _no_controller(
-        ctx, store, f"the reports shown are its last; start it with {reach.START_CONTROLLER}"
+        ctx, store, f"the reports shown are its last; start it with {reach.START_CONTROLLER}",
+        grace=False,
     )):
         err_console.print(f"[yellow]warning:[/yellow] {escape(str(missing))}",
                           highlight=False, soft_wrap=True)
