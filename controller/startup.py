@@ -63,6 +63,21 @@ def check_of_port(host: str, port: int) -> None:
             ) from None
 
 
+def consul_warning(address: str, timeout: float = 2.0) -> str | None:
+    """The line to warn with when the Consul agent does not answer (the daemon starts all
+    the same: it leaves the data path as it is and catches up when the agent answers)."""
+    client = reach.consul_client(address)
+    client.http.connections_timeout = timeout
+    try:
+        client.status.leader()
+    except reach.Unreachable as exc:
+        return (f"{exc}; the controller runs meanwhile, leaves the data path as it is and "
+                "catches up when the agent answers")
+    except Exception:  # noqa: BLE001 - it answers (an error, no leader): the daemon says more
+        return None
+    return None
+
+
 def preflight(bridge: str, ovsdb: str, of_host: str, of_port: int,
               run_dir: Path = DEFAULT_RUN_DIR) -> int:
     """Every check, in order; the bridge lock's fd. StartError or reach.Unreachable."""

@@ -82,13 +82,16 @@ def controller(
 
     It refuses to start (exit status 1) when another daemon holds the bridge, ovsdb-server
     does not answer, or the OpenFlow port is taken."""
-    from controller.startup import DEFAULT_OVSDB, StartError, preflight
+    from controller.startup import DEFAULT_OVSDB, StartError, consul_warning, preflight
 
     ovsdb = ovsdb or DEFAULT_OVSDB
     try:
         ctx.obj["lock"] = preflight(bridge, ovsdb, "127.0.0.1", of_port, run_dir)
     except StartError as exc:
         _fail(str(exc))
+    if warning := consul_warning(ctx.obj["consul"]):
+        err_console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False,
+                          soft_wrap=True)
     from controller.daemon import Daemon, DaemonConfig
 
     logging.basicConfig(

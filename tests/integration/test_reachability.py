@@ -223,6 +223,23 @@ def test_python_api_without_consul_raises_unreachable(consul_down):
         Discoverer("d", registry, ("127.0.0.1", dns_port)).resolve("web")
 
 
+def test_daemon_without_consul_warns_in_one_line_and_keeps_running(private):
+    address = f"http://127.0.0.1:{free_port()}"
+    private.env["SWITCHBOARD_CONSUL"] = address
+    private.start()
+    try:
+        assert wait_until(lambda: "warning:" in private.log.read_text(errors="replace"), 20)
+        assert private.proc is not None and private.proc.poll() is None
+        time.sleep(1)
+        assert private.proc.poll() is None, private.log_tail()
+        warning = next(line for line in private.log.read_text().splitlines()
+                       if line.startswith("warning:"))
+        assert f"cannot reach the Consul agent at {address}: connection refused" in warning
+        assert "leaves the data path as it is" in warning
+    finally:
+        private.kill(signal.SIGTERM)
+
+
 # --------------------------------------------------------------------------- OVS down
 
 def test_trace_without_ovs_vswitchd_says_so_in_one_line(switchboard, tmp_path):
