@@ -50,11 +50,11 @@ pid=$!
 for _ in $(seq 1 100); do
   if ! is_alive "$pid"; then
     wait "$pid" 2>/dev/null || true
-    why=$(tail -c +"$((offset + 1))" "$log" | grep -m1 '^error:' || tail -n 1 "$log")
+    why=$(grep -m1 '^error:' < <(tail -c +"$((offset + 1))" "$log") || tail -n 1 "$log")
     echo "switchboard controller did not start: ${why#error: }" >&2
     exit 1
   fi
-  tail -c +"$((offset + 1))" "$log" | grep -q 'controller for bridge' && break
+  grep -q 'controller for bridge' < <(tail -c +"$((offset + 1))" "$log") && break
   sleep 0.1
 done
 echo "$pid" >"$pidfile"
