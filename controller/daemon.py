@@ -83,6 +83,7 @@ class Daemon:
         self.desired: DesiredState | None = None  # None until first read
         self._refused: set[str] = set()  # desired topologies this host does not realise
         self._reported: dict[str, dict[str, Any]] = {}
+        self._earlier_reports_read = False  # reports an earlier daemon left (see _report)
         self.discovery = ServiceSync(self.store.client)
         self.health = HealthWatch(self.store.client, self.wake.set)
         self._service_topologies: set[str] = set()  # topologies whose services we registered
@@ -259,6 +260,14 @@ class Daemon:
         passing: dict[ServiceKey, frozenset[str]],
     ) -> None:
         host = self.config.host_id
+        if not self._earlier_reports_read:  # a daemon killed mid-`down` left its report
+            try:
+                _, keys = self.store.client.kv.get(self.store.status_key(host, ""), keys=True)
+                for key in keys or []:
+                    self._reported.setdefault(key.rsplit("/", 1)[-1], {})
+                self._earlier_reports_read = True
+            except Exception as exc:  # noqa: BLE001 - read on the next pass
+                self._consul_failed("cannot read earlier status reports", exc)
         observed = self.plumber.observe()
         problems = self.plumber.problems
         for plan in plans:
