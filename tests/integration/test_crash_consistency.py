@@ -83,7 +83,8 @@ def sb(agent: Agent, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Switc
     board = private_switchboard(tmp_path_factory.mktemp("cc-state"), prefix=f"sbcc-{run}",
                                 bridge=f"sbc{run}", of_port=free_port())
     board.env.update({"SWITCHBOARD_CONSUL": agent.http,
-                      "SWITCHBOARD_CONSUL_DNS": f"127.0.0.1:{agent.dns[1]}"})
+                      "SWITCHBOARD_CONSUL_DNS": f"127.0.0.1:{agent.dns[1]}",
+                      "SWITCHBOARD_RESYNC_SECONDS": "2"})
     board.start()
     try:
         board.wait_ready()
@@ -261,6 +262,29 @@ def test_daemon_killed_during_an_edit_comes_back_to_the_edited_file(sb, agent, t
         assert_all_answer_and_status_agrees(sb, names, mtu)
     sb.cli("down", TOPOLOGY, timeout=120)
     assert not nothing_left(sb, agent, ALL + EDITED, [])
+
+
+def test_interfaces_changed_behind_the_daemons_back_are_repaired_on_the_next_pass(sb, agent,
+                                                                                  tmp_path):
+    sb.cli("up", str(write(tmp_path, ALL)), timeout=150)
+    ns = {name: naming.netns_name(TOPOLOGY, name) for name in ALL}
+    for cmd in [f"ip -n {ns['c10']} link set eth0 down",
+                f"ip -n {ns['c11']} addr flush dev eth0",
+                f"ip -n {ns['c12']} link set eth0 address 02:00:00:00:00:99",
+                f"ip -n {ns['c13']} route del default",
+                f"ip -n {ns['c14']} link set eth0 mtu 1280",
+                f"ip link del {naming.veth_name(TOPOLOGY, 'c15', 'lan')}",  # the pair goes
+                f"ip addr flush dev {naming.host_leg_name(TOPOLOGY, 'lan')}"]:
+        assert sh(cmd).returncode == 0, cmd
+    time.sleep(2.5)  # the next resync pass (every 2 s here)
+    assert wait_until(lambda: report(sb).get("state") == "converged", 10), report(sb)
+    assert_all_answer_and_status_agrees(sb, ALL, 1500)
+    for name in ("c10", "c11", "c12", "c13", "c14", "c15"):
+        out = sh(f"ip -n {ns[name]} -o addr show dev eth0").stdout
+        assert " 10.239." in out, (name, out)
+        assert sh(f"ip -n {ns[name]} route show default").stdout.startswith("default via"), name
+    sb.cli("down", TOPOLOGY, timeout=120)
+    assert not nothing_left(sb, agent, ALL, [])
 
 
 def vswitchd_running() -> bool:
