@@ -23,6 +23,7 @@ from typing import Any
 
 from controller import heartbeat
 from controller.compiler import compile_pipeline
+from controller.report import container_rows, data_path_problem, service_rows
 from controller.runtime import start_controller
 from discovery.dnsproxy import DnsProxy, parse_server
 from discovery.health import HealthWatch, ServiceKey
@@ -31,7 +32,6 @@ from discovery.plan import SyncPlan
 from discovery.readiness import register_when_ready
 from discovery.sync import ReadyGate, ServiceSync, SyncError
 from ovsdb.bridge import DEFAULT_DB, Bridge
-from plumbing.plan import Problems
 from plumbing.plumber import Plumber
 from switchboard.admission import first_come
 from switchboard.desired import DesiredState
@@ -359,70 +359,3 @@ def _marker_digest(raw: bytes | None) -> str:
         return str(json.loads(raw or b"")["digest"])
     except (ValueError, KeyError, TypeError):
         return ""
-
-
-def service_rows(
-    plan: TopologyPlan, passing: dict[ServiceKey, frozenset[str]]
-) -> list[dict[str, Any]]:
-    """One status row per VIP service: its VIP and port, and the instances the switch sends
-    new connections to. Pure."""
-    return [
-        {
-            "name": svc.name, "vip": str(svc.vip), "port": svc.port,
-            "backends": [
-                {"container": b.container, "ip": str(b.ip), "port": b.port}
-                for b in svc.active_backends(passing)
-            ],
-        }
-        for svc in plan.services
-    ]
-
-
-def container_rows(
-    plan: TopologyPlan, ports: dict[str, int], observed: dict[str, Any],
-    problems: Problems | None = None,
-) -> list[dict[str, Any]]:
-    """One status row per container interface. ``problem`` says what keeps it from working as
-    planned (what the plumbing found, or no OpenFlow port, hence no flows); such a row's state
-    is ``broken``. Pure."""
-    problems = problems or Problems()
-    rows = []
-    for container in plan.containers:
-        for ep in container.endpoints:
-            seen = observed.get(ep.port, {})
-            running = seen.get("running")
-            if container.attach_pid is not None:
-                state = "attached" if seen.get("netns_exists") else "missing"
-            elif container.command is None:
-                state = "up" if seen.get("netns_exists") else "missing"
-            else:
-                state = "running" if running else "stopped"
-            problem = (problems.containers.get((plan.name, container.name))
-                       or problems.ports.get(ep.port) or "")
-            if not problem and not ports.get(ep.port):
-                problem = f"port {ep.port} has no OpenFlow port number (no flows)"
-            if problem:
-                state = "broken"
-            rows.append({
-                "container": container.name, "network": ep.network, "netns": ep.netns,
-                "interface": ep.ifname, "ip": str(ep.ip), "mac": ep.mac, "port": ep.port,
-                "ofport": ports.get(ep.port), "state": state, "problem": problem,
-            })
-    return rows
-
-
-def data_path_problem(plan: TopologyPlan, rows: list[dict[str, Any]], problems: Problems) -> str:
-    """One sentence on what keeps a topology's data path short of the plan ("" if nothing):
-    its broken containers (the first few named) and host legs. Pure."""
-    broken = sorted({r["container"] for r in rows if r["problem"]})
-    parts = []
-    if broken:
-        first = next(r for r in rows if r["problem"])
-        others = [c for c in broken if c != first["container"]]
-        also = f"; also {', '.join(others[:3])}{' …' if len(others) > 3 else ''}" if others else ""
-        parts.append(f"{len(broken)} of {len(plan.containers)} containers not ready "
-                     f"({first['container']}: {first['problem']}{also})")
-    legs = [f"host address on {net}: {why}"
-            for (topo, net), why in sorted(problems.host_legs.items()) if topo == plan.name]
-    parts += legs
-    return "; ".join(parts) + ("; see `switchboard status`" if parts else "")

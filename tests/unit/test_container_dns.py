@@ -8,7 +8,7 @@ import time
 from ipaddress import IPv4Address
 from typing import Any
 
-from controller.daemon import service_rows
+from controller.report import service_rows
 from discovery import dns
 from discovery.dnsproxy import (
     host_resolvers,
