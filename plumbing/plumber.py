@@ -197,9 +197,7 @@ class Plumber:
             try:
                 new_ofports = {} if plan.is_empty() else self._apply(plan, plans)
             finally:
-                if not plan.is_empty():  # what did the repair leave?
-                    seen = self._observe(plans)
-                self._record_problems(plans, seen)
+                self._record_problems(plans, seen, look_again=not plan.is_empty())
         if orphans:
             raise PlumbingError("; ".join(orphans))
         wanted = {ep.port for topo in plans for ep in topo.endpoints()}
@@ -208,7 +206,19 @@ class Plumber:
         ofports.update(new_ofports)
         return {n: ofports[n] for n in sorted(wanted)}
 
-    def _record_problems(self, plans: list[TopologyPlan], seen: _Observed) -> None:
+    def _record_problems(self, plans: list[TopologyPlan], seen: _Observed,
+                         look_again: bool) -> None:
+        """Set ``self.problems`` from ``seen``, or (``look_again``: after a repair) from a new
+        observation; if that fails, every container is reported as not observed."""
+        try:
+            if look_again:
+                seen = self._observe(plans)
+        except Exception as err:  # noqa: BLE001 - an error of the apply itself goes first
+            LOG.warning("cannot look at the host after plumbing: %s", err)
+            self.problems.containers.update({
+                (topo.name, c.name): f"not observed after plumbing: {err}"
+                for topo in plans for c in topo.containers})
+            return
         assert seen.interfaces is not None
         found = plumbing_problems(plans, seen.ports, seen.netns, seen.interfaces, seen.stale)
         self.problems.containers.update(found.containers)
