@@ -242,7 +242,7 @@ def _print_topology(topo: dict[str, Any]) -> None:
         console.print(rows)
         for r in report.get("containers", []):
             if r.get("problem"):  # what keeps it from working as planned
-                console.print(f"  [red]{r['container']} {r['interface']}: {r['problem']}[/red]",
+                console.print(f"  [red]{r['container']}: {r['problem']}[/red]",
                               highlight=False)
 
 
