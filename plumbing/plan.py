@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 from ovsdb.bridge import TOPOLOGY_KEY, OwnedPort
 from plumbing.drift import Drift, endpoint_drift, host_leg_drift
 from plumbing.netns import PREFIX
+from switchboard.hostplan import HostLeg
 
 if TYPE_CHECKING:
     from plumbing.observe import ObservedInterfaces
-    from switchboard.hostplan import ContainerPlan, Endpoint, HostLeg, TopologyPlan
+    from switchboard.hostplan import ContainerPlan, Endpoint, TopologyPlan
 
 KIND_CONTAINER = "container"
 KIND_HOST_LEG = "host-leg"
@@ -113,11 +114,10 @@ def _wanted(plans: list[TopologyPlan]) -> tuple[dict[str, ContainerPlan], dict[s
     return containers, ports
 
 
-def _drift(kind: str, obj: Endpoint | HostLeg, seen: ObservedInterfaces) -> Drift | None:
-    if kind == KIND_HOST_LEG:
-        return host_leg_drift(obj, seen.root.get(obj.port))  # type: ignore[arg-type]
-    return endpoint_drift(obj, seen.namespaces.get(obj.netns),  # type: ignore[arg-type,union-attr]
-                          seen.root.get(obj.port))
+def _drift(obj: Endpoint | HostLeg, seen: ObservedInterfaces) -> Drift | None:
+    if isinstance(obj, HostLeg):
+        return host_leg_drift(obj, seen.root.get(obj.port))
+    return endpoint_drift(obj, seen.namespaces.get(obj.netns), seen.root.get(obj.port))
 
 
 def _port_problem(
@@ -138,7 +138,7 @@ def _port_problem(
         return Drift(f"namespace {ids['switchboard-netns']} is new", recreate=True)
     if interfaces is None:
         return None
-    return _drift(ids["switchboard-kind"], obj, interfaces)
+    return _drift(obj, interfaces)
 
 
 def plan_plumbing(
@@ -195,10 +195,11 @@ def plan_plumbing(
         problem = None if want is None else _port_problem(want, port, fresh, interfaces)
         if want is not None and (problem is None or not problem.recreate):
             kept.add(name)
-            if problem is not None and want[0]["switchboard-kind"] == KIND_HOST_LEG:
-                plan.configure_host_legs.append(want[1])  # type: ignore[arg-type]
+            obj = want[1]
+            if problem is not None and isinstance(obj, HostLeg):
+                plan.configure_host_legs.append(obj)
             elif problem is not None:
-                plan.configure_endpoints.append(want[1])  # type: ignore[arg-type]
+                plan.configure_endpoints.append(obj)
         elif ids.get("switchboard-kind") == KIND_HOST_LEG:
             plan.delete_host_legs.append(name)
         else:
