@@ -13,6 +13,7 @@ import pytest
 
 from ovsdb.bridge import Bridge
 from plumbing import netns, processes, resolvconf
+from plumbing.plan import Problems
 from plumbing.plumber import Plumber, PlumbingError
 from switchboard import naming
 from switchboard.hostplan import ContainerPlan, Endpoint, HostLeg, NetworkPlan, TopologyPlan
@@ -245,6 +246,8 @@ def test_dead_attachment_is_reported_and_the_rest_plumbed(bridge, plumber):
     assert set(bridge.owned_ports()) == {
         plan.containers[0].endpoints[0].port, plan.networks[0].host_leg.port
     }
+    assert plumber.problems == Problems(
+        containers={("sbtp", "gone"): "the process to attach to is not running"})
 
 
 def test_failure_rolls_back_what_the_call_made(bridge, plumber, monkeypatch):
@@ -301,3 +304,22 @@ def test_reconcile_scale(bridge, plumber):
     print(f"removing {count} containers: {time.perf_counter() - start:.2f}s")
     assert not [n for n in netns.list_namespaces() if n.startswith("sb-sbtp-")]
 
+
+
+def test_what_a_repair_could_not_fix_is_reported_with_what_differs(bridge, plumber, monkeypatch):
+    plan = make_plan({"a": None, "b": None})
+    plumber.reconcile([plan])
+    assert plumber.problems == Problems()
+    ep = plan.containers[0].endpoints[0]
+    for args in (["link", "set", "eth0", "down"], ["addr", "flush", "dev", "eth0"]):
+        subprocess.run(["ip", "-n", ep.netns, *args], check=True)
+    monkeypatch.setattr(netns, "configure_namespaces", list)  # a repair that changes nothing
+    plumber.reconcile([plan])
+    assert list(plumber.problems.ports) == [ep.port]
+    assert plumber.problems.ports[ep.port].startswith(
+        f"eth0: down, no address {ep.ip}/{ep.prefixlen}")
+    monkeypatch.undo()
+    plumber.reconcile([plan])  # the real repair
+    assert plumber.problems == Problems()
+    (link,) = ip_json("addr", "show", "eth0", netns_name=ep.netns)
+    assert_interface(link, ep.mac, ep.ip, ep.prefixlen, ep.mtu)
