@@ -128,7 +128,12 @@ def apply_topology(
     failed = [r for r in mine if r.get("state") == "error"]
     if failed:
         raise ApplyError(f"topology {name} did not converge: {failed[0].get('error')}")
-    return digest, mine[0]
+    converged = [r for r in mine if r.get("state") == "converged"]
+    if not converged:
+        why = mine[0].get("error") or mine[0].get("state")
+        raise ApplyError(f"topology {name} did not converge within {timeout:.0f} s ({why}); "
+                         "`switchboard status` shows what is missing")
+    return digest, converged[0]
 
 
 def remove_topology(store: Store, name: str, timeout: float = 60.0) -> bool:
