@@ -31,8 +31,8 @@ from typing import Any
 import pytest
 
 from switchboard import naming
+from tests.consul_agent import Agent, free_port, running_agent
 from tests.harness import ROOT, Switchboard, private_switchboard, sh, wait_until
-from tests.integration.test_discovery_resilience import Agent, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -65,16 +65,8 @@ EDITED = ALL[:-20] + [f"d{i}" for i in range(20)]  # 20 go, 20 come, the MTU cha
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    root = tmp_path_factory.mktemp("cc-consul")
-    names = ("http-port", "dns-port", "server-port", "serf-lan-port", "serf-wan-port")
-    agent = Agent(root / "data", root / "consul.log", {n: free_port() for n in names})
-    agent.start()
-    try:
-        if not wait_until(agent.answering, 30, 0.2):
-            pytest.fail("the test's Consul agent never elected itself")
+    with running_agent(tmp_path_factory.mktemp("cc-consul")) as agent:
         yield agent
-    finally:
-        agent.stop()
 
 
 @pytest.fixture(scope="module")

@@ -12,22 +12,19 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import consul
 import pytest
 
 from discovery import dns
+from tests.consul_agent import Agent, free_port, running_agent
 from tests.harness import Switchboard, in_ns, private_switchboard, sh, wait_until
 
 pytestmark = pytest.mark.integration
@@ -62,82 +59,12 @@ containers:
 """
 
 
-def free_port() -> int:
-    """A port free for TCP and UDP on 127.0.0.1 (Consul's DNS and Serf use both), below the
-    ephemeral range, so that no outgoing connection takes it before its server binds it."""
-    while True:
-        port = random.randrange(20000, 32000)
-        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                tcp.bind(("127.0.0.1", port))
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-
-
-@dataclass
-class Agent:
-    """A Consul server of our own; started, stopped and restarted by its PID."""
-
-    data_dir: Path
-    log: Path
-    ports: dict[str, int] = field(default_factory=dict)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def argv(self) -> list[str]:
-        return [
-            "consul", "agent", "-server", "-bootstrap-expect=1",
-            f"-node=sbtest-{os.getpid()}", f"-data-dir={self.data_dir}",
-            "-bind=127.0.0.1", "-client=127.0.0.1",
-            *(f"-{name}={port}" for name, port in self.ports.items()),
-        ]
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.ports['http-port']}"
-
-    @property
-    def dns(self) -> tuple[str, int]:
-        return "127.0.0.1", self.ports["dns-port"]
-
-    def client(self) -> consul.Consul:
-        return consul.Consul(port=self.ports["http-port"], connections_timeout=3)
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
-            self.proc.wait(30)
-
-    def answering(self) -> bool:
-        """Whether it answers with a leader elected (what start-services.sh waits for)."""
-        try:
-            return bool(self.client().status.leader())
-        except Exception:  # noqa: BLE001 - not up yet
-            return False
-
-
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     if os.geteuid() != 0 or shutil.which("consul") is None:
         pytest.skip("needs root and the consul binary")
-    root = tmp_path_factory.mktemp("consul")
-    names = ("http-port", "dns-port", "server-port", "serf-lan-port", "serf-wan-port")
-    agent = Agent(root / "data", root / "consul.log", {n: free_port() for n in names})
-    agent.start()
-    try:
-        if not wait_until(agent.answering, 30, 0.2):
-            pytest.fail("the test's Consul agent never elected itself:\n"
-                        + agent.log.read_text()[-2000:])
+    with running_agent(tmp_path_factory.mktemp("consul")) as agent:
         yield agent
-    finally:
-        agent.stop()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 
 from switchboard.api import Container, Discoverer, Registry, VirtualNetwork, VirtualNIC
 from switchboard.reach import Unreachable
+from tests.consul_agent import free_port
 from tests.harness import ROOT, Switchboard, private_switchboard, sh, wait_until
 
 pytestmark = pytest.mark.integration
@@ -34,19 +34,6 @@ networks:
 containers:
   a: {networks: [lan]}
 """
-
-
-def free_port() -> int:
-    """A TCP and UDP port nothing listens on (below the ephemeral range)."""
-    for port in range(21000 + os.getpid() % 5000, 32000):
-        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                tcp.bind(("127.0.0.1", port))
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def run(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,96 @@
+"""A Consul server of the tests' own, on free ports, started and stopped by its PID."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import consul
+import pytest
+
+from tests.harness import wait_until
+
+PORT_NAMES = ("http-port", "dns-port", "server-port", "serf-lan-port", "serf-wan-port")
+
+
+def free_port() -> int:
+    """A port free for TCP and UDP on 127.0.0.1 (Consul's DNS and Serf use both), below the
+    ephemeral range, so that no outgoing connection takes it before its server binds it."""
+    while True:
+        port = random.randrange(20000, 32000)
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                tcp.bind(("127.0.0.1", port))
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
+@dataclass
+class Agent:
+    """A Consul server of our own; started, stopped and restarted by its PID."""
+
+    data_dir: Path
+    log: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def argv(self) -> list[str]:
+        return [
+            "consul", "agent", "-server", "-bootstrap-expect=1",
+            f"-node=sbtest-{os.getpid()}", f"-data-dir={self.data_dir}",
+            "-bind=127.0.0.1", "-client=127.0.0.1",
+            *(f"-{name}={port}" for name, port in self.ports.items()),
+        ]
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.ports['http-port']}"
+
+    @property
+    def dns(self) -> tuple[str, int]:
+        return "127.0.0.1", self.ports["dns-port"]
+
+    def client(self) -> consul.Consul:
+        return consul.Consul(port=self.ports["http-port"], connections_timeout=3)
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            self.proc.wait(30)
+
+    def answering(self) -> bool:
+        """Whether it answers with a leader elected (what start-services.sh waits for)."""
+        try:
+            return bool(self.client().status.leader())
+        except Exception:  # noqa: BLE001 - not up yet
+            return False
+
+
+@contextmanager
+def running_agent(root: Path) -> Iterator[Agent]:
+    """A started agent that has elected itself, with its data and log under ``root``;
+    stopped on exit."""
+    agent = Agent(root / "data", root / "consul.log", {n: free_port() for n in PORT_NAMES})
+    agent.start()
+    try:
+        if not wait_until(agent.answering, 30, 0.2):
+            pytest.fail("the test's Consul agent never elected itself:\n"
+                        + agent.log.read_text()[-2000:])
+        yield agent
+    finally:
+        agent.stop()
