@@ -65,6 +65,8 @@ class DaemonConfig:
     dns_port: int = 53  # where containers' DNS queries arrive, on the host's address
     consul_timeout: float = 5.0  # seconds any Consul call may take (blocking ones: + wait)
     retry_seconds: float = 1.0  # next pass after a Consul call failed
+    tunnel_ip: str | None = None  # this host's underlay address for the overlay
+    netns_prefix: str = "sb-"  # container namespaces this daemon owns start with it
 
 
 class Daemon:

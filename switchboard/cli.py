@@ -72,11 +72,18 @@ def main(ctx: click.Context, consul: str, prefix: str) -> None:
 @click.option("--run-dir", envvar="SWITCHBOARD_RUN", default="/run/switchboard",
               show_default=True, type=click.Path(path_type=Path),
               help="Where the per-bridge lock (one daemon per bridge) lives.")
+@click.option("--tunnel-ip", envvar="SWITCHBOARD_TUNNEL_IP", default=None,
+              help="This host's underlay address for the VXLAN overlay to other hosts "
+                   "(default: none; a host alone needs no tunnel).")
+@click.option("--netns-prefix", envvar="SWITCHBOARD_NETNS_PREFIX", default="sb-",
+              show_default=True,
+              help="Prefix of the container namespaces this daemon owns (`switchboard lab` "
+                   "gives each simulated host its own).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every change made.")
 @click.pass_context
 def controller(
     ctx: click.Context, bridge: str, of_port: int, state_dir: Path, host_id: str | None,
-    ovsdb: str | None, run_dir: Path, verbose: bool,
+    ovsdb: str | None, run_dir: Path, tunnel_ip: str | None, netns_prefix: str, verbose: bool,
 ) -> None:
     """Run the per-host daemon: os-ken app, plumbing and status reports (foreground).
 
@@ -100,7 +107,8 @@ def controller(
     )
     logging.getLogger("switchboard").setLevel(logging.INFO)
     config = DaemonConfig(consul=ctx.obj["consul"], prefix=ctx.obj["prefix"], bridge=bridge,
-                          of_port=of_port, state_dir=state_dir, ovsdb=ovsdb)
+                          of_port=of_port, state_dir=state_dir, ovsdb=ovsdb,
+                          tunnel_ip=tunnel_ip, netns_prefix=netns_prefix)
     if host_id:
         config.host_id = host_id
     daemon = Daemon(config)
