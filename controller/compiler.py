@@ -8,7 +8,14 @@ Stages, in packet order (numbers in controller/tables.py):
 - service_lb / service_nat: a new connection to a VIP takes one passing instance
 - l3_router / l3_neighbor: packets to a gateway MAC are routed where a router joins networks
 - policy: in a topology with policies, routed new connections pass only where allowed
-- l2_forward: exact (network, MAC) -> port
+- l2_forward: exact (network, MAC) -> port, or -> the tunnel to the host that runs it
+
+Between hosts (one flow-based VXLAN port, the network's tunnel key as VNI): the sending host
+does everything (port security, VIP choice, routing, policy) and the packet crosses one
+tunnel with its final destination MAC. The receiving host takes the tunnel key as the
+network, passes the packet through conntrack in the topology's zone (a reply's service NAT is
+undone where it was made), records a new connection as allowed, so the replies its policy
+stage sees are established, and delivers it by L2.
 
 Nothing is learned and nothing goes to the controller: every flow comes from the topology.
 """
@@ -128,13 +135,41 @@ def _l2_output(net_key: int, mac: str, port: int, owner: str) -> Flow:
                 owner=owner)
 
 
+def _tunnel_output(net: NetworkPlan, mac: str, tunnel_ip: str, tunnel_port: int,
+                   owner: str) -> Flow:
+    """A frame for an address on another host leaves through the tunnel to that host."""
+    return flow("l2_forward", 100, {"metadata": net.key, "eth_dst": mac},
+                [SetField("tunnel_id", net.tunnel_key), SetField("tun_ipv4_dst", tunnel_ip),
+                 Output(tunnel_port)], owner=owner)
+
+
+def _tunnel_ingress(net: NetworkPlan, zone: int, tunnel_port: int) -> list[Flow]:
+    """IPv4 from another host on this network: conntrack, record as allowed, deliver."""
+    owner = f"{net.topology}/{net.name}/tunnel"
+    return [
+        flow("classifier", 100,
+             {"in_port": tunnel_port, "tunnel_id": net.tunnel_key, "eth_type": ETH_IPV4},
+             write_metadata=net.key, goto="tunnel_conntrack", owner=owner),
+        flow("tunnel_conntrack", 100, {"metadata": net.key, "eth_type": ETH_IPV4},
+             [Ct(zone=zone, table="tunnel_commit", nat="")], owner=owner),
+        flow("tunnel_commit", 100,
+             {"metadata": net.key, "eth_type": ETH_IPV4,
+              "ct_state": _ct_state(on=CT_NEW | CT_TRK)},
+             [Ct(zone=zone, commit=True, mark=ALLOWED_MARK)], goto="l2_forward", owner=owner),
+        flow("tunnel_commit", 90, {"metadata": net.key, "eth_type": ETH_IPV4},
+             goto="l2_forward", owner=owner),
+    ]
+
+
 def _neighbor(net_key: int, ip: IPv4Address, mac: str, after: str, owner: str) -> Flow:
     return flow("l3_neighbor", 100, {"metadata": net_key, "eth_type": ETH_IPV4,
                                      "ipv4_dst": str(ip)},
                 [SetField("eth_dst", mac)], goto=after, owner=owner)
 
 
-def _network_flows(net: NetworkPlan, plan: TopologyPlan, ports: Mapping[str, int]) -> list[Flow]:
+def _network_flows(
+    net: NetworkPlan, plan: TopologyPlan, ports: Mapping[str, int], tunnel_port: int | None
+) -> list[Flow]:
     owner = f"{net.topology}/{net.name}"
     after_route = "l2_forward" if plan.policies is None else "policy"
     flows = [
@@ -150,6 +185,13 @@ def _network_flows(net: NetworkPlan, plan: TopologyPlan, ports: Mapping[str, int
         flows.append(_arp_reply(net.key, str(leg.ip), leg.mac, leg_owner))
         flows.append(_l2_output(net.key, leg.mac, leg_port, leg_owner))
         flows.append(_neighbor(net.key, leg.ip, leg.mac, after_route, leg_owner))
+    if tunnel_port is not None:
+        flows += _tunnel_ingress(net, plan.zone, tunnel_port)
+        for peer in net.peer_legs:
+            peer_owner = f"{owner}/host/{peer.host}"
+            flows.append(_arp_reply(net.key, str(peer.ip), peer.mac, peer_owner))
+            flows.append(_tunnel_output(net, peer.mac, peer.tunnel_ip, tunnel_port, peer_owner))
+            flows.append(_neighbor(net.key, peer.ip, peer.mac, after_route, peer_owner))
     return flows
 
 
@@ -197,8 +239,9 @@ def _policy_flows(plan: TopologyPlan) -> list[Flow]:
             {"metadata": net.key, "eth_type": ETH_IPV4, "ct_state": _ct_state(on=CT_TRK),
              "ipv4_src": _masked(str(net.subnet))},
             allow, goto="l2_forward", owner=owner + "/same-network"))
-    for net in plan.networks:  # the host reaches every container, and they answer it
-        leg_ip = str(net.host_leg.ip)
+    legs = [str(leg.ip) for net in plan.networks
+            for leg in (net.host_leg, *net.peer_legs)]
+    for leg_ip in legs:  # every host reaches every container, and they answer it
         for key in nets:
             for match_field in ("ipv4_src", "ipv4_dst"):
                 flows.append(flow(
@@ -275,20 +318,23 @@ def _service_flows(
     return flows, groups
 
 
-def _topology(plan: TopologyPlan, ports: Mapping[str, int], passing: Passing | None) -> Compiled:
+def _topology(
+    plan: TopologyPlan, ports: Mapping[str, int], passing: Passing | None,
+    tunnel_port: int | None,
+) -> Compiled:
     keys = {net.name: net.key for net in plan.networks}
     after_route = "l2_forward" if plan.policies is None else "policy"
     flows: list[Flow] = []
     groups: list[SelectGroup] = []
     for net in plan.networks:
-        flows += _network_flows(net, plan, ports)
+        flows += _network_flows(net, plan, ports, tunnel_port)
     flows += _router_flows(plan)
     flows += _policy_flows(plan)
     for service in plan.services:
         svc_flows, svc_groups = _service_flows(plan, service, passing)
         flows += svc_flows
         groups += svc_groups
-    for ep in plan.endpoints():
+    for ep in plan.local_view().endpoints():
         port = ports.get(ep.port)
         if port is None:
             continue  # not plugged in yet: no flows, so it cannot send or receive
@@ -298,6 +344,14 @@ def _topology(plan: TopologyPlan, ports: Mapping[str, int], passing: Passing | N
         flows.append(_arp_reply(key, str(ep.ip), ep.mac, owner))
         flows.append(_l2_output(key, ep.mac, port, owner))
         flows.append(_neighbor(key, ep.ip, ep.mac, after_route, owner))
+    if tunnel_port is not None:
+        nets = {net.name: net for net in plan.networks}
+        for ep, tunnel_ip in plan.remote_endpoints():
+            owner = f"{ep.topology}/{ep.container}/{ep.network}"
+            flows.append(_arp_reply(keys[ep.network], str(ep.ip), ep.mac, owner))
+            flows.append(_tunnel_output(nets[ep.network], ep.mac, tunnel_ip, tunnel_port,
+                                        owner))
+            flows.append(_neighbor(keys[ep.network], ep.ip, ep.mac, after_route, owner))
     return Compiled(flows, groups)
 
 
@@ -310,17 +364,19 @@ def _pipeline_flows() -> list[Flow]:
 
 
 def compile_pipeline(
-    plans: Iterable[TopologyPlan], ports: Mapping[str, int], passing: Passing | None = None
+    plans: Iterable[TopologyPlan], ports: Mapping[str, int], passing: Passing | None = None,
+    tunnel_port: int | None = None,
 ) -> Compiled:
     """Every flow and group the bridge should hold, given port name -> ofport.
 
     ``passing`` says which instances of each VIP service may take new connections; a
-    service missing from it uses all of its instances.
+    service missing from it uses all of its instances. ``tunnel_port``: the OpenFlow port of
+    the flow-based VXLAN port (None: a host alone, nothing crosses to other hosts).
     """
     flows = _pipeline_flows()
     groups: list[SelectGroup] = []
     for plan in plans:
-        compiled = _topology(plan, ports, passing)
+        compiled = _topology(plan, ports, passing, tunnel_port)
         flows += compiled.flows
         groups += compiled.groups
     ordered = sorted(set(flows), key=lambda f: (f.table_id, -f.priority, f.cookie))

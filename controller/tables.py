@@ -6,6 +6,8 @@ from __future__ import annotations
 TABLES: dict[str, int] = {
     "classifier": 0,  # port security: in_port + own MAC/IP -> network (metadata)
     "arp_responder": 10,  # answers ARP for every known address in the switch
+    "tunnel_conntrack": 15,  # from another host: conntrack in the topology's zone, NAT undone
+    "tunnel_commit": 16,  # from another host: a new connection is recorded as allowed
     "conntrack": 20,  # every IPv4 packet through conntrack (zone per topology, NAT undone)
     "service_lb": 30,  # new connection to a VIP -> select group of its passing instances
     "service_nat": 31,  # chosen instance -> ct commit with destination NAT
@@ -15,12 +17,20 @@ TABLES: dict[str, int] = {
     "l2_forward": 60,  # exact (network, MAC) -> port
 }
 
-# Cookie stage ids (top byte of every cookie).
-STAGE_IDS: dict[str, int] = {name: index + 1 for index, name in enumerate(TABLES)}
+# Cookie stage ids (top byte of every cookie). Stages added later take the next numbers, so a
+# flow keeps its cookie across upgrades.
+_STAGE_ORDER = [
+    "classifier", "arp_responder", "conntrack", "service_lb", "service_nat", "l3_router",
+    "l3_neighbor", "policy", "l2_forward", "tunnel_conntrack", "tunnel_commit",
+]
+STAGE_IDS: dict[str, int] = {name: index + 1 for index, name in enumerate(_STAGE_ORDER)}
+assert set(STAGE_IDS) == set(TABLES), "every table needs a stage id"
 
 DESCRIPTIONS: dict[str, str] = {
     "classifier": "port security: the port's own MAC and IP only, tagged with its network",
     "arp_responder": "ARP responder: the switch answers for every known address",
+    "tunnel_conntrack": "from another host: track the connection, undo service NAT",
+    "tunnel_commit": "from another host: the sending host's policy allowed it; record that",
     "conntrack": "conntrack: track the connection, undo service NAT on replies",
     "service_lb": "service VIP: pick one passing instance for a new connection",
     "service_nat": "service NAT: rewrite the VIP to the chosen instance",

@@ -1,13 +1,62 @@
-"""What one host must hold for a topology: namespaces, interfaces, host legs. Pure."""
+"""What one host must hold for a topology: namespaces, interfaces, host legs, and where the
+containers of other hosts are (behind which tunnel address). Pure."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 
 from switchboard import ipam, naming
-from switchboard.model import PortSpec, Topology
+from switchboard.model import DEFAULT_MTU, PortSpec, Topology, TopologyError
+
+VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
+
+
+@dataclass(frozen=True)
+class PeerHost:
+    """Another host of the cluster, as this host's data path needs it."""
+
+    slot: int  # the host's number: which host address it has on every network
+    tunnel_ip: str | None  # its underlay address; None: it cannot be reached by tunnel
+
+
+@dataclass(frozen=True)
+class Site:
+    """This host's place in the cluster. The default is a host alone (no overlay)."""
+
+    host: str = ""  # this host's name ("" for a host alone: every container is here)
+    slot: int = 0
+    peers: Mapping[str, PeerHost] = field(default_factory=dict)  # other hosts by name
+    netns_prefix: str = naming.NETNS_PREFIX
+    max_mtu: int | None = None  # what fits in the tunnel; None: no overlay
+    tx_offload: bool = True  # False: containers checksum what they send (see README)
+
+    @property
+    def default_mtu(self) -> int:
+        """The MTU of a network whose file gives none: overlay-safe where there is one."""
+        return min(DEFAULT_MTU, self.max_mtu) if self.max_mtu else DEFAULT_MTU
+
+
+def overlay_mtu(underlay_mtus: list[int | None]) -> int | None:
+    """The largest MTU of a container network whose frames fit in a VXLAN packet on every
+    underlay; None when there is only one host (no tunnel)."""
+    known = [m for m in underlay_mtus if m]
+    if len(underlay_mtus) < 2:
+        return None
+    return min(known or [DEFAULT_MTU]) - VXLAN_OVERHEAD
+
+
+def mtu_problems(topology: Topology, max_mtu: int | None) -> list[str]:
+    """Networks whose explicit ``mtu`` does not fit in the overlay."""
+    if max_mtu is None:
+        return []
+    return [
+        f"networks.{name}.mtu: {net.mtu} does not fit in the tunnel between hosts "
+        f"(at most {max_mtu}: the underlay's MTU minus {VXLAN_OVERHEAD} bytes of VXLAN)"
+        for name, net in topology.networks.items()
+        if net.mtu is not None and net.mtu > max_mtu
+    ]
 
 
 @dataclass(frozen=True)
@@ -25,6 +74,7 @@ class Endpoint:
     prefixlen: int
     mtu: int
     default_gateway: IPv4Address | None  # set on the container's first network only
+    tx_offload: bool = True  # False: transmit checksum offload turned off in the container
 
 
 @dataclass(frozen=True)
@@ -41,6 +91,16 @@ class HostLeg:
 
 
 @dataclass(frozen=True)
+class PeerLeg:
+    """Another host's address on a network, reached through the tunnel."""
+
+    host: str
+    ip: IPv4Address
+    mac: str
+    tunnel_ip: str
+
+
+@dataclass(frozen=True)
 class NetworkPlan:
     """A network as the switch sees it."""
 
@@ -52,6 +112,8 @@ class NetworkPlan:
     gateway_mac: str
     mtu: int
     host_leg: HostLeg
+    tunnel_key: int = 0  # VXLAN network identifier between hosts
+    peer_legs: tuple[PeerLeg, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -64,6 +126,7 @@ class ContainerPlan:
     command: str | None
     attach_pid: int | None
     endpoints: tuple[Endpoint, ...]
+    host: str = ""  # the host that runs it ("": this one)
 
 
 @dataclass(frozen=True)
@@ -120,9 +183,27 @@ class TopologyPlan:
     policies: tuple[PolicyRule, ...] | None = None  # None: the file has no policies
     services: tuple[ServicePlan, ...] = ()
     zone: int = 1  # conntrack zone of the topology
+    site: Site = field(default_factory=Site, compare=False)
 
     def endpoints(self) -> list[Endpoint]:
         return [ep for c in self.containers for ep in c.endpoints]
+
+    def is_local(self, container: ContainerPlan) -> bool:
+        return container.host in ("", self.site.host)
+
+    def local_view(self) -> TopologyPlan:
+        """The same plan with only the containers this host runs (what it plumbs)."""
+        return replace(self, containers=tuple(c for c in self.containers if self.is_local(c)))
+
+    def remote_endpoints(self) -> list[tuple[Endpoint, str]]:
+        """Interfaces of containers on other hosts, with the tunnel address of their host
+        (those whose host has none are left out: nothing can reach them)."""
+        found = []
+        for container in self.containers:
+            peer = None if self.is_local(container) else self.site.peers.get(container.host)
+            if peer is not None and peer.tunnel_ip:
+                found += [(ep, peer.tunnel_ip) for ep in container.endpoints]
+        return found
 
 
 def _routes(topology: Topology) -> tuple[tuple[str, str], ...]:
@@ -180,23 +261,49 @@ def _services(topology: Topology, allocation: ipam.Allocation) -> tuple[ServiceP
     return tuple(plans)
 
 
+def _peer_legs(
+    topology: Topology, net_name: str, allocation: ipam.Allocation, site: Site
+) -> tuple[PeerLeg, ...]:
+    legs = []
+    for host, peer in sorted(site.peers.items()):
+        if host == site.host or not peer.tunnel_ip:
+            continue
+        ip = ipam.host_leg_address(topology, net_name, peer.slot, allocation)
+        mac = naming.host_leg_mac(topology.name, net_name, peer.slot)
+        legs.append(PeerLeg(host, ip, mac, peer.tunnel_ip))
+    return tuple(legs)
+
+
 def plan_topology(
-    topology: Topology, allocation: ipam.Allocation | None = None
+    topology: Topology,
+    allocation: ipam.Allocation | None = None,
+    placement: Mapping[str, str] | None = None,
+    site: Site | None = None,
 ) -> TopologyPlan:
-    """Derive the host plan of a validated topology; ``allocation`` defaults to fresh IPAM."""
+    """Derive the host plan of a validated topology; ``allocation`` defaults to fresh IPAM.
+
+    ``placement`` maps containers to the hosts that run them (a container it leaves out runs
+    here); ``site`` is this host's place in the cluster (default: a host alone).
+    """
     if allocation is None:
         allocation = ipam.allocate(topology)
+    site = site or Site()
+    placement = placement or {}
+    problems = mtu_problems(topology, site.max_mtu)
+    if problems:
+        raise TopologyError(problems)
     topo = topology.name
     networks = []
     for net_name, net in topology.networks.items():
+        mtu = net.mtu if net.mtu is not None else site.default_mtu
         leg = HostLeg(
             topology=topo,
             network=net_name,
             port=naming.host_leg_name(topo, net_name),
-            mac=naming.host_leg_mac(topo, net_name),
-            ip=ipam.host_leg_address(topology, net_name),
+            mac=naming.host_leg_mac(topo, net_name, site.slot),
+            ip=ipam.host_leg_address(topology, net_name, site.slot, allocation),
             prefixlen=net.subnet.prefixlen,
-            mtu=net.effective_mtu,
+            mtu=mtu,
         )
         networks.append(
             NetworkPlan(
@@ -206,12 +313,16 @@ def plan_topology(
                 subnet=net.subnet,
                 gateway=net.effective_gateway,
                 gateway_mac=naming.gateway_mac(topo, net_name),
-                mtu=net.effective_mtu,
+                mtu=mtu,
                 host_leg=leg,
+                tunnel_key=naming.tunnel_key(topo, net_name),
+                peer_legs=_peer_legs(topology, net_name, allocation, site),
             )
         )
+    mtus = {n.name: n.mtu for n in networks}
     containers = []
     for c_name, container in topology.containers.items():
+        netns = naming.netns_name(topo, c_name, site.netns_prefix)
         endpoints = []
         for index, (net_name, attachment) in enumerate(container.networks.items()):
             net = topology.networks[net_name]
@@ -220,28 +331,30 @@ def plan_topology(
                     topology=topo,
                     container=c_name,
                     network=net_name,
-                    netns=naming.netns_name(topo, c_name),
+                    netns=netns,
                     ifname=naming.container_ifname(index),
                     port=naming.veth_name(topo, c_name, net_name),
                     mac=attachment.mac or naming.container_mac(topo, c_name, net_name),
                     ip=allocation[(c_name, net_name)],
                     prefixlen=net.subnet.prefixlen,
-                    mtu=net.effective_mtu,
+                    mtu=mtus[net_name],
                     default_gateway=net.effective_gateway if index == 0 else None,
+                    tx_offload=site.tx_offload,
                 )
             )
         containers.append(
             ContainerPlan(
                 topology=topo,
                 name=c_name,
-                netns=naming.netns_name(topo, c_name),
+                netns=netns,
                 command=container.command,
                 attach_pid=container.attach.pid if container.attach else None,
                 endpoints=tuple(endpoints),
+                host=placement.get(c_name, ""),
             )
         )
     return TopologyPlan(
         name=topo, networks=tuple(networks), containers=tuple(containers), allocation=allocation,
         routes=_routes(topology), policies=_policy_rules(topology, allocation),
-        services=_services(topology, allocation), zone=naming.ct_zone(topo),
+        services=_services(topology, allocation), zone=naming.ct_zone(topo), site=site,
     )

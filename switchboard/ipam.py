@@ -35,17 +35,27 @@ def _vips_in(topology: Topology, subnet: IPv4Network) -> set[IPv4Address]:
     return {vip for vip in topology.vips().values() if vip in subnet}
 
 
-def host_leg_address(topology: Topology, network_name: str) -> IPv4Address:
-    """The host's address on a network: the highest host address of the subnet that is not
-    a fixed container address, the gateway or a VIP."""
+def host_leg_address(
+    topology: Topology, network_name: str, slot: int = 0, allocation: Allocation | None = None
+) -> IPv4Address:
+    """A host's address on a network.
+
+    Slot 0 (a host alone, or the cluster's first host) takes the highest host address of the
+    subnet that is not a fixed container address, the gateway or a VIP; IPAM never hands it
+    out. The host in slot ``k`` takes the k-th next free one, also skipping the addresses in
+    ``allocation`` (IPAM hands out the lowest addresses first, so these stay free).
+    """
     net = topology.networks[network_name]
     taken = _fixed(topology, network_name) | _vips_in(topology, net.subnet) | {net.gateway}
-    for address in _hosts_descending(net.subnet):
-        if address not in taken:
+    if slot:
+        taken |= {ip for (_, n), ip in (allocation or {}).items() if n == network_name}
+    free = (address for address in _hosts_descending(net.subnet) if address not in taken)
+    for index, address in enumerate(free):
+        if index == slot:
             return address
     raise TopologyError(
-        f"network {network_name!r} ({net.subnet}) has no free address for the host; "
-        "use a larger subnet"
+        f"network {network_name!r} ({net.subnet}) has no free address for host number "
+        f"{slot}; use a larger subnet"
     )
 
 

@@ -11,9 +11,16 @@ def _digest(*parts: str) -> bytes:
     return hashlib.sha1("/".join(parts).encode()).digest()
 
 
-def netns_name(topology: str, container: str) -> str:
-    """Named network namespace of a container (``ip netns`` name)."""
-    return f"sb-{topology}-{container}"
+NETNS_PREFIX = "sb-"  # container namespaces of a host's daemon start with this by default
+
+
+def netns_name(topology: str, container: str, prefix: str = NETNS_PREFIX) -> str:
+    """Named network namespace of a container (``ip netns`` name).
+
+    Simulated hosts of ``switchboard lab`` share one ``/run/netns``; each host's daemon has
+    its own ``prefix`` there, so no daemon ever takes another host's namespaces for its own.
+    """
+    return f"{prefix}{topology}-{container}"
 
 
 def veth_name(topology: str, container: str, network: str) -> str:
@@ -46,14 +53,22 @@ def gateway_mac(topology: str, network: str) -> str:
     return _mac("gateway", topology, network)
 
 
-def host_leg_mac(topology: str, network: str) -> str:
-    """MAC of the host's interface on a network."""
-    return _mac("host", topology, network)
+def host_leg_mac(topology: str, network: str, slot: int = 0) -> str:
+    """MAC of a host's interface on a network; ``slot`` is the host's number in the cluster
+    (0, a host alone, keeps the MAC it always had)."""
+    if slot == 0:
+        return _mac("host", topology, network)
+    return _mac("host", topology, network, str(slot))
 
 
 def network_key(topology: str, network: str) -> int:
     """32-bit identifier of a network on the switch (carried in the metadata field)."""
     return int.from_bytes(_digest("net", topology, network)[:4], "big") or 1
+
+
+def tunnel_key(topology: str, network: str) -> int:
+    """24-bit VXLAN network identifier of a network between hosts (never 0)."""
+    return int.from_bytes(_digest("vni", topology, network)[:3], "big") or 1
 
 
 def service_id(topology: str, container: str, service: str) -> str:
