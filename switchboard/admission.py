@@ -3,7 +3,7 @@
 Two topologies conflict when a host could not realise both: overlapping subnets (the host
 would hold two addresses and two routes for one range), or names and identifiers derived
 from them that collide (a container namespace, a network's key on the switch, a conntrack
-zone, a VIP's group). ``switchboard up`` runs these checks as part of its atomic admission
+zone, a VIP's group, a network's VXLAN key between hosts). ``switchboard up`` runs these checks as part of its atomic admission
 (switchboard.apply); the daemon runs them again over whatever the desired state holds and
 keeps, of each conflicting pair, the topology applied first (``first_come``).
 """
@@ -27,6 +27,8 @@ def _identifiers(topology: Topology) -> dict[str, dict[object, str]]:
                       for c in topology.containers},
         "network key": {naming.network_key(name, n): f"network {n!r}"
                         for n in topology.networks},
+        "tunnel key": {naming.tunnel_key(name, n): f"network {n!r}"
+                       for n in topology.networks},
         "conntrack zone": {naming.ct_zone(name): "the topology"},
         "VIP group": {naming.group_id(name, s): f"service {s!r}" for s in topology.vips()},
     }

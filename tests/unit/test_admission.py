@@ -47,6 +47,12 @@ def test_containers_whose_namespace_names_collide_across_topologies_conflict() -
     assert "container 'c' of applied topology 'a-b'" in problems[0]
 
 
+def test_networks_whose_tunnel_keys_collide_across_topologies_conflict() -> None:
+    # found by search: both networks would carry VXLAN key 9842261 between hosts
+    problems = conflicts(_two("t1632", "10.1.0.0/24"), [_two("t6354", "10.2.0.0/24")])
+    assert len(problems) == 1 and "tunnel key (9842261)" in problems[0]
+
+
 def test_first_come_keeps_the_earlier_of_two_overlapping_topologies() -> None:
     first, second, other = (_two("one", "10.9.0.0/24"), _two("two", "10.9.0.0/25"),
                             _two("three", "10.8.0.0/24"))
