@@ -89,3 +89,26 @@ def preflight(bridge: str, ovsdb: str, of_host: str, of_port: int,
         os.close(fd)
         raise
     return fd
+
+
+def underlay_mtu(tunnel_ip: str) -> int:
+    """The MTU of the interface that holds ``tunnel_ip``: what the tunnel's packets may be.
+
+    StartError when no interface of this host has that address (a typo, or the set-up that
+    gives the host its underlay address has not run).
+    """
+    import ipaddress
+    import json
+    import subprocess
+
+    try:
+        ipaddress.IPv4Address(tunnel_ip)
+    except ValueError:
+        raise StartError(f"--tunnel-ip {tunnel_ip!r} is not an IPv4 address") from None
+    out = subprocess.run(["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True,
+                         check=False).stdout
+    for link in json.loads(out or "[]"):
+        if any(a.get("local") == tunnel_ip for a in link.get("addr_info", [])):
+            return int(link.get("mtu") or 1500)
+    raise StartError(f"--tunnel-ip {tunnel_ip}: no interface of this host has that address; "
+                     "give the host its underlay address first (see README, Many hosts)")

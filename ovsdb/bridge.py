@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ovsdbapp.backend.ovs_idl import command, connection, idlutils
@@ -20,7 +21,8 @@ _COLUMNS = {  # only what we read or write: the IDL then ignores statistics and 
     "Bridge": ["name", "ports", "datapath_type", "fail_mode", "protocols", "other_config",
                "external_ids", "controller"],
     "Port": ["name", "interfaces", "external_ids"],
-    "Interface": ["name", "type", "external_ids", "ofport", "error", "mac", "mtu_request"],
+    "Interface": ["name", "type", "external_ids", "ofport", "error", "mac", "mtu_request",
+                  "options"],
     "Controller": ["target", "max_backoff"],
 }
 _TIMEOUT = 60.0  # seconds for one transaction, including ovs-vswitchd catching up
@@ -39,6 +41,8 @@ class PortSpec:
     external_ids: dict[str, str] = field(default_factory=dict)
     mac: str | None = None  # Interface mac: only honoured for internal ports
     mtu: int | None = None  # Interface mtu_request
+    type: str | None = None  # Interface type other than internal (e.g. vxlan)
+    options: dict[str, str] = field(default_factory=dict)  # Interface options
 
 
 @dataclass(frozen=True)
@@ -51,11 +55,22 @@ class OwnedPort:
 
 
 CONTROLLER_MAX_BACKOFF_MS = 1000
+TUNNEL_PORT = "sb-tun"  # the one flow-based VXLAN port of the bridge
 
 
-def _wanted_bridge(controller: str) -> dict[str, Any]:
+def detect_datapath() -> str:
+    """``system`` (the kernel datapath) where the ``openvswitch`` module is loaded, else
+    ``netdev`` (userspace): the kernel one is faster and tunnels offloaded packets."""
+    return "system" if Path("/sys/module/openvswitch").is_dir() else "netdev"
+
+
+def _tunnel_options(local_ip: str) -> dict[str, str]:
+    return {"remote_ip": "flow", "key": "flow", "local_ip": local_ip}
+
+
+def _wanted_bridge(controller: str, datapath: str = "netdev") -> dict[str, Any]:
     return {
-        "datapath_type": "netdev",
+        "datapath_type": datapath,
         "fail_mode": ["secure"],
         "protocols": ["OpenFlow13"],
         "other_config": {"disable-in-band": "true"},
@@ -119,9 +134,10 @@ def _api(db: str) -> impl_idl.OvsdbIdl:
 class Bridge:
     """One OVS bridge and the ports Switchboard owns on it."""
 
-    def __init__(self, name: str, db: str = DEFAULT_DB) -> None:
+    def __init__(self, name: str, db: str = DEFAULT_DB, datapath: str = "netdev") -> None:
         self.name = name
         self.db = db
+        self.datapath = datapath  # netdev (userspace) or system (kernel)
         self.writes = 0  # transactions committed by this object
         self._api = _api(db)
 
@@ -202,7 +218,7 @@ class Bridge:
 
     def ensure(self, controller: str) -> None:
         """Create or correct the bridge; writes nothing when it is already as wanted."""
-        wanted = _wanted_bridge(controller)
+        wanted = _wanted_bridge(controller, self.datapath)
 
         def pending(row: Any) -> dict[str, Any] | None:
             return None if row is None else _bridge_diff(row, wanted)
@@ -236,6 +252,36 @@ class Bridge:
                     setattr(row, column, value)
 
         self._commit("ensure bridge", apply)
+
+    def ensure_tunnel(self, local_ip: str) -> None:
+        """Give the bridge its flow-based VXLAN port (``remote_ip=flow``, ``key=flow``) sending
+        from ``local_ip``; writes nothing when it is already so."""
+        wanted = _tunnel_options(local_ip)
+
+        def current(_row: Any) -> tuple[str, dict[str, str]] | None:
+            iface = idlutils.row_by_value(self._api.idl, "Interface", "name", TUNNEL_PORT, None)
+            return None if iface is None else (iface.type, dict(iface.options))
+
+        found = self._read(current)
+        if found == ("vxlan", wanted):
+            return
+
+        def apply(api: Any, txn: Any) -> None:
+            iface = idlutils.row_by_value(api.idl, "Interface", "name", TUNNEL_PORT, None)
+            if iface is None:
+                _add_port(api, txn, self._row(api),
+                          PortSpec(TUNNEL_PORT, internal=False, type="vxlan", options=wanted,
+                                   external_ids={OWNER_KEY: "tunnel"}))
+            else:
+                iface.type = "vxlan"
+                iface.options = wanted
+
+        self._commit(f"tunnel port {TUNNEL_PORT} from {local_ip}", apply)
+
+    def tunnel_ofport(self) -> int | None:
+        """The tunnel port's OpenFlow number; None when there is none (yet)."""
+        ofport, _ = self._ofports([TUNNEL_PORT]).get(TUNNEL_PORT, (None, ""))
+        return ofport if ofport and ofport > 0 else None
 
     def add_ports(self, specs: list[PortSpec]) -> None:
         """Add all ``specs`` in one transaction; a port that already exists is an error."""
@@ -293,6 +339,10 @@ def _add_port(api: Any, txn: Any, bridge_row: Any, spec: PortSpec) -> None:
     iface.name = spec.name
     if spec.internal:
         iface.type = "internal"
+    elif spec.type:
+        iface.type = spec.type
+    if spec.options:
+        iface.options = dict(spec.options)
     if spec.mac:
         iface.mac = spec.mac
     if spec.mtu:

@@ -6,8 +6,10 @@ by one worker thread that enters each namespace in turn (setns) and talks netlin
 
 from __future__ import annotations
 
+import array
 import contextlib
 import ctypes
+import fcntl
 import os
 import random
 import socket
@@ -67,6 +69,7 @@ class IfaceConfig:
     mtu: int
     netns: str | None = None
     default_gateway: IPv4Address | None = None
+    tx_offload: bool = True  # False: the kernel checksums what it sends (no offload)
 
 
 # -- observing ---------------------------------------------------------------------------
@@ -297,6 +300,9 @@ def _configure_in_namespaces(by_ns: dict[str, list[IfaceConfig]], errors: list[s
                 _disable_ipv6(cfg.ifname for cfg in configs)
                 _fast_arp_retry(cfg.ifname for cfg in configs)
                 errors += _netlink(configs, loopback=True, where=f"namespace {ns} ")
+                for cfg in configs:
+                    if not cfg.tx_offload:
+                        _tx_checksum_off(cfg.ifname, errors, ns)
             except Exception as err:  # keep going: report every namespace that failed
                 errors.append(f"namespace {ns}: {err}")
     finally:
@@ -304,6 +310,27 @@ def _configure_in_namespaces(by_ns: dict[str, list[IfaceConfig]], errors: list[s
             _setns(home, "the root namespace")
         finally:
             os.close(home)
+
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_STXCSUM = 0x17  # set transmit checksum offload (the kernel then drops TSO too)
+
+
+def _tx_checksum_off(ifname: str, errors: list[str], ns: str) -> None:
+    """Turn transmit checksum offload off on ``ifname`` (``ethtool -K IF tx off``), in the
+    namespace the calling thread is in.
+
+    Needed on the userspace datapath when packets leave by a tunnel: OVS 3.1 drops tunnelled
+    packets that still carry offload flags (see README, "Many hosts").
+    """
+    value = array.array("I", [ETHTOOL_STXCSUM, 0])  # struct ethtool_value {cmd, data}
+    request = struct.pack("16sP16x", ifname.encode(), value.buffer_info()[0])  # struct ifreq
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            fcntl.ioctl(sock.fileno(), SIOCETHTOOL, request)
+    except OSError as err:
+        errors.append(f"namespace {ns}: turning transmit checksum offload off on {ifname}: "
+                      f"{err.strerror}")
 
 
 def _disable_ipv6(ifnames: Iterable[str]) -> None:

@@ -152,11 +152,13 @@ def plan_plumbing(
     wanted_resolv: Mapping[str, str] | None = None,
     observed_resolv: Mapping[str, str] | None = None,
     interfaces: ObservedInterfaces | None = None,
+    netns_prefix: str = PREFIX,
 ) -> PlumbingPlan:
     """Diff the wanted topologies against what the host holds.
 
     ``observed_ports``: ports on the bridge (only those marked ``switchboard-topology`` count);
-    ``observed_netns``: existing namespace names (only ``sb-`` names count);
+    ``observed_netns``: existing namespace names (only names with this daemon's
+    ``netns_prefix``, ``sb-`` by default, count);
     ``running``: process key -> alive, for every pid file; ``observed_commands``: process key ->
     command it runs; ``stale_netns``: names that exist but point at the wrong namespace (an
     attached process that changed), to drop and make again.
@@ -173,7 +175,7 @@ def plan_plumbing(
     it differs (before commands start) and removed when its container is gone.
     """
     containers, ports = _wanted(plans)
-    netns = {n for n in observed_netns if n.startswith(PREFIX)}
+    netns = {n for n in observed_netns if n.startswith(netns_prefix)}
     owned = {n: p for n, p in observed_ports.items() if TOPOLOGY_KEY in p.external_ids}
     plan = PlumbingPlan()
 

@@ -71,14 +71,17 @@ def _iface(obj: Endpoint | HostLeg, ifname: str, netns_name: str | None) -> netn
     return netns.IfaceConfig(
         ifname=ifname, mac=obj.mac, ip=obj.ip, prefixlen=obj.prefixlen, mtu=obj.mtu,
         netns=netns_name, default_gateway=getattr(obj, "default_gateway", None),
+        tx_offload=getattr(obj, "tx_offload", True),
     )
 
 
 class Plumber:
     """Namespaces, veths, bridge ports, host legs and commands of the wanted topologies."""
 
-    def __init__(self, bridge: Bridge, state_dir: Path, ofport_timeout: float = 30.0) -> None:
+    def __init__(self, bridge: Bridge, state_dir: Path, ofport_timeout: float = 30.0,
+                 netns_prefix: str = netns.PREFIX) -> None:
         self.bridge = bridge
+        self.netns_prefix = netns_prefix  # the container namespaces this plumber owns
         self.state_dir = Path(state_dir)
         self.ofport_timeout = ofport_timeout
         self._lock = threading.Lock()
@@ -120,7 +123,7 @@ class Plumber:
         the wanted namespaces and the root namespace's (see :mod:`plumbing.observe`)."""
         wanted = {c.netns: c for topo in plans for c in topo.containers}
         marked = self._marked()
-        existing = netns.list_namespaces()
+        existing = netns.list_namespaces(self.netns_prefix)
         ours = {n for n in existing if n in marked or n in wanted}
         reader = None
         if interfaces:  # netlink on a worker thread while this one reads OVSDB and files
@@ -149,7 +152,7 @@ class Plumber:
     def observe(self) -> dict[str, dict[str, Any]]:
         """Status of every owned port: kind, topology, container, network, netns, ofport,
         whether its namespace exists and whether its container's command runs (None: none)."""
-        existing = netns.list_namespaces()
+        existing = netns.list_namespaces(self.netns_prefix)
         pid_files = self._pid_files()
         status = {}
         for name, port in sorted(self.bridge.owned_ports().items()):
@@ -193,6 +196,7 @@ class Plumber:
                 observed_commands=seen.commands, stale_netns=seen.stale,
                 wanted_resolv=resolvconf.wanted_files(plans, resolvconf.host_text()),
                 observed_resolv=seen.resolv, interfaces=seen.interfaces,
+                netns_prefix=self.netns_prefix,
             )
             try:
                 new_ofports = {} if plan.is_empty() else self._apply(plan, plans)
@@ -238,7 +242,7 @@ class Plumber:
             running = {k: v for k, v in seen.running.items() if k.startswith(f"{name}/")}
             resolv = {n: t for n, t in seen.resolv.items() if marked.get(n) == name}
             plan = plan_plumbing([], ports, ns, running, wanted_resolv={},
-                                 observed_resolv=resolv)
+                                 observed_resolv=resolv, netns_prefix=self.netns_prefix)
             if not plan.is_empty():
                 self._apply(plan, [])
 
