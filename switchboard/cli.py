@@ -50,9 +50,15 @@ class _Group(click.Group):
               show_default=True, help="Consul HTTP address (holds the desired state).")
 @click.option("--prefix", envvar="SWITCHBOARD_PREFIX", default="switchboard",
               show_default=True, help="Consul KV prefix of Switchboard's keys.")
+@click.option("--lab-host", envvar="SWITCHBOARD_LAB_HOST", default=None,
+              help="Run as if on this `switchboard lab` host (enters its network namespace).")
 @click.pass_context
-def main(ctx: click.Context, consul: str, prefix: str) -> None:
+def main(ctx: click.Context, consul: str, prefix: str, lab_host: str | None) -> None:
     """Switchboard: container networks on Open vSwitch with Consul service discovery."""
+    if lab_host and ctx.invoked_subcommand != "lab":  # before any thread or connection
+        from lab.enter import enter_host
+
+        enter_host(lab_host)
     ctx.obj = {"consul": consul, "prefix": prefix}
 
 
@@ -262,6 +268,10 @@ from switchboard.cli_services import resolve, services  # noqa: E402
 
 main.add_command(services)
 main.add_command(resolve)
+
+from lab.cli import lab  # noqa: E402
+
+main.add_command(lab)
 
 
 if __name__ == "__main__":
