@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controller import heartbeat
+from controller import registration
 from controller.compiler import compile_pipeline
 from controller.report import container_rows, data_path_problem, service_rows
 from controller.runtime import start_controller
@@ -97,9 +97,10 @@ class Daemon:
     # --- lifecycle -------------------------------------------------------------------------
     def run(self) -> None:
         """Start the controller app and the KV watch, then reconcile until stopped."""
-        heartbeat.start(self.store.client, self.config.prefix, self.config.host_id,
-                        {"pid": os.getpid(), "bridge": self.config.bridge,
-                         "of_port": self.config.of_port}, self.stopping)
+        registration.start(self.store.client, self.config.prefix, self.config.host_id,
+                           {"pid": os.getpid(), "bridge": self.config.bridge,
+                            "of_port": self.config.of_port, "tunnel_ip": self.config.tunnel_ip},
+                           self.stopping)
         self.app, _ = start_controller(self.config.of_host, self.config.of_port)
         self.app.wake = self.wake
         self.bridge.ensure(f"tcp:{self.config.of_host}:{self.config.of_port}")

@@ -24,9 +24,8 @@ import subprocess
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 from typing import Any
 
-from controller import heartbeat
 from discovery.registry import Discoverer, Registry
-from switchboard import naming, reach
+from switchboard import hosts, naming, reach
 from switchboard.apply import admit, apply_topology, remove_topology
 from switchboard.desired import DesiredState
 from switchboard.model import Topology
@@ -101,9 +100,10 @@ class VirtualNetwork:
         raise RuntimeError(f"network {self.name} ({self.subnet}) has no free address")
 
     def _require_controller(self) -> None:
-        if not heartbeat.wait_live(self.store.client, self.store.prefix):
+        found = hosts.wait_ready(self.store.client, self.store.prefix)
+        if not found.ready():
             raise reach.no_controller(
-                self.consul, self.store.prefix, heartbeat.STALE_AFTER * heartbeat.INTERVAL,
+                self.consul, self.store.prefix, hosts.describe(found),
                 f"start it with {reach.START_CONTROLLER}; nothing was changed",
             )
 

@@ -1,9 +1,10 @@
 """Apply and remove topologies: the one path both the CLI and the Python API take.
 
 Admission is one atomic step on Consul (switchboard.store): read everything, check the
-topology against what is applied and allocate its addresses (keeping earlier ones), stage
-it, then commit with a check-and-set on what was read; when another admission came in
-between, read and decide again. Then wait until the host's daemon reports it converged.
+topology against what is applied, allocate its addresses (keeping earlier ones) and place its
+containers on hosts (keeping earlier places), stage it, then commit the version and its
+placement with a check-and-set on what was read; when another admission came in between,
+read and decide again. Then wait until every host the placement uses reports it converged.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from switchboard import hosts as host_inventory
 from switchboard import ipam
 from switchboard.admission import check_against_applied
 from switchboard.desired import DesiredState, digest_of, topology_objects
 from switchboard.model import Topology
+from switchboard.placement import Placement, load_of, place
 from switchboard.store import Store
 
 Reports = dict[tuple[str, str], dict[str, Any]]
 Builder = Callable[[DesiredState], Topology]
+Progress = Callable[[Reports, list[str]], None]  # (reports, hosts waited for)
 ATTEMPTS = 100  # admissions lost to concurrent writers before giving up
 
 
@@ -29,40 +33,56 @@ class ApplyError(RuntimeError):
     """The host did not converge (the message says why and what to do)."""
 
 
-def admit(store: Store, build: Topology | Builder, source: str) -> tuple[Topology, str]:
-    """Store a topology as desired state in one atomic step; its digest.
+def admit(
+    store: Store, build: Topology | Builder, source: str, allow_unplaced: bool = False
+) -> tuple[Topology, str, Placement]:
+    """Store a topology as desired state, with its placement, in one atomic step; the
+    topology, its digest and its placement (container -> host).
 
     ``build`` is the topology, or a function that makes it from the state read (so that
     what it picks, such as a free subnet, is decided atomically with the rest). Raises
-    TopologyError, having changed nothing, when it conflicts with an applied topology.
+    TopologyError or PlacementError, having changed nothing, when it conflicts with an
+    applied topology or names a host that is unknown or down. ``allow_unplaced`` stores
+    containers no ready host can take without a host (see switchboard.placement).
     """
     staged: str | None = None
     for attempt in range(ATTEMPTS):
         state = store.snapshot()
         topology = build(state) if callable(build) else build
         applied = state.topologies
+        previous = applied.get(topology.name)
         try:
             check_against_applied(topology, (s.topology for s in applied.values()))
+            placement = place(topology, previous.placement if previous else {},
+                              _hosts(store, state) if topology.containers else {},
+                              load_of(s.placement for s in applied.values()), allow_unplaced)
         except Exception:
             if staged is not None:  # an earlier attempt staged a version: take it back
                 _discard(store, topology.name, staged)
             raise
-        previous = applied.get(topology.name)
         allocation = ipam.allocate(topology, previous.allocation if previous else None)
         objects = topology_objects(topology, allocation)
         digest = digest_of(objects)
-        if previous is not None and (previous.digest, previous.source) == (digest, source):
-            return topology, digest  # already desired as it is: nothing to write
+        if previous is not None and (previous.digest, previous.source, previous.placement) == (
+            digest, source, placement
+        ):
+            return topology, digest, placement  # already desired as it is: nothing to write
         if staged is not None and staged != digest:
             _discard(store, topology.name, staged)
         staged = digest
         sealed = store.stage(state, topology.name, digest, objects)
         _pause_for_tests()
-        if store.commit(state, topology.name, digest, source, sealed):
-            return topology, digest
+        if store.commit(state, topology.name, digest, source, sealed, placement):
+            return topology, digest, placement
         time.sleep(random.uniform(0, 0.01 * min(attempt + 1, 20)))  # let the winner finish
     raise ApplyError(f"could not store topology {topology.name}: other writers changed the "
                      f"desired state {ATTEMPTS} times while it was being admitted; try again")
+
+
+def _hosts(store: Store, state: DesiredState) -> host_inventory.Hosts:
+    """The host records the snapshot read, with their health as Consul sees it now."""
+    return host_inventory.parse_hosts(state.host_entries,
+                                      host_inventory.read_health(store.client), store.prefix)
 
 
 def _pause_for_tests() -> None:
@@ -90,23 +110,31 @@ def apply_topology(
     source: str,
     timeout: float = 120.0,
     wait: bool = True,
-    progress: Callable[[Reports], None] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[str, dict[str, Any] | None]:
-    """Store ``topology`` as desired state; return its digest and the host's report.
+    """Store ``topology`` as desired state; return its digest and the hosts' report (the
+    first host's, with the container rows of every host the placement uses).
 
-    Raises TopologyError (nothing changed) when it conflicts with applied topologies, and
-    ApplyError when the host does not converge within ``timeout`` seconds, or when another
-    `up` or `down` of the same topology replaced this one before it did.
+    Raises TopologyError or PlacementError (nothing changed) when it conflicts with applied
+    topologies or cannot be placed, and ApplyError when a host it is placed on does not
+    converge within ``timeout`` seconds, or when another `up` or `down` of the same
+    topology replaced this one before it did.
     """
-    admitted, digest = admit(store, topology, source)
+    admitted, digest, placement = admit(store, topology, source, allow_unplaced=not wait)
     if not wait:
         return digest, None
     name = admitted.name
+    needed = sorted(set(placement.values()))  # none: any one host (nothing placed)
     replaced: list[str] = []
 
+    def mine(reports: Reports) -> dict[str, dict[str, Any]]:
+        return {host: r for (host, _), r in reports.items() if r.get("digest") == digest}
+
     def settled(reports: Reports) -> bool:
-        if any(r.get("digest") == digest and r.get("state") in ("converged", "error")
-               for r in reports.values()):
+        done = {h: r for h, r in mine(reports).items() if r.get("state") in ("converged", "error")}
+        if any(r.get("state") == "error" for r in done.values()):
+            return True
+        if (all(h in done for h in needed) if needed else done):
             return True
         current = store.marker(name)
         if current is None or current.get("digest") != digest:
@@ -115,25 +143,40 @@ def apply_topology(
             return True
         return False
 
-    reports = store.wait_for_report(name, settled, timeout, progress)
-    mine = [r for r in reports.values() if r.get("digest") == digest]
-    if replaced and not mine:
+    on_poll = (lambda reports: progress(reports, needed)) if progress is not None else None
+    reports = store.wait_for_report(name, settled, timeout, on_poll)
+    found = mine(reports)
+    if replaced and not found:
         raise ApplyError(f"topology {name} was {replaced[0]} before the host converged on "
                          "this version")
-    if not mine:
+    failed = [(h, r) for h, r in sorted(found.items()) if r.get("state") == "error"]
+    if failed:
+        host, report = failed[0]
+        raise ApplyError(f"topology {name} did not converge on host {host}: "
+                         f"{report.get('error')}")
+    silent = [h for h in needed if h not in found] if needed else ([] if found else ["?"])
+    if silent:
         pending = [r.get("error") for r in reports.values() if r.get("state") == "pending"]
         hint = f" (last word: {pending[0]})" if pending and pending[0] else ""
-        raise ApplyError(f"no controller reported topology {name} within "
-                         f"{timeout:.0f} s{hint}; is `switchboard controller` running?")
-    failed = [r for r in mine if r.get("state") == "error"]
-    if failed:
-        raise ApplyError(f"topology {name} did not converge: {failed[0].get('error')}")
-    converged = [r for r in mine if r.get("state") == "converged"]
-    if not converged:
-        why = mine[0].get("error") or mine[0].get("state")
-        raise ApplyError(f"topology {name} did not converge within {timeout:.0f} s ({why}); "
-                         "`switchboard status` shows what is missing")
-    return digest, converged[0]
+        where = f" from host {', '.join(silent)}" if needed else ""
+        raise ApplyError(f"no controller reported topology {name}{where} within "
+                         f"{timeout:.0f} s{hint}; is `switchboard controller` running there? "
+                         "(see `switchboard hosts`)")
+    if needed:
+        hosts = needed
+        unconverged = [(h, found[h]) for h in needed if found[h].get("state") != "converged"]
+    else:  # nothing placed: one host's report will do
+        hosts = [h for h, r in sorted(found.items()) if r.get("state") == "converged"][:1]
+        unconverged = [] if hosts else sorted(found.items())[:1]
+    if unconverged:
+        host, report = unconverged[0]
+        why = report.get("error") or report.get("state")
+        raise ApplyError(f"topology {name} did not converge on host {host} within "
+                         f"{timeout:.0f} s ({why}); `switchboard status` shows what is missing")
+    merged = dict(found[hosts[0]])
+    merged["containers"] = [{"host": h, **row} for h in hosts
+                            for row in found[h].get("containers", [])]
+    return digest, merged
 
 
 def remove_topology(store: Store, name: str, timeout: float = 60.0) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -15,9 +16,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from switchboard import hosts as host_inventory
 from switchboard import reach
 from switchboard.apply import ApplyError, apply_topology, remove_topology
 from switchboard.model import TopologyError, load_topology_file
+from switchboard.placement import PlacementError, load_of
 from switchboard.store import DEFAULT_CONSUL, Store
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -95,10 +98,17 @@ def controller(
 
     It refuses to start (exit status 1) when another daemon holds the bridge, ovsdb-server
     does not answer, or the OpenFlow port is taken."""
-    from controller.startup import DEFAULT_OVSDB, StartError, consul_warning, preflight
+    from controller.startup import (
+        DEFAULT_OVSDB,
+        StartError,
+        consul_warning,
+        preflight,
+        underlay_mtu,
+    )
 
     ovsdb = ovsdb or DEFAULT_OVSDB
     try:
+        mtu = underlay_mtu(tunnel_ip) if tunnel_ip else None
         ctx.obj["lock"] = preflight(bridge, ovsdb, "127.0.0.1", of_port, run_dir)
     except StartError as exc:
         _fail(str(exc))
@@ -114,7 +124,7 @@ def controller(
     logging.getLogger("switchboard").setLevel(logging.INFO)
     config = DaemonConfig(consul=ctx.obj["consul"], prefix=ctx.obj["prefix"], bridge=bridge,
                           of_port=of_port, state_dir=state_dir, ovsdb=ovsdb,
-                          tunnel_ip=tunnel_ip, netns_prefix=netns_prefix)
+                          tunnel_ip=tunnel_ip, netns_prefix=netns_prefix, underlay_mtu=mtu)
     if host_id:
         config.host_id = host_id
     daemon = Daemon(config)
@@ -132,7 +142,8 @@ def controller(
 @click.option("--no-wait", is_flag=True, help="Write the desired state and return.")
 @click.pass_context
 def up(ctx: click.Context, file: Path, timeout: float, no_wait: bool) -> None:
-    """Validate FILE, store it as desired state and wait until the host has converged."""
+    """Validate FILE, store it as desired state and wait until every host it is placed on
+    has converged."""
     try:
         topology = load_topology_file(file)
     except TopologyError as exc:
@@ -140,40 +151,52 @@ def up(ctx: click.Context, file: Path, timeout: float, no_wait: bool) -> None:
     store = _store(ctx)
     if not no_wait and (missing := _no_controller(ctx, store)):
         raise missing  # before anything is written
-    with console.status(f"waiting for the host to converge on {topology.name}") as status:
-        def progress(reports: dict[Any, dict[str, Any]]) -> None:
-            for (host, _), report in reports.items():
+    with console.status(f"waiting for the hosts to converge on {topology.name}") as status:
+        def progress(reports: dict[Any, dict[str, Any]], hosts: list[str]) -> None:
+            by_host = {host: report for (host, _), report in reports.items()}
+            parts = []
+            for host in hosts or sorted(by_host):
+                report = by_host.get(host)
+                if report is None:
+                    parts.append(f"{host}: no report yet")
+                    continue
                 rows = report.get("containers", [])
                 ready = sum(1 for r in rows if r["state"] in ("running", "up", "attached"))
                 note = f" ({report['error']})" if report.get("state") == "pending" else ""
-                status.update(f"{host}: {ready}/{len(rows)} interfaces ready, "
-                              f"{report.get('flows', 0)} flows{note}")
+                parts.append(f"{host}: {ready}/{len(rows)} interfaces ready, "
+                             f"{report.get('flows', 0)} flows{note}")
+            if parts:
+                status.update("; ".join(parts))
         try:
             digest, report = apply_topology(store, topology, str(file.resolve()), timeout,
                                             not no_wait, progress)
         except TopologyError as exc:
             _fail(f"{file} cannot be applied; nothing was changed.\n{exc}", 2)
+        except PlacementError as exc:
+            _fail(f"{file} cannot be placed; nothing was changed.\n{exc}", 2)
         except ApplyError as exc:
             _fail(str(exc))
     if report is None:
         console.print(f"topology [bold]{topology.name}[/bold] stored ({digest})")
         return
     count = len({r["container"] for r in report["containers"]})
+    hosts = sorted({r.get("host") for r in report["containers"] if r.get("host")})
+    on = f" on {len(hosts)} hosts" if len(hosts) > 1 else ""
     console.print(f"topology [bold]{topology.name}[/bold] is up: "
-                  f"{len(topology.networks)} networks, {count} containers")
+                  f"{len(topology.networks)} networks, {count} containers{on}")
 
 
 def _no_controller(
     ctx: click.Context, store: Store, hint: str = reach.NO_CONTROLLER_HINT, grace: bool = True
 ) -> reach.Unreachable | None:
-    """What to say when no controller has a live heartbeat under the prefix (after a few
-    seconds' grace for one that is starting); else None."""
-    from controller import heartbeat
-
-    if heartbeat.wait_live(store.client, store.prefix, heartbeat.GRACE if grace else 0):
+    """What to say when no host is ready under the prefix (after a few seconds' grace for
+    a daemon that is starting); else None."""
+    found = host_inventory.wait_ready(store.client, store.prefix,
+                                      host_inventory.GRACE if grace else 0)
+    if found.ready():
         return None
-    return reach.no_controller(ctx.obj["consul"], store.prefix,
-                               heartbeat.STALE_AFTER * heartbeat.INTERVAL, hint)
+    return reach.no_controller(ctx.obj["consul"], store.prefix, host_inventory.describe(found),
+                               hint)
 
 
 @main.command()
@@ -215,7 +238,8 @@ def status(ctx: click.Context, name: str | None, as_json: bool) -> None:
         hosts = {host: r for (host, t), r in reports.items() if t == topo_name}
         topologies.append({
             "name": topo_name, "digest": stored.digest, "source": stored.source,
-            "hosts": hosts,
+            "hosts": hosts, "placement": stored.placement,
+            "containers": merged_rows(hosts, stored.placement),
         })
     if name and not topologies:
         _fail(f"no topology named {name!r} is applied")
@@ -235,29 +259,84 @@ def status(ctx: click.Context, name: str | None, as_json: bool) -> None:
         _print_topology(topo)
 
 
+def merged_rows(
+    reports: dict[str, dict[str, Any]], placement: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Every host's container rows, each with its ``host`` (the row's own, else the host
+    that reported it), and a ``not reported`` row for a placed container no host reports
+    yet; sorted by container, network and host. Pure."""
+    rows = [{**row, "host": row.get("host") or host}
+            for host, report in reports.items() for row in report.get("containers", [])]
+    seen = {row.get("container") for row in rows}
+    for container, host in placement.items():
+        if container not in seen:
+            rows.append({"container": container, "host": host, "network": "", "netns": "",
+                         "interface": "", "ip": "", "mac": "", "port": "", "ofport": None,
+                         "state": "not reported",
+                         "problem": f"host {host} has not reported it yet"})
+    return sorted(rows, key=lambda r: (str(r.get("container")), str(r.get("network")),
+                                       str(r.get("host"))))
+
+
 def _print_topology(topo: dict[str, Any]) -> None:
     states = [
         f"{host}: {r['state']}" + (" (stale)" if r["digest"] != topo["digest"] else "")
-        for host, r in topo["hosts"].items()
+        for host, r in sorted(topo["hosts"].items())
     ] or ["no host has reported yet"]
     console.print(f"[bold]{topo['name']}[/bold]  {', '.join(states)}  ({topo['source']})")
-    for host, report in topo["hosts"].items():
+    networks: dict[str, dict[str, Any]] = {}
+    for host, report in sorted(topo["hosts"].items()):
         if report.get("error"):
             console.print(f"  [red]{host}: {report['error']}[/red]")
-        nets = Table("network", "subnet", "gateway", "host address", "mtu", box=None)
         for n in report.get("networks", []):
-            nets.add_row(n["name"], n["subnet"], n["gateway"], n["host_ip"], str(n["mtu"]))
-        console.print(nets)
-        rows = Table("container", "network", "namespace", "if", "ip", "mac", "ovs port",
-                     "ofport", "state", box=None)
-        for r in report.get("containers", []):
-            rows.add_row(r["container"], r["network"], r["netns"], r["interface"], r["ip"],
-                         r["mac"], r["port"], str(r["ofport"] or "-"), r["state"])
-        console.print(rows)
-        for r in report.get("containers", []):
-            if r.get("problem"):  # what keeps it from working as planned
-                console.print(f"  [red]{r['container']}: {r['problem']}[/red]",
-                              highlight=False)
+            networks.setdefault(n["name"], {**n, "host_ips": []})["host_ips"].append(
+                n["host_ip"] if len(topo["hosts"]) == 1 else f"{host} {n['host_ip']}")
+    nets = Table("network", "subnet", "gateway", "host address", "mtu", box=None)
+    for n in networks.values():
+        nets.add_row(n["name"], n["subnet"], n["gateway"], ", ".join(n["host_ips"]),
+                     str(n["mtu"]))
+    console.print(nets)
+    rows = Table("container", "host", "network", "namespace", "if", "ip", "mac", "ovs port",
+                 "ofport", "state", box=None)
+    for r in topo["containers"]:
+        rows.add_row(r["container"], r["host"], r["network"], r["netns"], r["interface"],
+                     r["ip"], r["mac"], r["port"], str(r["ofport"] or "-"), r["state"])
+    console.print(rows)
+    for r in topo["containers"]:
+        if r.get("problem"):  # what keeps it from working as planned
+            console.print(f"  [red]{r['container']}: {r['problem']}[/red]", highlight=False)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.pass_context
+def hosts(ctx: click.Context, as_json: bool) -> None:
+    """Show the hosts: address, state as Consul sees it, containers placed there, version."""
+    store = _store(ctx)
+    found = host_inventory.read_hosts(store.client, store.prefix)
+    load = load_of(s.placement for s in store.applied().values())
+    rows = [{**dataclasses.asdict(record), "containers": load.get(name, 0)}
+            for name, record in found.items()]
+    for key, why in found.skipped.items():
+        err_console.print(f"[yellow]warning:[/yellow] {escape(key)} is not a host record "
+                          f"({escape(why)}); skipped", highlight=False, soft_wrap=True)
+    if as_json:
+        click.echo(json.dumps({"hosts": rows, "skipped": found.skipped}, indent=2,
+                              sort_keys=True))
+        return
+    if not rows:
+        console.print(f"no host has registered under prefix {store.prefix} (start "
+                      f"`switchboard controller` with {reach.START_CONTROLLER})")
+        return
+    table = Table("NAME", "ADDRESS", "STATE", "CONTAINERS", "VERSION", box=None)
+    for row in rows:
+        state = "[green]ready[/green]" if row["state"] == "ready" else "[red]down[/red]"
+        table.add_row(escape(row["name"]), row["tunnel_ip"] or "-", state,
+                      str(row["containers"]), escape(row["version"] or "-"))
+    console.print(table)
+    for row in rows:
+        if row["reason"]:
+            console.print(f"  {escape(row['name'])}: {escape(row['reason'])}", highlight=False)
 
 
 from switchboard.cli_trace import trace  # noqa: E402

@@ -5,6 +5,8 @@ Layout below a topology's key ``P/topologies/<topo>/`` (``P`` is the prefix)::
     versions/<digest>/<kind>/<name>   one key per object of one version of the topology
     versions/<digest>/sealed          {"objects": n}: written once the version is complete
     applied                           {"digest": ..., "source": ...}: which version is desired
+    placement                         {"<container>": "<host>"}: where its containers run,
+                                      written in the transaction that switches ``applied``
 
 A version is staged under its own digest, so two writers never mix their keys; the
 ``applied`` marker is the commit point, switched in one transaction (switchboard.store).
@@ -14,6 +16,7 @@ A topology is desired when its marker names a version whose objects match the di
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable
@@ -26,6 +29,7 @@ from switchboard.model import Topology
 
 KINDS = ("networks", "routers", "policies", "containers", "services")
 MARKER = "applied"
+PLACEMENT = "placement"
 SEALED = "sealed"
 VERSIONS = "versions/"
 
@@ -39,6 +43,9 @@ class StoredTopology:
     digest: str
     source: str
     applied_index: int = 0  # Consul index at which the topology was first applied
+    # container -> host (switchboard.placement); empty when stored before placement existed
+    # or unreadable. A container it does not name is the local host's.
+    placement: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -57,6 +64,7 @@ class DesiredState:
     markers: dict[str, bytes] = field(default_factory=dict)
     admission_index: int = 0  # ModifyIndex of the admission key (0: no admission yet)
     generation: int = 0  # how many admissions the prefix has seen
+    host_entries: list[dict[str, Any]] = field(default_factory=list)  # P/hosts/ (snapshot)
 
 
 def topology_objects(topology: Topology, allocation: ipam.Allocation) -> dict[str, Any]:
@@ -144,11 +152,27 @@ def parse_desired(base: str, entries: Iterable[dict[str, Any]]) -> DesiredState:
             objects.setdefault(name, {})[path] = raw
     for name in sorted(state.markers, key=lambda n: (marker_index[n], n)):
         try:
-            state.topologies[name] = _read_version(name, state, objects.get(name, {}),
-                                                   marker_index[name])
+            stored = _read_version(name, state, objects.get(name, {}), marker_index[name])
+            placement = parse_placement(objects.get(name, {}).get(PLACEMENT),
+                                        stored.topology.containers)
+            state.topologies[name] = dataclasses.replace(stored, placement=placement)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             state.invalid[name] = f"the desired state of {name!r} in Consul KV is unreadable: {exc}"
     return state
+
+
+def parse_placement(raw: bytes | None, containers: Iterable[str]) -> dict[str, str]:
+    """A stored placement, read without trusting it: container -> host for the topology's
+    containers; anything unreadable is left out (an unplaced container is the local host's)."""
+    try:
+        value = json.loads(raw or b"{}")
+    except ValueError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    known = set(containers)
+    return {c: h for c, h in value.items()
+            if c in known and isinstance(h, str) and h and "/" not in h}
 
 
 def _read_version(

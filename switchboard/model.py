@@ -112,6 +112,18 @@ def _check_name(value: str) -> str:
     return value
 
 
+_HOST_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def _check_host_name(value: str) -> str:
+    if not _HOST_NAME_RE.fullmatch(value):
+        raise ValueError(
+            f"invalid host name {value!r}: use letters, digits, '.', '_' and '-', starting "
+            "with a letter or digit, at most 63 characters (see `switchboard hosts`)"
+        )
+    return value
+
+
 def _check_topology_name(value: str) -> str:
     if not _TOPOLOGY_NAME_RE.fullmatch(value):
         raise ValueError(
@@ -184,6 +196,7 @@ def _check_duration(value: Any) -> str:
 
 
 Name = Annotated[StrictStr, AfterValidator(_check_name)]
+HostName = Annotated[StrictStr, AfterValidator(_check_host_name)]
 IPv4 = Annotated[IPv4Address, BeforeValidator(_parse_ipv4)]
 Subnet = Annotated[IPv4Network, BeforeValidator(_parse_subnet)]
 Port = Annotated[StrictInt, Field(ge=1, le=65535)]
@@ -404,6 +417,7 @@ class Container(_Model):
     command: StrictStr | None = None
     services: list[ServiceInstance] = []
     attach: Attach | None = None
+    host: HostName | None = None  # the host that runs it; None: `up` places it
 
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> Container:

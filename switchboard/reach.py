@@ -143,8 +143,8 @@ NO_CONTROLLER_HINT = (f"start it with {START_CONTROLLER}, or pass --no-wait to o
 
 
 def no_controller(
-    address: str, prefix: str, seconds: float, hint: str = NO_CONTROLLER_HINT
+    address: str, prefix: str, why: str, hint: str = NO_CONTROLLER_HINT
 ) -> Unreachable:
-    """No daemon has beaten a heartbeat under ``prefix`` (see controller.heartbeat)."""
-    return Unreachable("a switchboard controller", f"{address} (KV prefix {prefix})",
-                       f"none has sent a heartbeat in the last {seconds:.0f} s", hint)
+    """No host is ready under ``prefix``; ``why`` says which hosts there are and why each is
+    down (switchboard.hosts.describe)."""
+    return Unreachable("a switchboard controller", f"{address} (KV prefix {prefix})", why, hint)

@@ -4,8 +4,10 @@ Keys (``P`` is the prefix, ``switchboard`` by default; a topology's own layout i
 switchboard.desired)::
 
     P/admission                  {"generation": n, "change": ...}: bumped by every admission
-    P/topologies/<topo>/...      the topology's versions and its ``applied`` marker
+    P/topologies/<topo>/...      the topology's versions, its ``applied`` marker and its
+                                 ``placement`` (container -> host)
     P/status/<host>/<topo>       the daemon's report for its host
+    P/hosts/<host>, P/slots/<n>  the host inventory (switchboard.hosts)
 
 Admission is optimistic, as Kubernetes does with resourceVersion: read everything in one
 transaction (``snapshot``), decide, stage a version under its digest, then switch the marker
@@ -28,6 +30,7 @@ import consul
 from switchboard.desired import (
     KINDS,
     MARKER,
+    PLACEMENT,
     SEALED,
     VERSIONS,
     DesiredState,
@@ -94,15 +97,19 @@ class Store:
         return marker if isinstance(marker, dict) or marker is None else {}
 
     def snapshot(self) -> DesiredState:
-        """The admission key and every topology key, read in one transaction."""
+        """The admission key, every topology key and the host records, read in one
+        transaction."""
+        hosts = f"{self.prefix}/hosts/"
         reply = self.client.txn.put([
             _kv_op("get-tree", f"{self.prefix}/{ADMISSION}"),
             _kv_op("get-tree", self._topo_prefix()),
+            _kv_op("get-tree", hosts),
         ])
         entries = [r["KV"] for r in reply.get("Results") or []]
         admission = f"{self.prefix}/{ADMISSION}"
-        state = parse_desired(self._topo_prefix(),
-                              [e for e in entries if e["Key"] != admission])
+        state = parse_desired(self._topo_prefix(), [
+            e for e in entries if e["Key"].startswith(self._topo_prefix())])
+        state.host_entries = [e for e in entries if e["Key"].startswith(hosts)]
         for entry in entries:
             if entry["Key"] == admission:
                 state.admission_index = int(entry["ModifyIndex"])
@@ -129,9 +136,11 @@ class Store:
         return int(reply["Results"][0]["KV"]["ModifyIndex"])
 
     def commit(
-        self, state: DesiredState, name: str, digest: str, source: str, sealed_index: int
+        self, state: DesiredState, name: str, digest: str, source: str, sealed_index: int,
+        placement: dict[str, str] | None = None,
     ) -> bool:
-        """Make version ``digest`` the desired one and drop the topology's other versions,
+        """Make version ``digest`` the desired one, with its ``placement`` (container ->
+        host; None leaves the stored one as it is), and drop the topology's other versions,
         if nothing was admitted since ``state`` was read; False when something was."""
         ops = [
             self._admission_op(state, f"up {name} {digest}"),
@@ -140,6 +149,8 @@ class Store:
             _kv_op("set", self._topo_prefix(name) + MARKER,
                    encode({"digest": digest, "source": source})),
         ]
+        if placement is not None:
+            ops.append(_kv_op("set", self._topo_prefix(name) + PLACEMENT, encode(placement)))
         stale = [d for d in state.versions.get(name, {}) if d != digest]
         ops += [_kv_op("delete-tree", self._version_prefix(name, d))
                 for d in stale[:TXN_LIMIT - len(ops) - len(KINDS)]]

@@ -278,12 +278,13 @@ def test_down_and_status_without_a_controller_say_so_and_down_changes_nothing(
         assert run(env, "up", "--no-wait", str(topology)).returncode == 0  # no daemon needed
         client.kv.put(f"{prefix}/status/ghost/sbt-reach",  # what a dead daemon left behind
                       json.dumps({"digest": "x", "state": "converged", "containers": []}))
-        client.kv.put(f"{prefix}/controllers/ghost", json.dumps(
-            {"pid": 1, "heartbeat": time.time() - 300, "interval": 5.0}))  # long stale
+        client.kv.put(f"{prefix}/hosts/ghost", json.dumps(
+            {"name": "ghost", "slot": 0}))  # a host whose daemon is long gone
         _, before = client.kv.get(f"{prefix}/", recurse=True)
 
         result = run(env, "down", "sbt-reach")
         assert_one_line(result, "cannot reach a switchboard controller", f"prefix {prefix}",
+                        "no host is ready: ghost is down (not registered in Consul",
                         "it removes what the topology created; nothing was changed")
         assert client.kv.get(f"{prefix}/", recurse=True)[1] == before
 
@@ -295,8 +296,9 @@ def test_down_and_status_without_a_controller_say_so_and_down_changes_nothing(
         client.kv.delete(f"{prefix}/", recurse=True)
 
 
-def test_the_daemon_beats_a_heartbeat_that_up_relies_on(switchboard):
-    _, entry = consul.Consul().kv.get(f"{switchboard.prefix}/controllers/test-host")
-    beat = json.loads(entry["Value"])
-    assert beat["pid"] == switchboard.proc.pid and beat["bridge"] == switchboard.bridge
-    assert time.time() - beat["heartbeat"] < 3 * beat["interval"]
+def test_the_daemon_registers_its_host_that_up_relies_on(switchboard):
+    _, entry = consul.Consul().kv.get(f"{switchboard.prefix}/hosts/test-host")
+    record = json.loads(entry["Value"])
+    assert record["pid"] == switchboard.proc.pid and record["bridge"] == switchboard.bridge
+    shown = json.loads(switchboard.cli("hosts", "--json").stdout)["hosts"]
+    assert [(h["name"], h["state"]) for h in shown] == [("test-host", "ready")]

@@ -1,4 +1,4 @@
-"""One-line reasons for a part that is down, the bridge lock, and heartbeat freshness."""
+"""One-line reasons for a part that is down, the bridge lock, and what "no host ready" says."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ import shutil
 import socket
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
-from controller import heartbeat, startup
-from switchboard import reach
+from controller import startup
+from switchboard import hosts, reach
 
 
 def _refused_port() -> int:
@@ -77,26 +76,15 @@ def test_default_ovsdb_address_matches_the_bridge_module():
     assert startup.DEFAULT_OVSDB == DEFAULT_DB
 
 
-class _FakeKV:
-    def __init__(self, entries: list[dict[str, Any]]) -> None:
-        self.entries = entries
-
-    def get(self, key: str, recurse: bool = False) -> tuple[int, list[dict[str, Any]]]:
-        return 1, [e for e in self.entries if e["Key"].startswith(key)]
-
-
-class _FakeClient:
-    def __init__(self, beats: dict[str, float]) -> None:
-        self.kv = _FakeKV([
-            {"Key": f"p/controllers/{host}",
-             "Value": json.dumps({"pid": 1, "heartbeat": at, "interval": 5.0}).encode()}
-            for host, at in beats.items()
-        ] + [{"Key": "p/controllers/broken", "Value": b"not json"}])
-
-
-def test_only_recent_heartbeats_count_as_live_controllers():
-    client = _FakeClient({"fresh": 1000.0, "old": 980.0})
-    assert list(heartbeat.live(client, "p", now=1010.0)) == ["fresh"]  # type: ignore[arg-type]
+def test_no_ready_host_names_each_host_and_why_it_is_down():
+    record = {"Key": "p/hosts/h1", "Value": json.dumps({"name": "h1", "slot": 0}).encode()}
+    found = hosts.parse_hosts([record], [], "p")
+    error = reach.no_controller("http://127.0.0.1:8500", "p", hosts.describe(found))
+    assert str(error).startswith("cannot reach a switchboard controller at "
+                                 "http://127.0.0.1:8500 (KV prefix p): no host is ready: h1 is "
+                                 "down (not registered in Consul")
+    assert "scripts/start-controller.sh" in str(error)
+    assert hosts.describe(hosts.parse_hosts([], [], "p")) == "no host has registered"
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
