@@ -83,8 +83,8 @@ def test_a_pinned_container_runs_on_its_host_and_the_placement_is_stored_and_sta
         ("a", "test-host"), ("b", "test-host"), ("c", "test-host")}
     assert status["placement"] == {"a": "test-host", "b": "test-host", "c": "test-host"}
     text = switchboard.cli("status", NAME).stdout
-    assert "host" in text.splitlines()[2].split() or any(
-        line.split()[:2] == ["container", "host"] for line in text.splitlines())
+    assert any(line.split()[:2] == ["container", "host"] for line in text.splitlines()), text
+    assert any(line.split()[:3] == ["a", "test-host", "lan"] for line in text.splitlines()), text
 
 
 @pytest.mark.parametrize(("host", "why"), [
