@@ -13,6 +13,7 @@ from lab import checks, hosts, procs, readiness, state, underlay
 from lab.config import CONTROL_SUBNET, RUN_ROOT, STATE_ROOT, TUNNEL_SUBNET, Lab, LabError, plan_lab
 
 Say = Callable[[str], None]
+FAILED_LOGS = Path("/var/log/switchboard/lab-failed")  # logs of an `up` that failed
 
 
 def up(name: str, count: int, say: Say, control_subnet: str = CONTROL_SUBNET,
@@ -42,13 +43,25 @@ def up(name: str, count: int, say: Say, control_subnet: str = CONTROL_SUBNET,
     except BaseException as exc:
         if os.environ.get("SWITCHBOARD_LAB_KEEP") and isinstance(exc, LabError):
             raise LabError(f"{exc}; the lab was kept (SWITCHBOARD_LAB_KEEP)") from None
+        kept = _keep_logs(lab)
         down(name, lambda _msg: None)
         if isinstance(exc, LabError):
-            raise LabError(f"{exc}; the lab was removed") from None
+            where = str(exc).replace(str(lab.state_dir), str(kept))
+            raise LabError(f"{where}; the lab was removed (its logs are kept in {kept})") from None
         if isinstance(exc, KeyboardInterrupt):
             raise LabError("interrupted; the lab was removed") from None
         raise
     return lab
+
+
+def _keep_logs(lab: Lab) -> Path:
+    """Copy the hosts' logs out of the lab before a failed ``up`` removes it."""
+    kept = FAILED_LOGS / lab.name
+    shutil.rmtree(kept, ignore_errors=True)
+    for host in lab.hosts:
+        with contextlib.suppress(OSError):
+            shutil.copytree(host.log_dir, kept / host.name / "log")
+    return kept
 
 
 def down(name: str, say: Say) -> bool:

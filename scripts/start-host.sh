@@ -149,7 +149,14 @@ elif ! is_running "$STATE/consul.pid" consul && ! agent_up; then
   nohup consul "${consul_args[@]}" >>"$LOGS/consul.log" 2>&1 </dev/null &
   echo $! >"$STATE/consul.pid"
 fi
-for _ in $(seq 1 100); do agent_up && break; sleep 0.1; done
+for _ in $(seq 1 100); do
+  agent_up && break
+  if [ "$systemd" = 0 ] && ! is_running "$STATE/consul.pid" consul; then
+    echo "the Consul agent exited: $(tail -n 1 "$LOGS/consul.log" 2>/dev/null); see $LOGS/consul.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
 agent_up || { echo "the Consul agent does not answer; see $LOGS/consul.log" >&2; exit 1; }
 echo "Consul agent runs (node $host_id, $([ "$server" = 1 ] && echo server || echo client))"
 
