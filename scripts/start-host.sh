@@ -58,6 +58,8 @@ private_ovs=0
 [ -n "${OVS_RUNDIR:-}" ] && private_ovs=1
 systemd=0
 [ -d /run/systemd/system ] && [ "$private_ovs" = 0 ] && systemd=1
+# A real host loads the module if it has one (ovs-ctl would, too); the lab never does.
+[ "$private_ovs" = 0 ] && { modprobe -q openvswitch 2>/dev/null || true; }
 datapath=netdev
 [ -e /sys/module/openvswitch ] && datapath=system
 mkdir -p "$STATE/consul" "$LOGS" "$RUN"
