@@ -169,6 +169,7 @@ class Container:
         nic: VirtualNIC,
         command: str | None = None,
         services: list[dict[str, Any]] | None = None,
+        host: str | None = None,
     ) -> None:
         if nic.network is not network:
             raise ValueError(f"container {name}: NIC {nic.name} is on {nic.network.name}, "
@@ -178,6 +179,7 @@ class Container:
         self.nic = nic
         self.command = command
         self.services = services or []
+        self.host = host  # the host that runs it (see `switchboard hosts`); None: placed
 
     def __repr__(self) -> str:
         return f"Container({self.name!r}, netns={self.netns!r}, ip={str(self.nic.ip)!r})"
@@ -195,10 +197,16 @@ class Container:
             entry["command"] = self.command
         if self.services:
             entry["services"] = self.services
+        if self.host:
+            entry["host"] = self.host
         return entry
 
     def start(self) -> None:
-        """Create the container on the host and wait until it is plugged in and running."""
+        """Create the container on its host and wait until it is plugged in and running.
+
+        The container goes to ``host`` when given (PlacementError, with nothing changed, when
+        that host is unknown or down), else to the ready host with the fewest containers;
+        once placed it stays there."""
         self.network.containers[self.name] = self
         try:
             self.network.apply()

@@ -128,7 +128,10 @@ def apply_topology(
     replaced: list[str] = []
 
     def mine(reports: Reports) -> dict[str, dict[str, Any]]:
-        return {host: r for (host, _), r in reports.items() if r.get("digest") == digest}
+        """The reports of this version from the hosts that count: the placement's (any
+        host when nothing is placed)."""
+        return {host: r for (host, _), r in reports.items()
+                if r.get("digest") == digest and (host in needed or not needed)}
 
     def settled(reports: Reports) -> bool:
         done = {h: r for h, r in mine(reports).items() if r.get("state") in ("converged", "error")}

@@ -143,3 +143,21 @@ def test_a_sigkilled_daemon_shows_down_within_the_ttl(second):
     shown = hosts(second)["doomed-host"]
     assert shown["reason"].startswith("its daemon stopped answering"), shown
     assert shown["slot"] == 0  # a host keeps its slot
+
+
+def test_the_python_api_places_containers_too(switchboard):
+    from switchboard.api import Container, VirtualNetwork, VirtualNIC
+    from switchboard.placement import PlacementError
+
+    net = VirtualNetwork("sbt-hostapi", "10.236.71.0/24", prefix=switchboard.prefix)
+    try:
+        with pytest.raises(PlacementError, match="containers.x.host: nope is not a known host"):
+            Container("x", net, VirtualNIC("n1", net), host="nope").start()
+        assert net.containers == {}
+        Container("y", net, VirtualNIC("n2", net), host="test-host").start()
+        Container("z", net, VirtualNIC("n3", net)).start()
+        _, entry = consul.Consul().kv.get(
+            f"{switchboard.prefix}/topologies/sbt-hostapi/placement")
+        assert json.loads(entry["Value"]) == {"y": "test-host", "z": "test-host"}
+    finally:
+        net.delete()
