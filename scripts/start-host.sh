@@ -140,7 +140,7 @@ Description=Consul agent for Switchboard
 After=network-online.target
 Wants=network-online.target
 [Service]
-ExecStart=$(command -v consul) $(printf '%q ' "${consul_args[@]}")
+ExecStart=$(command -v consul)$(printf ' "%s"' "${consul_args[@]}")
 Restart=on-failure
 [Install]
 WantedBy=multi-user.target
