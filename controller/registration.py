@@ -35,6 +35,7 @@ from switchboard import hosts
 LOG = logging.getLogger("switchboard.registration")
 TTL = 10.0  # seconds without a pass before Consul marks the daemon critical
 INTERVAL = 2.0  # seconds between passes
+REAP_AFTER = "10m"  # the agent removes a registration critical for this long
 
 
 @dataclass
@@ -139,6 +140,8 @@ def register(client: consul.Consul, prefix: str, host_id: str, ttl: float) -> No
         hosts.SERVICE, service_id=hosts.service_id(prefix),
         meta={hosts.HOST_META: host_id, hosts.PREFIX_META: prefix},
         check={"Name": "TTL check", "TTL": f"{ttl:g}s", "Status": "passing",
+               # a daemon stopped for good leaves no zombie (the host record stays: down)
+               "DeregisterCriticalServiceAfter": REAP_AFTER,
                "Notes": "passed by switchboard controller; critical when it stops"},
         replace_existing_checks=True,
     )

@@ -136,6 +136,13 @@ def private_switchboard(
                        log=state / "controller.log")
 
 
+def forget_registration(prefix: str) -> None:
+    """Remove the host registration a test daemon of ``prefix`` left in the local agent."""
+    from switchboard.hosts import service_id
+
+    consul.Consul().agent.service.deregister(service_id(prefix))
+
+
 def teardown(sb: Switchboard) -> None:
     """Take down every topology of this Switchboard, stop its daemon, remove its keys/bridge."""
     client = consul.Consul()
@@ -147,4 +154,5 @@ def teardown(sb: Switchboard) -> None:
         sb.cli("down", name, check=False, timeout=120)
     sb.kill(signal.SIGTERM)
     client.kv.delete(f"{sb.prefix}/", recurse=True)
+    forget_registration(sb.prefix)
     sh(f"ovs-vsctl --if-exists del-br {sb.bridge}")

@@ -19,7 +19,7 @@ import pytest
 
 from controller.registration import TTL
 from tests.consul_agent import free_port
-from tests.harness import Switchboard, private_switchboard, sh, wait_until
+from tests.harness import Switchboard, forget_registration, private_switchboard, sh, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -124,9 +124,8 @@ def second(tmp_path: Path) -> Iterator[Switchboard]:
         yield sb
     finally:
         sb.kill()
-        client = consul.Consul()
-        client.agent.service.deregister(f"switchboard-host-{sb.prefix}")
-        client.kv.delete(f"{sb.prefix}/", recurse=True)
+        forget_registration(sb.prefix)
+        consul.Consul().kv.delete(f"{sb.prefix}/", recurse=True)
         sh(f"ovs-vsctl --if-exists del-br {sb.bridge}")
 
 

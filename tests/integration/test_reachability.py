@@ -22,7 +22,14 @@ import pytest
 from switchboard.api import Container, Discoverer, Registry, VirtualNetwork, VirtualNIC
 from switchboard.reach import Unreachable
 from tests.consul_agent import free_port
-from tests.harness import ROOT, Switchboard, private_switchboard, sh, wait_until
+from tests.harness import (
+    ROOT,
+    Switchboard,
+    forget_registration,
+    private_switchboard,
+    sh,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -70,6 +77,7 @@ def private(tmp_path: Path) -> Iterator[Switchboard]:
                    "SWITCHBOARD_CMD": f"{sys.executable} -m switchboard.cli"})
     yield sb
     consul.Consul().kv.delete(f"{sb.prefix}/", recurse=True)
+    forget_registration(sb.prefix)
     sh(f"ovs-vsctl --if-exists del-br {sb.bridge}")
 
 
