@@ -141,6 +141,11 @@ def test_kill_leaves_no_process_and_start_brings_the_host_back(three_hosts: dict
     row = next(r for r in status()["hosts"] if r["host"] == "h2")
     assert row["state"] == "running" and all(row["processes"].values()), row
     assert leader_of("h2") == leader_of("h1")
+    device = "sb-ul" if three_hosts["datapath"] == "netdev" else "ul1"
+    addr = lab("exec", "h2", "--", "ip", "-o", "-4", "addr", "show", "dev", device)
+    assert "10.99.1.2/24" in addr.stdout  # the tunnel address is back on its new tap
+    ping = lab("exec", "h1", "--", "ping", "-c1", "-W2", "10.99.1.2")
+    assert ping.returncode == 0, ping.stdout
 
 
 def test_bad_input_gives_one_line_errors(three_hosts: dict) -> None:

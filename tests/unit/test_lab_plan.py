@@ -63,3 +63,9 @@ def test_missing_programs_are_named_with_their_package(monkeypatch: pytest.Monke
     with pytest.raises(LabError, match=r"missing ovs-vswitchd, consul \(Debian packages: "
                                        r"consul openvswitch-switch\)"):
         checks.require_programs()
+
+
+def test_not_root_is_one_sentence_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checks.os, "geteuid", lambda: 1000)
+    with pytest.raises(LabError, match="needs root .* run it with sudo"):
+        checks.require_root()
