@@ -27,15 +27,16 @@ from controller.report import container_rows, data_path_problem, service_rows
 from controller.runtime import start_controller
 from discovery.dnsproxy import DnsProxy, parse_server
 from discovery.health import HealthWatch, ServiceKey
-from discovery.instances import desired_instances
+from discovery.instances import CONTAINER_KEY, desired_instances
 from discovery.plan import SyncPlan
 from discovery.readiness import register_when_ready
 from discovery.sync import ReadyGate, ServiceSync, SyncError
-from ovsdb.bridge import DEFAULT_DB, Bridge
+from ovsdb.bridge import DEFAULT_DB, Bridge, detect_datapath
 from plumbing.plumber import Plumber
+from switchboard import hosts as host_inventory
 from switchboard.admission import first_come
 from switchboard.desired import DesiredState
-from switchboard.hostplan import TopologyPlan, plan_topology
+from switchboard.hostplan import PeerHost, Site, TopologyPlan, overlay_mtu, plan_topology
 from switchboard.store import DEFAULT_CONSUL, Store, StoredTopology, consul_client
 
 LOG = logging.getLogger("switchboard.daemon")
@@ -66,6 +67,7 @@ class DaemonConfig:
     consul_timeout: float = 5.0  # seconds any Consul call may take (blocking ones: + wait)
     retry_seconds: float = 1.0  # next pass after a Consul call failed
     tunnel_ip: str | None = None  # this host's underlay address for the overlay
+    underlay_mtu: int | None = None  # MTU of the interface holding tunnel_ip
     netns_prefix: str = "sb-"  # container namespaces this daemon owns start with it
 
 
@@ -78,8 +80,9 @@ class Daemon:
         client = consul_client(config.consul)
         client.http.connections_timeout = config.consul_timeout
         self.store = Store(client, config.prefix)
-        self.bridge = Bridge(config.bridge, config.ovsdb)
-        self.plumber = Plumber(self.bridge, config.state_dir)
+        self.bridge = Bridge(config.bridge, config.ovsdb, detect_datapath())
+        self.plumber = Plumber(self.bridge, config.state_dir, netns_prefix=config.netns_prefix)
+        self.host_records: host_inventory.Hosts | None = None  # None until first read
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.desired: DesiredState | None = None  # None until first read
@@ -99,12 +102,17 @@ class Daemon:
         """Start the controller app and the KV watch, then reconcile until stopped."""
         registration.start(self.store.client, self.config.prefix, self.config.host_id,
                            {"pid": os.getpid(), "bridge": self.config.bridge,
-                            "of_port": self.config.of_port, "tunnel_ip": self.config.tunnel_ip},
+                            "of_port": self.config.of_port, "tunnel_ip": self.config.tunnel_ip,
+                            "datapath": self.bridge.datapath,
+                            "underlay_mtu": self.config.underlay_mtu},
                            self.stopping)
         self.app, _ = start_controller(self.config.of_host, self.config.of_port)
         self.app.wake = self.wake
         self.bridge.ensure(f"tcp:{self.config.of_host}:{self.config.of_port}")
+        if self.config.tunnel_ip:
+            self.bridge.ensure_tunnel(self.config.tunnel_ip)
         threading.Thread(target=self._watch, name="kv-watch", daemon=True).start()
+        threading.Thread(target=self._watch_hosts, name="hosts-watch", daemon=True).start()
         LOG.info("controller for bridge %s on %s:%d, host %s", self.config.bridge,
                  self.config.of_host, self.config.of_port, self.config.host_id)
         while not self.stopping.is_set():
@@ -154,6 +162,39 @@ class Daemon:
                 self.wake.set()
             index = new_index
 
+    def _watch_hosts(self) -> None:
+        """Keep ``host_records`` (the cluster's hosts: slots and tunnel addresses) current."""
+        index = None
+        base = host_inventory.hosts_prefix(self.config.prefix)
+        while not self.stopping.is_set():
+            try:
+                new_index, entries = self.store.client.kv.get(
+                    base, recurse=True, index=index, wait="30s")
+            except Exception:  # noqa: BLE001 - the KV watch logs outages; retry
+                time.sleep(0.5)
+                continue
+            records = host_inventory.parse_hosts(entries or [], [], self.config.prefix)
+            if self.host_records is None or records != self.host_records:
+                self.host_records = records
+                self.wake.set()
+            index = new_index
+
+    def site(self) -> Site | None:
+        """This host's place in the cluster; None until its own host record is in KV."""
+        records = self.host_records
+        me = None if records is None else records.get(self.config.host_id)
+        if records is None or me is None:
+            return None
+        peers = {name: PeerHost(r.slot, r.tunnel_ip) for name, r in records.items()}
+        first = min(records.values(), key=lambda r: r.slot)
+        return Site(
+            host=self.config.host_id, slot=me.slot, peers=peers, unplaced_host=first.name,
+            netns_prefix=self.config.netns_prefix,
+            max_mtu=overlay_mtu([r.underlay_mtu for r in records.values()]),
+            # OVS 3.1's userspace datapath drops tunnelled packets with offload flags
+            tx_offload=not (self.bridge.datapath == "netdev" and self.config.tunnel_ip),
+        )
+
     # --- one pass --------------------------------------------------------------------------
     def reconcile(self) -> None:
         """Bring plumbing, flows, DNS, services and reports in line with the desired state.
@@ -161,12 +202,19 @@ class Daemon:
         Instances that are no longer wanted leave Consul before their containers go; new or
         changed ones are registered once their containers are plumbed and the flows are in.
         """
+        site = self.site()
+        if site is None:  # registration claims this host's slot: wait for it
+            retry = threading.Timer(self.config.retry_seconds, self.wake.set)
+            retry.daemon = True
+            retry.start()
+            return
         desired, refused = realisable(self.desired or DesiredState())
         plans: list[TopologyPlan] = []
         errors: dict[str, str] = {}
         for name, stored in desired.items():
             try:
-                plans.append(plan_topology(stored.topology, stored.allocation))
+                plans.append(plan_topology(stored.topology, stored.allocation,
+                                           stored.placement, site))
             except Exception as exc:  # noqa: BLE001 - reported to the user through `up`
                 errors[name] = f"cannot plan topology: {exc}"
         services = self._plan_services(desired, errors)
@@ -174,7 +222,7 @@ class Daemon:
             SyncPlan([], services.deregister), desired, errors
         )
         try:
-            ports = self.plumber.reconcile(plans)
+            ports = self.plumber.reconcile([plan.local_view() for plan in plans])
         except Exception as exc:  # noqa: BLE001
             LOG.exception("plumbing failed")
             for plan in plans:
@@ -186,7 +234,8 @@ class Daemon:
         self._serve_dns(plans, errors)
         self.health.watch((p.name, s.name) for p in plans for s in p.services)
         passing = self.health.passing()
-        compiled = compile_pipeline(plans, ports, passing)
+        compiled = compile_pipeline(plans, ports, passing,
+                                    self.bridge.tunnel_ofport() if self.config.tunnel_ip else None)
         pending: dict[str, str] = {}
         if not self.app.connected.is_set():
             for plan in plans:
@@ -209,9 +258,13 @@ class Daemon:
         self, desired: dict[str, StoredTopology], errors: dict[str, str]
     ) -> SyncPlan | None:
         """What to change in the local agent; None when it cannot be read."""
-        instances = [
+        site = self.site()
+        here = site.host if site else self.config.host_id
+        unplaced = site.unplaced_host if site else here
+        instances = [  # each host registers the instances it runs, with its own agent
             inst for stored in desired.values()
             for inst in desired_instances(stored.topology, stored.allocation)
+            if (stored.placement.get(inst.meta_dict.get(CONTAINER_KEY, "")) or unplaced) == here
         ]
         owned = self._service_topologies | set(desired)
         try:
@@ -273,9 +326,10 @@ class Daemon:
                 self._consul_failed("cannot read earlier status reports", exc)
         observed = self.plumber.observe()
         problems = self.plumber.problems
-        for plan in plans:
+        for plan in (p.local_view() for p in plans):
             stored = desired[plan.name]
-            rows = container_rows(plan, ports, observed, problems)
+            rows = [{**row, "host": host}
+                    for row in container_rows(plan, ports, observed, problems)]
             short = data_path_problem(plan, rows, problems)
             if short and plan.name not in errors and plan.name not in pending:
                 errors[plan.name] = short  # repaired on the next pass, which comes soon

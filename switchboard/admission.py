@@ -3,9 +3,10 @@
 Two topologies conflict when a host could not realise both: overlapping subnets (the host
 would hold two addresses and two routes for one range), or names and identifiers derived
 from them that collide (a container namespace, a network's key on the switch, a conntrack
-zone, a VIP's group, a network's VXLAN key between hosts). ``switchboard up`` runs these checks as part of its atomic admission
-(switchboard.apply); the daemon runs them again over whatever the desired state holds and
-keeps, of each conflicting pair, the topology applied first (``first_come``).
+zone, a VIP's group, a network's VXLAN key between hosts). ``switchboard up`` runs these
+checks as part of its atomic admission (switchboard.apply); the daemon runs them again over
+whatever the desired state holds and keeps, of each conflicting pair, the topology applied
+first (``first_come``).
 """
 
 from __future__ import annotations

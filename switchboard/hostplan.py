@@ -27,6 +27,7 @@ class Site:
 
     host: str = ""  # this host's name ("" for a host alone: every container is here)
     slot: int = 0
+    unplaced_host: str = ""  # who runs a container the placement leaves out ("": this host)
     peers: Mapping[str, PeerHost] = field(default_factory=dict)  # other hosts by name
     netns_prefix: str = naming.NETNS_PREFIX
     max_mtu: int | None = None  # what fits in the tunnel; None: no overlay
@@ -189,7 +190,7 @@ class TopologyPlan:
         return [ep for c in self.containers for ep in c.endpoints]
 
     def is_local(self, container: ContainerPlan) -> bool:
-        return container.host in ("", self.site.host)
+        return container.host == self.site.host
 
     def local_view(self) -> TopologyPlan:
         """The same plan with only the containers this host runs (what it plumbs)."""
@@ -350,7 +351,7 @@ def plan_topology(
                 command=container.command,
                 attach_pid=container.attach.pid if container.attach else None,
                 endpoints=tuple(endpoints),
-                host=placement.get(c_name, ""),
+                host=placement.get(c_name) or site.unplaced_host or site.host,
             )
         )
     return TopologyPlan(
