@@ -1,0 +1,53 @@
+"""The topology model: the YAML schema of /work/shared/topology-format.md, version 1.
+
+Pure: parses the text it is given, validates it and returns frozen pydantic objects.
+Every problem a user can make raises :class:`TopologyError`, whose message names the
+key path and, where the YAML parser knows it, the line.
+"""
+
+from switchboard.model.base import TopologyError
+from switchboard.model.container import Attach, Attachment, Check, Container, ServiceInstance
+from switchboard.model.loading import load_topology, load_topology_file
+from switchboard.model.network import Network, Router
+from switchboard.model.policy import Policy, PortSpec, parse_port_spec
+from switchboard.model.scalars import (
+    DEFAULT_CHECK_INTERVAL,
+    DEFAULT_MTU,
+    SERVICE_PREFIX,
+    Duration,
+    HostName,
+    IPv4,
+    Name,
+    Port,
+    Subnet,
+    parse_duration,
+)
+from switchboard.model.topology import ServiceSettings, Topology
+
+__all__ = [
+    "DEFAULT_CHECK_INTERVAL",
+    "DEFAULT_MTU",
+    "SERVICE_PREFIX",
+    "Attach",
+    "Attachment",
+    "Check",
+    "Container",
+    "Duration",
+    "HostName",
+    "IPv4",
+    "Name",
+    "Network",
+    "Policy",
+    "Port",
+    "PortSpec",
+    "Router",
+    "ServiceInstance",
+    "ServiceSettings",
+    "Subnet",
+    "Topology",
+    "TopologyError",
+    "load_topology",
+    "load_topology_file",
+    "parse_duration",
+    "parse_port_spec",
+]

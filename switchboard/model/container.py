@@ -1,0 +1,173 @@
+"""Containers and what they carry: network attachments, services and their checks."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from switchboard.model.base import Path, _Model, _Problems, _raise_unless_deferred
+from switchboard.model.scalars import (
+    DEFAULT_CHECK_INTERVAL,
+    Duration,
+    HostName,
+    IPv4,
+    Name,
+    Port,
+    parse_duration,
+)
+
+_MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+
+
+def _check_mac(value: str) -> str:
+    mac = value.lower()
+    if not _MAC_RE.fullmatch(mac):
+        raise ValueError(f"bad MAC address {value!r}: write six hex bytes like 02:00:00:00:00:01")
+    if int(mac[:2], 16) & 1:
+        raise ValueError(f"MAC address {value!r} is a multicast address")
+    return mac
+
+
+class Attachment(_Model):
+    """A container's leg on one network: a fixed ``ip`` (None: IPAM) and optional ``mac``."""
+
+    ip: IPv4 | None = None
+    mac: Annotated[StrictStr, AfterValidator(_check_mac)] | None = None
+
+
+class Attach(_Model):
+    """An existing network namespace, by the PID of a process inside it."""
+
+    pid: Annotated[StrictInt, Field(ge=1)]
+
+
+class Check(_Model):
+    """A Consul check: exactly one of ``http`` (a path) or ``tcp`` (a port)."""
+
+    http: StrictStr | None = None
+    tcp: Port | None = None
+    interval: Duration = DEFAULT_CHECK_INTERVAL
+    timeout: Duration | None = None
+
+    @field_validator("http")
+    @classmethod
+    def _http_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"http check path {value!r} must start with '/'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Check:
+        if (self.http is None) == (self.tcp is None):
+            raise ValueError("a check needs exactly one of http (a path) or tcp (a port)")
+        return self
+
+    @property
+    def interval_seconds(self) -> float:
+        """The check interval in seconds."""
+        return parse_duration(self.interval)
+
+    @property
+    def timeout_seconds(self) -> float | None:
+        """The check timeout in seconds, or None for Consul's default."""
+        return parse_duration(self.timeout) if self.timeout is not None else None
+
+
+class ServiceInstance(_Model):
+    """A service a container offers; ``network`` is filled in by its container."""
+
+    name: Name
+    port: Port
+    tags: list[StrictStr] = []
+    check: Check | None = None
+    network: Name | None = None
+
+
+def _normalize_networks(value: Any) -> Any:
+    """A list of names becomes ``{name: {}}``; a null attachment becomes ``{}``."""
+    if isinstance(value, list):
+        problems: list[tuple[Path, str]] = []
+        result: dict[Any, Any] = {}
+        for i, name in enumerate(value):
+            if not isinstance(name, str):
+                problems.append(((i,), f"expected a network name, got {name!r}"))
+            elif name in result:
+                problems.append(((name,), f"network {name!r} is listed twice"))
+            else:
+                result[name] = {}
+        if problems:
+            raise _Problems(problems)
+        return result
+    if isinstance(value, Mapping):
+        return {k: ({} if v is None else v) for k, v in value.items()}
+    raise ValueError(
+        "expected a list of network names, or a mapping of network name to {ip: ADDRESS}"
+        f", got {value!r}"
+    )
+
+
+class Container(_Model):
+    """A network namespace with legs on ``networks`` (file order; the first is the default
+    route), either created by Switchboard (optionally running ``command``) or an existing
+    one given by ``attach``."""
+
+    networks: Annotated[dict[Name, Attachment], BeforeValidator(_normalize_networks)]
+    command: StrictStr | None = None
+    services: list[ServiceInstance] = []
+    attach: Attach | None = None
+    host: HostName | None = None  # the host that runs it; None: `up` places it
+
+    @model_validator(mode="after")
+    def _check(self, info: ValidationInfo) -> Container:
+        first = next(iter(self.networks), None)
+        if first is not None and any(svc.network is None for svc in self.services):
+            services = [
+                svc if svc.network is not None else svc.model_copy(update={"network": first})
+                for svc in self.services
+            ]
+            object.__setattr__(self, "services", services)
+        _raise_unless_deferred(info, _container_problems(self))
+        return self
+
+    @property
+    def default_network(self) -> str:
+        """The network of the default route (the first one listed)."""
+        return next(iter(self.networks))
+
+
+def _container_problems(c: Container) -> Iterator[tuple[Path, str]]:
+    if not c.networks:
+        yield (("networks",), "a container needs at least one network")
+    if c.attach is not None and c.command is not None:
+        yield (
+            ("command",),
+            "a container with attach runs in an existing namespace and cannot have "
+            "a command; remove one of them",
+        )
+    seen: dict[str, int] = {}
+    for i, svc in enumerate(c.services):
+        if svc.name in seen:
+            yield (
+                ("services", i, "name"),
+                f"service {svc.name!r} is declared twice in this container "
+                f"(also services.{seen[svc.name]})",
+            )
+        seen.setdefault(svc.name, i)
+        if svc.network is not None and svc.network not in c.networks:
+            yield (
+                ("services", i, "network"),
+                f"network {svc.network!r} is not one of this container's networks "
+                f"({', '.join(c.networks) or 'none'})",
+            )
