@@ -1,0 +1,200 @@
+"""Cluster bring-up benchmark: N containers spread over 3 lab hosts against N on a 1-host lab.
+
+For each lab (a private 3-host lab, then a private 1-host lab, made and removed in turn, also
+on failure), one topology of N containers on one network, none pinned, is applied from h1
+with `switchboard up` (which places them on the ready hosts, least loaded first). The clock
+runs from the start of `up` until every container answers a ping from the host that runs it
+and, on the 3-host lab, from one other host too (the next one: h1's containers from h2, h2's
+from h3, h3's from h1). The pings go from a raw ICMP socket inside each host's namespace.
+Prints the seconds of each lab, when `up` returned, the placement, and the ratio.
+
+All the simulated hosts share one kernel, and its ARP table's limits are global (not per
+namespace): 1000 containers pinged from two hosts need about 4000 entries (hosts' and
+containers'), past the default ``gc_thresh3`` of 1024 ("neighbor table overflow"). So the run
+raises ``net.ipv4.neigh.default.gc_thresh1..3`` to fit and puts the old values back at the
+end. Run as root:
+
+    /opt/switchboard/venv/bin/python bench/cluster_bringup.py [--containers 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from labrun import LabRun, percentile, raw_icmp_socket  # noqa: E402
+
+TOPOLOGY = "bup"
+SUBNET = "10.232.0.0/16"
+
+
+def topology_text(n: int) -> str:
+    rows = "".join(f"  c{i}: {{networks: [lan]}}\n" for i in range(n))
+    return f"name: {TOPOLOGY}\nnetworks:\n  lan: {{subnet: {SUBNET}}}\ncontainers:\n{rows}"
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    return ~(total + (total >> 16)) & 0xFFFF
+
+
+class HostPinger:
+    """Pings a set of addresses from inside one host's namespace until each has answered."""
+
+    def __init__(self, netns: str, addresses: set[str], ident: int) -> None:
+        self.sock = raw_icmp_socket(netns)
+        self.sock.settimeout(0.05)
+        self.pending = set(addresses)
+        self.ident = ident
+        self.lock = threading.Lock()
+        self.answered: dict[str, float] = {}
+        self._queue: list[str] = []
+
+    def send_some(self, seq: int, count: int) -> None:
+        """One echo request to each of the next ``count`` pending addresses (round robin)."""
+        header = struct.pack("!BBHHH", 8, 0, 0, self.ident, seq)
+        packet = struct.pack("!BBHHH", 8, 0, _checksum(header + b"sb"), self.ident, seq) + b"sb"
+        with self.lock:
+            if not self.pending:
+                return
+            if not self._queue:
+                self._queue = sorted(self.pending)
+            batch, self._queue = self._queue[:count], self._queue[count:]
+            batch = [a for a in batch if a in self.pending]
+        for address in batch:
+            with contextlib.suppress(OSError):  # no route yet, or a full socket buffer
+                self.sock.sendto(packet, socket.MSG_DONTWAIT, (address, 0))
+
+    def receive(self, stop: threading.Event) -> None:
+        while not stop.is_set() and self.pending:
+            try:
+                data, (address, _) = self.sock.recvfrom(2048)
+            except OSError:
+                continue
+            icmp = data[(data[0] & 0x0F) * 4:]
+            if icmp[:1] == b"\0" and struct.unpack("!H", icmp[4:6])[0] == self.ident:
+                with self.lock:
+                    if address in self.pending:
+                        self.pending.discard(address)
+                        self.answered[address] = time.monotonic()
+
+
+def all_answer(pingers: list[HostPinger], timeout: float, window: int = 32,
+               every: float = 0.01) -> None:
+    """Ping until every pinger's addresses answered: ``window`` requests per pinger every
+    ``every`` seconds, cycling over what is pending. (Paced like bench/bringup.py's 32
+    parallel pings: a burst of a thousand requests at once, repeated, swamps the userspace
+    datapath's upcalls and measures that instead: 26 s until the first answer here.)"""
+    stop = threading.Event()
+    for p in pingers:
+        threading.Thread(target=p.receive, args=(stop,), daemon=True).start()
+    deadline = time.monotonic() + timeout
+    seq = 0
+    try:
+        while any(p.pending for p in pingers):
+            if time.monotonic() > deadline:
+                left = sum(len(p.pending) for p in pingers)
+                raise RuntimeError(f"{left} (container, host) pairs never answered a ping")
+            seq = (seq + 1) & 0xFFFF
+            for p in pingers:
+                p.send_some(seq, window)
+            time.sleep(every)
+    finally:
+        stop.set()
+
+
+def bring_up(run: LabRun, n: int) -> dict[str, object]:
+    """Seconds from `up` until every container answers; when `up` returned; placement."""
+    with tempfile.TemporaryDirectory(prefix="sbbench-bup-") as tmp:
+        path = Path(tmp) / f"{TOPOLOGY}.yaml"
+        path.write_text(topology_text(n))
+        time.sleep(2)  # let the daemons settle after `lab up` before the clock starts
+        start = time.monotonic()
+        run.sb("h1", "up", str(path), "--timeout", "1800", timeout=1900)
+        returned = time.monotonic() - start
+        rows = run.status(TOPOLOGY)
+        names = [h.name for h in run.hosts]
+        targets: dict[str, set[str]] = {h: set() for h in names}
+        for row in rows.values():
+            targets[row["host"]].add(row["ip"])
+            if len(names) > 1:  # and from the next host
+                targets[names[(names.index(row["host"]) + 1) % len(names)]].add(row["ip"])
+        pingers = [HostPinger(run.host(h).netns, targets[h], (os.getpid() + i) & 0xFFFF)
+                   for i, h in enumerate(names)]
+        pinging = time.monotonic()
+        all_answer(pingers, timeout=600)
+        elapsed = time.monotonic() - start
+    waits = sorted(t - pinging for p in pingers for t in p.answered.values())
+    placed = Counter(row["host"] for row in rows.values())
+    return {"seconds": elapsed, "up": returned, "placed": dict(sorted(placed.items())),
+            "pairs": sum(len(t) for t in targets.values()),
+            "answers": [percentile(waits, q) for q in (50, 90, 99)]}
+
+
+NEIGH = Path("/proc/sys/net/ipv4/neigh/default")
+
+
+@contextlib.contextmanager
+def arp_table_room(entries: int) -> Iterator[None]:
+    """Raise the kernel's ARP table limits to hold ``entries``; the old values back after."""
+    old = {k: int((NEIGH / k).read_text()) for k in ("gc_thresh1", "gc_thresh2", "gc_thresh3")}
+    wanted = {"gc_thresh1": old["gc_thresh1"], "gc_thresh2": max(old["gc_thresh2"], entries),
+              "gc_thresh3": max(old["gc_thresh3"], 2 * entries)}
+    try:
+        for key in ("gc_thresh3", "gc_thresh2"):
+            (NEIGH / key).write_text(str(wanted[key]))
+        yield
+    finally:
+        for key in ("gc_thresh2", "gc_thresh3"):
+            (NEIGH / key).write_text(str(old[key]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Makes and removes its own labs; run as root. See the module docstring.")
+    parser.add_argument("--containers", type=int, default=1000, help="N (default 1000)")
+    parser.add_argument("--labs", default="3,1",
+                        help="the labs' host counts, in order (the ratio needs 3 and 1)")
+    parser.add_argument("--lab", default="sbbup", help="prefix of the private labs' names")
+    args = parser.parse_args()
+    n = args.containers
+    results = {}
+    for hosts in (int(h) for h in args.labs.split(",")):
+        t0 = time.monotonic()
+        with arp_table_room(4 * n + 1024), LabRun(f"{args.lab}{hosts}", hosts) as run:
+            results[hosts] = bring_up(run, n)
+            r = results[hosts]
+            print(f"{hosts} host(s): all {n} answer after {r['seconds']:.2f} s "
+                  f"(`up` returned after {r['up']:.2f} s; placed {r['placed']}; "
+                  f"{r['pairs']} (container, host) pings, answered p50/p90/p99 "
+                  + "/".join(f"{a:.2f}" for a in r["answers"]) + " s after pinging began)",
+                  flush=True)
+        print(f"  (lab up {run.up_seconds:.1f} s; whole lab, up to down, "
+              f"{time.monotonic() - t0:.0f} s)", flush=True)
+    if not {1, 3} <= results.keys():
+        return
+    spread, single = results[3], results[1]
+    print(f"\n{'containers':>10} {'3 hosts s':>10} {'up returned':>12} {'1 host s':>9} "
+          f"{'up returned':>12} {'1 host / 3 hosts':>17}")
+    print(f"{n:>10} {spread['seconds']:>10.2f} {spread['up']:>12.2f} {single['seconds']:>9.2f} "
+          f"{single['up']:>12.2f} {single['seconds'] / spread['seconds']:>16.2f}x")
+
+
+if __name__ == "__main__":
+    main()
