@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from controller import registration
+from controller.cluster import HostsWatch, site_of
 from controller.compiler import compile_pipeline
 from controller.report import container_rows, data_path_problem, service_rows
 from controller.runtime import start_controller
@@ -33,10 +34,9 @@ from discovery.readiness import register_when_ready
 from discovery.sync import ReadyGate, ServiceSync, SyncError
 from ovsdb.bridge import DEFAULT_DB, Bridge, detect_datapath
 from plumbing.plumber import Plumber
-from switchboard import hosts as host_inventory
 from switchboard.admission import first_come
 from switchboard.desired import DesiredState
-from switchboard.hostplan import PeerHost, Site, TopologyPlan, overlay_mtu, plan_topology
+from switchboard.hostplan import Site, TopologyPlan, plan_topology
 from switchboard.store import DEFAULT_CONSUL, Store, StoredTopology, consul_client
 
 LOG = logging.getLogger("switchboard.daemon")
@@ -82,9 +82,9 @@ class Daemon:
         self.store = Store(client, config.prefix)
         self.bridge = Bridge(config.bridge, config.ovsdb, detect_datapath())
         self.plumber = Plumber(self.bridge, config.state_dir, netns_prefix=config.netns_prefix)
-        self.host_records: host_inventory.Hosts | None = None  # None until first read
         self.wake = threading.Event()
         self.stopping = threading.Event()
+        self.hosts = HostsWatch(self.store.client, config.prefix, self.wake.set, self.stopping)
         self.desired: DesiredState | None = None  # None until first read
         self._refused: set[str] = set()  # desired topologies this host does not realise
         self._reported: dict[str, dict[str, Any]] = {}
@@ -112,7 +112,7 @@ class Daemon:
         if self.config.tunnel_ip:
             self.bridge.ensure_tunnel(self.config.tunnel_ip)
         threading.Thread(target=self._watch, name="kv-watch", daemon=True).start()
-        threading.Thread(target=self._watch_hosts, name="hosts-watch", daemon=True).start()
+        self.hosts.start()
         LOG.info("controller for bridge %s on %s:%d, host %s", self.config.bridge,
                  self.config.of_host, self.config.of_port, self.config.host_id)
         while not self.stopping.is_set():
@@ -162,38 +162,10 @@ class Daemon:
                 self.wake.set()
             index = new_index
 
-    def _watch_hosts(self) -> None:
-        """Keep ``host_records`` (the cluster's hosts: slots and tunnel addresses) current."""
-        index = None
-        base = host_inventory.hosts_prefix(self.config.prefix)
-        while not self.stopping.is_set():
-            try:
-                new_index, entries = self.store.client.kv.get(
-                    base, recurse=True, index=index, wait="30s")
-            except Exception:  # noqa: BLE001 - the KV watch logs outages; retry
-                time.sleep(0.5)
-                continue
-            records = host_inventory.parse_hosts(entries or [], [], self.config.prefix)
-            if self.host_records is None or records != self.host_records:
-                self.host_records = records
-                self.wake.set()
-            index = new_index
-
     def site(self) -> Site | None:
         """This host's place in the cluster; None until its own host record is in KV."""
-        records = self.host_records
-        me = None if records is None else records.get(self.config.host_id)
-        if records is None or me is None:
-            return None
-        peers = {name: PeerHost(r.slot, r.tunnel_ip) for name, r in records.items()}
-        first = min(records.values(), key=lambda r: r.slot)
-        return Site(
-            host=self.config.host_id, slot=me.slot, peers=peers, unplaced_host=first.name,
-            netns_prefix=self.config.netns_prefix,
-            max_mtu=overlay_mtu([r.underlay_mtu for r in records.values()]),
-            # OVS 3.1's userspace datapath drops tunnelled packets with offload flags
-            tx_offload=not (self.bridge.datapath == "netdev" and self.config.tunnel_ip),
-        )
+        return site_of(self.hosts.records, self.config.host_id, self.config.netns_prefix,
+                       self.bridge.datapath == "netdev" and bool(self.config.tunnel_ip))
 
     # --- one pass --------------------------------------------------------------------------
     def reconcile(self) -> None:

@@ -19,7 +19,8 @@ from switchboard import hosts as host_inventory
 from switchboard import ipam
 from switchboard.admission import check_against_applied
 from switchboard.desired import DesiredState, digest_of, topology_objects
-from switchboard.model import Topology
+from switchboard.hostplan import mtu_problems, overlay_mtu
+from switchboard.model import Topology, TopologyError
 from switchboard.placement import Placement, load_of, place
 from switchboard.store import Store
 
@@ -53,8 +54,12 @@ def admit(
         previous = applied.get(topology.name)
         try:
             check_against_applied(topology, (s.topology for s in applied.values()))
+            hosts = _hosts(store, state)
+            fits = mtu_problems(topology, overlay_mtu([h.underlay_mtu for h in hosts.values()]))
+            if fits:
+                raise TopologyError(fits)
             placement = place(topology, previous.placement if previous else {},
-                              _hosts(store, state) if topology.containers else {},
+                              hosts if topology.containers else {},
                               load_of(s.placement for s in applied.values()), allow_unplaced)
         except Exception:
             if staged is not None:  # an earlier attempt staged a version: take it back
