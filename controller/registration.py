@@ -17,7 +17,6 @@ a failure is retried on the next beat and logged once per outage.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import logging
@@ -31,6 +30,8 @@ from typing import Any
 import consul
 
 from switchboard import hosts
+from switchboard.desired import raw_value
+from switchboard.store import kv_op
 
 LOG = logging.getLogger("switchboard.registration")
 TTL = 10.0  # seconds without a pass before Consul marks the daemon critical
@@ -154,13 +155,13 @@ def claim(client: consul.Consul, prefix: str, host_id: str, record: dict[str, An
     key = hosts.host_key(prefix, host_id)
     slots = hosts.slots_prefix(prefix)
     for _ in range(100):
-        reply = client.txn.put([_op("get-tree", hosts.hosts_prefix(prefix)),
-                                _op("get-tree", slots)])
+        reply = client.txn.put([kv_op("get-tree", hosts.hosts_prefix(prefix)),
+                                kv_op("get-tree", slots)])
         entries = [r["KV"] for r in reply.get("Results") or []]
         held: dict[int, str] = {}  # slot -> holder (slot keys and records)
         mine_index, mine_slot = 0, None
         for entry in entries:
-            raw = base64.b64decode(entry["Value"]) if entry.get("Value") else b""
+            raw = raw_value(entry) or b""
             if entry["Key"].startswith(slots):
                 try:
                     held.setdefault(int(entry["Key"][len(slots):]), raw.decode())
@@ -185,12 +186,12 @@ def claim(client: consul.Consul, prefix: str, host_id: str, record: dict[str, An
         if mine_slot is None:
             mine_slot = next(s for s in range(len(held) + 1) if s not in held)
         if mine_slot not in held:  # claim its slot key: fails if someone took it meanwhile
-            ops.append(_op("cas", slots + str(mine_slot), host_id.encode(), index=0))
+            ops.append(kv_op("cas", slots + str(mine_slot), host_id.encode(), index=0))
         elif held[mine_slot] != host_id:
             LOG.error("host %s's slot %d is also claimed by %s; keeping it (fix the keys "
                       "under %s by hand)", host_id, mine_slot, held[mine_slot], slots)
         value = json.dumps({**record, "slot": mine_slot}, sort_keys=True).encode()
-        ops.append(_op("cas", key, value, index=mine_index))
+        ops.append(kv_op("cas", key, value, index=mine_index))
         try:
             client.txn.put(ops)
         except consul.ConsulException as exc:
@@ -201,12 +202,3 @@ def claim(client: consul.Consul, prefix: str, host_id: str, record: dict[str, An
         return mine_slot
     raise RuntimeError(f"could not claim a slot for host {host_id}: too many concurrent claims")
 
-
-def _op(verb: str, key: str, value: bytes | None = None, index: int | None = None
-        ) -> dict[str, Any]:
-    op: dict[str, Any] = {"Verb": verb, "Key": key}
-    if value is not None:
-        op["Value"] = base64.b64encode(value).decode()
-    if index is not None:
-        op["Index"] = index
-    return {"KV": op}

@@ -101,9 +101,9 @@ class Store:
         transaction."""
         hosts = f"{self.prefix}/hosts/"
         reply = self.client.txn.put([
-            _kv_op("get-tree", f"{self.prefix}/{ADMISSION}"),
-            _kv_op("get-tree", self._topo_prefix()),
-            _kv_op("get-tree", hosts),
+            kv_op("get-tree", f"{self.prefix}/{ADMISSION}"),
+            kv_op("get-tree", self._topo_prefix()),
+            kv_op("get-tree", hosts),
         ])
         entries = [r["KV"] for r in reply.get("Results") or []]
         admission = f"{self.prefix}/{ADMISSION}"
@@ -125,13 +125,13 @@ class Store:
         it; the seal's index, which the commit checks."""
         base = self._version_prefix(name, digest)
         have = state.versions.get(name, {}).get(digest, {})
-        ops = [_kv_op("set", base + path, encode(value))
+        ops = [kv_op("set", base + path, encode(value))
                for path, value in objects.items() if have.get(path) != encode(value)]
-        ops += [_kv_op("delete", base + path)
+        ops += [kv_op("delete", base + path)
                 for path in have if path not in objects and path != SEALED]
         for chunk in _chunks(ops, TXN_LIMIT):
             self.client.txn.put(chunk)
-        reply = self.client.txn.put([_kv_op("set", base + SEALED,
+        reply = self.client.txn.put([kv_op("set", base + SEALED,
                                             encode({"objects": len(objects)}))])
         return int(reply["Results"][0]["KV"]["ModifyIndex"])
 
@@ -144,34 +144,34 @@ class Store:
         if nothing was admitted since ``state`` was read; False when something was."""
         ops = [
             self._admission_op(state, f"up {name} {digest}"),
-            _kv_op("check-index", self._version_prefix(name, digest) + SEALED,
+            kv_op("check-index", self._version_prefix(name, digest) + SEALED,
                    index=sealed_index),
-            _kv_op("set", self._topo_prefix(name) + MARKER,
+            kv_op("set", self._topo_prefix(name) + MARKER,
                    encode({"digest": digest, "source": source})),
         ]
         if placement is not None:
-            ops.append(_kv_op("set", self._topo_prefix(name) + PLACEMENT, encode(placement)))
+            ops.append(kv_op("set", self._topo_prefix(name) + PLACEMENT, encode(placement)))
         stale = [d for d in state.versions.get(name, {}) if d != digest]
-        ops += [_kv_op("delete-tree", self._version_prefix(name, d))
+        ops += [kv_op("delete-tree", self._version_prefix(name, d))
                 for d in stale[:TXN_LIMIT - len(ops) - len(KINDS)]]
         # objects of the layout before versions (beside the marker)
-        ops += [_kv_op("delete-tree", f"{self._topo_prefix(name)}{kind}/") for kind in KINDS]
+        ops += [kv_op("delete-tree", f"{self._topo_prefix(name)}{kind}/") for kind in KINDS]
         return self._try(ops)
 
     def remove(self, state: DesiredState, name: str) -> bool:
         """Delete every key of a topology, if nothing was admitted since ``state`` was read;
         False when something was."""
         return self._try([self._admission_op(state, f"down {name}"),
-                          _kv_op("delete-tree", self._topo_prefix(name))])
+                          kv_op("delete-tree", self._topo_prefix(name))])
 
     def discard(self, state: DesiredState, name: str, digest: str) -> bool:
         """Delete a staged version that was not committed (same rule as ``remove``)."""
         return self._try([self._admission_op(state, f"discard {name} {digest}"),
-                          _kv_op("delete-tree", self._version_prefix(name, digest))])
+                          kv_op("delete-tree", self._version_prefix(name, digest))])
 
     def _admission_op(self, state: DesiredState, change: str) -> dict[str, Any]:
         value = encode({"generation": state.generation + 1, "change": change})
-        return _kv_op("cas", f"{self.prefix}/{ADMISSION}", value, index=state.admission_index)
+        return kv_op("cas", f"{self.prefix}/{ADMISSION}", value, index=state.admission_index)
 
     def _try(self, ops: list[dict[str, Any]]) -> bool:
         try:
@@ -219,8 +219,9 @@ class Store:
 
 
 
-def _kv_op(verb: str, key: str, value: bytes | None = None, index: int | None = None
-           ) -> dict[str, Any]:
+def kv_op(verb: str, key: str, value: bytes | None = None, index: int | None = None
+          ) -> dict[str, Any]:
+    """One operation of a Consul KV transaction (``value`` is sent base64-encoded)."""
     op: dict[str, Any] = {"Verb": verb, "Key": key}
     if value is not None:
         op["Value"] = base64.b64encode(value).decode()
