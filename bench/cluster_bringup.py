@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from labrun import LabRun, percentile, raw_icmp_socket  # noqa: E402
+from labrun import LabRun, icmp_checksum, percentile, raw_icmp_socket  # noqa: E402
 
 TOPOLOGY = "bup"
 SUBNET = "10.232.0.0/16"
@@ -43,14 +43,6 @@ SUBNET = "10.232.0.0/16"
 def topology_text(n: int) -> str:
     rows = "".join(f"  c{i}: {{networks: [lan]}}\n" for i in range(n))
     return f"name: {TOPOLOGY}\nnetworks:\n  lan: {{subnet: {SUBNET}}}\ncontainers:\n{rows}"
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    return ~(total + (total >> 16)) & 0xFFFF
 
 
 class HostPinger:
@@ -68,7 +60,7 @@ class HostPinger:
     def send_some(self, seq: int, count: int) -> None:
         """One echo request to each of the next ``count`` pending addresses (round robin)."""
         header = struct.pack("!BBHHH", 8, 0, 0, self.ident, seq)
-        packet = struct.pack("!BBHHH", 8, 0, _checksum(header + b"sb"), self.ident, seq) + b"sb"
+        packet = struct.pack("!BBHHH", 8, 0, icmp_checksum(header + b"sb"), self.ident, seq) + b"sb"
         with self.lock:
             if not self.pending:
                 return

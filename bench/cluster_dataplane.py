@@ -25,7 +25,6 @@ import argparse
 import json
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -35,9 +34,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from dataplane import PORT, Servers  # noqa: E402
 from labrun import LabRun  # noqa: E402
 
-PORT = 5201
 TOPOLOGY = "dp"
 SUBNET = "10.235.0.0/24"
 BASE_SUBNET = "10.236.0"  # .1 on h1, .2 on h2
@@ -108,28 +107,6 @@ def ping(client_ns: str, address: str, count: int) -> tuple[list[float], int]:
                          capture_output=True, text=True, timeout=count + 10)
     rtts = [float(m) for m in re.findall(r"time=([0-9.]+) ms", out.stdout)]
     return rtts, count - len(rtts)
-
-
-class Servers:
-    """iperf3 servers this benchmark started; stopped by PID."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, netns: str) -> None:
-        self.procs.append(subprocess.Popen(
-            ["ip", "netns", "exec", netns, "iperf3", "-s", "-p", str(PORT)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def measure(run: LabRun, rounds: int, seconds: int, pings: int) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -46,6 +45,8 @@ import consul
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from labrun import icmp_checksum, in_namespace  # noqa: E402
+
 from discovery import dns  # noqa: E402
 from switchboard import ipam  # noqa: E402
 from switchboard.model import load_topology  # noqa: E402
@@ -56,7 +57,6 @@ TOPOLOGY = "sbbdisc"
 CHECK_INTERVAL = "1s"
 LISTENER = ("perl -MIO::Socket::INET -e '$s = IO::Socket::INET->new(LocalPort => 8080, "
             "Listen => 64, ReuseAddr => 1) or die $!; while ($c = $s->accept) { close $c }'")
-_CLONE_NEWNET = 0x40000000
 
 
 # --------------------------------------------------------------------------- topology
@@ -82,14 +82,6 @@ def percentile(values: list[float], q: float) -> float:
 # --------------------------------------------------------------------------- observers
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    return ~(total + (total >> 16)) & 0xFFFF
-
-
 class Pinger:
     """Pings every pending address every ``interval`` from the host; first reply times."""
 
@@ -108,7 +100,7 @@ class Pinger:
         while not self.stop.is_set() and self.pending:
             seq = (seq + 1) & 0xFFFF
             header = struct.pack("!BBHHH", 8, 0, 0, self.ident, seq)
-            packet = struct.pack("!BBHHH", 8, 0, _checksum(header + b"sb"), self.ident,
+            packet = struct.pack("!BBHHH", 8, 0, icmp_checksum(header + b"sb"), self.ident,
                                  seq) + b"sb"
             for address in list(self.pending):
                 with contextlib.suppress(OSError):  # no route yet: the host leg is not up
@@ -129,33 +121,9 @@ class Pinger:
 
 
 def socket_in_netns(netns: str, timeout: float = 60) -> socket.socket:
-    """A UDP socket that lives in a named network namespace (made by a thread that entered
-    it; the calling thread never changes namespace). Waits for the name to be usable: ``ip``
-    creates the file a moment before it mounts the namespace on it."""
-    made: dict[str, socket.socket] = {}
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def enter() -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(FileNotFoundError):
-                fd = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
-                try:
-                    if libc.setns(fd, _CLONE_NEWNET) == 0:
-                        made["sock"] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                        return
-                finally:
-                    os.close(fd)
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.005)
-
-    worker = threading.Thread(target=enter)
-    worker.start()
-    worker.join()
-    if "sock" not in made:
-        raise RuntimeError(f"cannot enter namespace {netns}")
-    return made["sock"]
+    """A UDP socket that lives in a named network namespace (see labrun.in_namespace)."""
+    return in_namespace(netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+                        timeout)
 
 
 class SrvProber:
