@@ -189,12 +189,13 @@ class Daemon:
                                            stored.placement, site))
             except Exception as exc:  # noqa: BLE001 - reported to the user through `up`
                 errors[name] = f"cannot plan topology: {exc}"
-        services = self._plan_services(desired, errors)
+        services = self._plan_services(desired, errors, site)
         removed = services is not None and self._apply_services(
             SyncPlan([], services.deregister), desired, errors
         )
+        local = [plan.local_view() for plan in plans]  # the containers this host runs
         try:
-            ports = self.plumber.reconcile([plan.local_view() for plan in plans])
+            ports = self.plumber.reconcile(local)
         except Exception as exc:  # noqa: BLE001
             LOG.exception("plumbing failed")
             for plan in plans:
@@ -223,20 +224,17 @@ class Daemon:
                                          ready=register_when_ready)
             if removed and added:
                 self._service_topologies = set(desired)
-        self._report(desired, plans, ports, errors, pending, len(compiled.flows), passing)
+        self._report(desired, local, ports, errors, pending, len(compiled.flows), passing)
         self._report_refused(refused)
 
     def _plan_services(
-        self, desired: dict[str, StoredTopology], errors: dict[str, str]
+        self, desired: dict[str, StoredTopology], errors: dict[str, str], site: Site
     ) -> SyncPlan | None:
         """What to change in the local agent; None when it cannot be read."""
-        site = self.site()
-        here = site.host if site else self.config.host_id
-        unplaced = site.unplaced_host if site else here
         instances = [  # each host registers the instances it runs, with its own agent
             inst for stored in desired.values()
             for inst in desired_instances(stored.topology, stored.allocation)
-            if (stored.placement.get(inst.meta_dict.get(CONTAINER_KEY, "")) or unplaced) == here
+            if site.host_of(inst.meta_dict.get(CONTAINER_KEY, ""), stored.placement) == site.host
         ]
         owned = self._service_topologies | set(desired)
         try:
@@ -298,7 +296,7 @@ class Daemon:
                 self._consul_failed("cannot read earlier status reports", exc)
         observed = self.plumber.observe()
         problems = self.plumber.problems
-        for plan in (p.local_view() for p in plans):
+        for plan in plans:  # this host's part of each topology
             stored = desired[plan.name]
             rows = [{**row, "host": host}
                     for row in container_rows(plan, ports, observed, problems)]

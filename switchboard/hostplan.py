@@ -33,6 +33,11 @@ class Site:
     max_mtu: int | None = None  # what fits in the tunnel; None: no overlay
     tx_offload: bool = True  # False: containers checksum what they send (see README)
 
+    def host_of(self, container: str, placement: Mapping[str, str]) -> str:
+        """The host that runs ``container``: its placement, else the host that runs unplaced
+        containers (this one when none is named)."""
+        return placement.get(container) or self.unplaced_host or self.host
+
     @property
     def default_mtu(self) -> int:
         """The MTU of a network whose file gives none: overlay-safe where there is one."""
@@ -351,7 +356,7 @@ def plan_topology(
                 command=container.command,
                 attach_pid=container.attach.pid if container.attach else None,
                 endpoints=tuple(endpoints),
-                host=placement.get(c_name) or site.unplaced_host or site.host,
+                host=site.host_of(c_name, placement),
             )
         )
     return TopologyPlan(
