@@ -13,12 +13,13 @@ import os
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from switchboard import hosts as host_inventory
 from switchboard import ipam
 from switchboard.admission import check_against_applied
-from switchboard.desired import DesiredState, digest_of, topology_objects
+from switchboard.desired import DesiredState, StoredTopology, digest_of, topology_objects
 from switchboard.hostplan import mtu_problems, overlay_mtu
 from switchboard.model import Topology, TopologyError
 from switchboard.placement import Placement, load_of, place
@@ -34,6 +35,42 @@ class ApplyError(RuntimeError):
     """The host did not converge (the message says why and what to do)."""
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What admitting a topology on one snapshot stores: its addresses, placement and
+    objects, and the stored version it replaces (None: a new topology)."""
+
+    topology: Topology
+    allocation: ipam.Allocation
+    placement: Placement
+    objects: dict[str, Any]
+    digest: str
+    previous: StoredTopology | None
+
+
+def decide(
+    store: Store, state: DesiredState, build: Topology | Builder, allow_unplaced: bool = False
+) -> Decision:
+    """Admission's decision on ``state``, writing nothing: check ``build`` against the
+    applied topologies and the hosts' MTU, place its containers and allocate its addresses
+    (keeping earlier ones). Raises TopologyError or PlacementError. `up` commits what this
+    returns; `switchboard plan` shows it."""
+    topology = build(state) if callable(build) else build
+    applied = state.topologies
+    previous = applied.get(topology.name)
+    check_against_applied(topology, (s.topology for s in applied.values()))
+    hosts = _hosts(store, state)
+    fits = mtu_problems(topology, overlay_mtu([h.underlay_mtu for h in hosts.values()]))
+    if fits:
+        raise TopologyError(fits)
+    placement = place(topology, previous.placement if previous else {},
+                      hosts if topology.containers else {},
+                      load_of(s.placement for s in applied.values()), allow_unplaced)
+    allocation = ipam.allocate(topology, previous.allocation if previous else None)
+    objects = topology_objects(topology, allocation)
+    return Decision(topology, allocation, placement, objects, digest_of(objects), previous)
+
+
 def admit(
     store: Store, build: Topology | Builder, source: str, allow_unplaced: bool = False
 ) -> tuple[Topology, str, Placement]:
@@ -47,27 +84,17 @@ def admit(
     containers no ready host can take without a host (see switchboard.placement).
     """
     staged: str | None = None
+    name = ""
     for attempt in range(ATTEMPTS):
         state = store.snapshot()
-        topology = build(state) if callable(build) else build
-        applied = state.topologies
-        previous = applied.get(topology.name)
         try:
-            check_against_applied(topology, (s.topology for s in applied.values()))
-            hosts = _hosts(store, state)
-            fits = mtu_problems(topology, overlay_mtu([h.underlay_mtu for h in hosts.values()]))
-            if fits:
-                raise TopologyError(fits)
-            placement = place(topology, previous.placement if previous else {},
-                              hosts if topology.containers else {},
-                              load_of(s.placement for s in applied.values()), allow_unplaced)
+            decision = decide(store, state, build, allow_unplaced)
         except Exception:
             if staged is not None:  # an earlier attempt staged a version: take it back
-                _discard(store, topology.name, staged)
+                _discard(store, name, staged)
             raise
-        allocation = ipam.allocate(topology, previous.allocation if previous else None)
-        objects = topology_objects(topology, allocation)
-        digest = digest_of(objects)
+        topology, placement, digest = decision.topology, decision.placement, decision.digest
+        name, previous = topology.name, decision.previous
         if previous is not None and (previous.digest, previous.source, previous.placement) == (
             digest, source, placement
         ):
@@ -75,7 +102,7 @@ def admit(
         if staged is not None and staged != digest:
             _discard(store, topology.name, staged)
         staged = digest
-        sealed = store.stage(state, topology.name, digest, objects)
+        sealed = store.stage(state, topology.name, digest, decision.objects)
         _pause_for_tests()
         if store.commit(state, topology.name, digest, source, sealed, placement):
             return topology, digest, placement
