@@ -24,6 +24,7 @@ from typing import Any
 from controller import registration
 from controller.cluster import HostsWatch, site_of
 from controller.compiler import compile_pipeline
+from controller.failover import Rescheduler, session_check_id
 from controller.report import container_rows, data_path_problem, service_rows
 from controller.runtime import start_controller
 from discovery.dnsproxy import DnsProxy, parse_server
@@ -34,6 +35,7 @@ from discovery.readiness import register_when_ready
 from discovery.sync import ReadyGate, ServiceSync, SyncError
 from ovsdb.bridge import DEFAULT_DB, Bridge, detect_datapath
 from plumbing.plumber import Plumber
+from switchboard import hosts as host_inventory
 from switchboard.admission import first_come
 from switchboard.desired import DesiredState
 from switchboard.hostplan import Site, TopologyPlan, plan_topology
@@ -69,6 +71,9 @@ class DaemonConfig:
     tunnel_ip: str | None = None  # this host's underlay address for the overlay
     underlay_mtu: int | None = None  # MTU of the interface holding tunnel_ip
     netns_prefix: str = "sb-"  # container namespaces this daemon owns start with it
+    reschedule_after: float = field(  # seconds a host stays down before its containers move
+        default_factory=lambda: float(os.environ.get("SWITCHBOARD_RESCHEDULE_AFTER", "30"))
+    )
 
 
 class Daemon:
@@ -96,6 +101,9 @@ class Daemon:
         self.consul_ok = True  # False once a Consul call of the current pass failed
         self._outage = False  # Consul calls have been failing (logged once per outage)
         self.app: Any = None
+        self.rescheduler = Rescheduler(
+            self.store, config.host_id, session_check_id(host_inventory.service_id(config.prefix)),
+            config.reschedule_after, self.stopping)
 
     # --- lifecycle -------------------------------------------------------------------------
     def run(self) -> None:
@@ -113,6 +121,7 @@ class Daemon:
             self.bridge.ensure_tunnel(self.config.tunnel_ip)
         threading.Thread(target=self._watch, name="kv-watch", daemon=True).start()
         self.hosts.start()
+        self.rescheduler.start()
         LOG.info("controller for bridge %s on %s:%d, host %s", self.config.bridge,
                  self.config.of_host, self.config.of_port, self.config.host_id)
         while not self.stopping.is_set():

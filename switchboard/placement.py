@@ -4,8 +4,8 @@ The rules, in order:
 
 1. A container that names its host (``host: h2``) goes there. The host must be known and
    ready, unless the container is already there (then it stays, as in rule 2).
-2. A container already placed keeps its host, even if that host is down now (moving
-   containers off a dead host is a later feature).
+2. A container already placed keeps its host, even if that host is down now: moving
+   containers off a host that stays down is the rescheduler's job (:func:`evacuate`).
 3. A new container goes to the ready host with the fewest containers (all topologies), ties
    broken by host name; new containers are placed in name order.
 
@@ -79,6 +79,32 @@ def place(
                 "`switchboard controller` on a host (see `switchboard hosts`)"
             )
         host = min(ready, key=lambda h: (counts[h], h))
+        placement[name] = host
+        counts[host] += 1
+    return placement
+
+
+def evacuate(
+    topology: Topology,
+    previous: Mapping[str, str],
+    hosts: Mapping[str, HostRecord],
+    load: Mapping[str, int],
+    gone: Iterable[str],
+) -> Placement:
+    """``previous`` with the containers on the ``gone`` hosts (down past the grace period)
+    moved to ready hosts, fewest containers first, as rule 3 places new ones. A container
+    that names its host (``host:``) stays, and so does every container when no host is
+    ready. ``load`` is as in :func:`place`. Pure."""
+    gone = set(gone)
+    ready = sorted(name for name, record in hosts.items() if record.ready and name not in gone)
+    placement = dict(previous)
+    counts = Counter({host: n for host, n in load.items() if n > 0})
+    for name in sorted(placement):
+        spec = topology.containers.get(name)
+        if placement[name] not in gone or spec is None or spec.host is not None or not ready:
+            continue
+        host = min(ready, key=lambda h: (counts[h], h))
+        counts[placement[name]] -= 1
         placement[name] = host
         counts[host] += 1
     return placement

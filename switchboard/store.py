@@ -169,6 +169,23 @@ class Store:
         return self._try([self._admission_op(state, f"discard {name} {digest}"),
                           kv_op("delete-tree", self._version_prefix(name, digest))])
 
+    def relocate(
+        self, state: DesiredState, placements: dict[str, dict[str, str]], change: str,
+        lock: tuple[str, str] | None = None,
+    ) -> bool:
+        """Store new placements of applied topologies (topology -> container -> host) in one
+        transaction, if nothing was admitted since ``state`` was read and, with ``lock``
+        (key, session), if that session still holds the lock; False when a check failed.
+        At most ``TXN_LIMIT - 2`` topologies at a time (ValueError otherwise)."""
+        if len(placements) > TXN_LIMIT - 2:
+            raise ValueError(f"at most {TXN_LIMIT - 2} topologies per relocation")
+        ops = [self._admission_op(state, change)]
+        if lock is not None:
+            ops.append(kv_op("check-session", lock[0], session=lock[1]))
+        ops += [kv_op("set", self._topo_prefix(name) + PLACEMENT, encode(placement))
+                for name, placement in sorted(placements.items())]
+        return self._try(ops)
+
     def _admission_op(self, state: DesiredState, change: str) -> dict[str, Any]:
         value = encode({"generation": state.generation + 1, "change": change})
         return kv_op("cas", f"{self.prefix}/{ADMISSION}", value, index=state.admission_index)
@@ -219,14 +236,16 @@ class Store:
 
 
 
-def kv_op(verb: str, key: str, value: bytes | None = None, index: int | None = None
-          ) -> dict[str, Any]:
+def kv_op(verb: str, key: str, value: bytes | None = None, index: int | None = None,
+          session: str | None = None) -> dict[str, Any]:
     """One operation of a Consul KV transaction (``value`` is sent base64-encoded)."""
     op: dict[str, Any] = {"Verb": verb, "Key": key}
     if value is not None:
         op["Value"] = base64.b64encode(value).decode()
     if index is not None:
         op["Index"] = index
+    if session is not None:
+        op["Session"] = session
     return {"KV": op}
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from switchboard.hosts import HostRecord
 from switchboard.model import load_topology
-from switchboard.placement import PlacementError, load_of, place
+from switchboard.placement import PlacementError, evacuate, load_of, place
 
 
 def topo(**pins: str | None) -> object:
@@ -107,3 +107,32 @@ def test_a_bad_host_name_is_a_validation_error():
     with pytest.raises(TopologyError, match="containers.a.host: .*invalid host name"):
         load_topology("name: t\nnetworks: {lan: {subnet: 10.1.0.0/24}}\n"
                       "containers: {a: {networks: [lan], host: 'bad host'}}\n")
+
+
+def test_evacuate_moves_unpinned_containers_of_a_gone_host_to_the_least_loaded_ready_ones():
+    before = {"a": "h1", "b": "h1", "c": "h2", "d": "h3"}
+    after = evacuate(topo(a=None, b=None, c=None, d=None), before,
+                     hosts("h2", "h3", down=("h1",)), load_of([before]), {"h1"})
+    assert after == {"a": "h2", "b": "h3", "c": "h2", "d": "h3"}
+
+
+def test_evacuate_leaves_pinned_containers_and_other_hosts_alone():
+    before = {"a": "h1", "b": "h1", "c": "h2"}
+    after = evacuate(topo(a="h1", b=None, c=None), before, hosts("h2", "h3", down=("h1",)),
+                     load_of([before]), {"h1"})
+    assert after == {"a": "h1", "b": "h3", "c": "h2"}
+
+
+def test_evacuate_never_moves_to_a_host_that_is_down_or_gone():
+    before = {"a": "h1"}
+    after = evacuate(topo(a=None), before, hosts(down=("h1", "h2")), {"h1": 1}, {"h1"})
+    assert after == before  # no ready host: stays, moved on a later pass
+    after = evacuate(topo(a=None), before, hosts("h2", down=("h1", "h3")), {}, {"h1"})
+    assert after == {"a": "h2"}
+
+
+def test_evacuate_counts_other_topologies_load():
+    before = {"a": "h1", "b": "h1"}
+    after = evacuate(topo(a=None, b=None), before, hosts("h2", "h3", down=("h1",)),
+                     {"h1": 2, "h2": 10, "h3": 0}, {"h1"})
+    assert after == {"a": "h3", "b": "h3"}
