@@ -93,7 +93,7 @@ class Plumber:
         return self.state_dir / "pids" / topology / f"{container}.pid"
 
     def log_path(self, topology: str, container: str) -> Path:
-        return self.state_dir / "logs" / topology / f"{container}.log"
+        return processes.log_path(self.state_dir, topology, container)
 
     def _marker(self, name: str) -> Path:
         return self.state_dir / "netns" / name

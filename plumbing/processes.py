@@ -79,6 +79,12 @@ def _in_netns(pid: int, netns: str) -> bool:
     return (st.st_dev, st.st_ino) == netns_inode(netns)
 
 
+def log_path(state_dir: Path, topology: str, container: str) -> Path:
+    """Where a container's command output goes on the host that runs it (``switchboard
+    logs`` reads it there)."""
+    return Path(state_dir) / "logs" / topology / f"{container}.log"
+
+
 def is_running(pid_path: Path) -> bool:
     """The recorded process is alive (same PID, same start) and in its namespace."""
     rec = read(pid_path)

@@ -16,6 +16,7 @@ command -v ethtool >/dev/null || need_apt+=(ethtool)
 command -v iperf3 >/dev/null || need_apt+=(iperf3)
 command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v pgrep >/dev/null || need_apt+=(procps)
+command -v dot >/dev/null || need_apt+=(graphviz)  # switchboard graph --format svg|png
 python3 -c "import ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv)
 
 if ! command -v consul >/dev/null; then
