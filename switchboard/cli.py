@@ -140,10 +140,15 @@ def controller(
 @click.option("--timeout", default=120.0, show_default=True,
               help="Seconds to wait for the host to converge.")
 @click.option("--no-wait", is_flag=True, help="Write the desired state and return.")
+@click.option("--dry-run", is_flag=True,
+              help="Change nothing; show what would change, as `switchboard plan` does "
+                   "(exit status 0: nothing, 2: changes, 1: an error).")
 @click.pass_context
-def up(ctx: click.Context, file: Path, timeout: float, no_wait: bool) -> None:
+def up(ctx: click.Context, file: Path, timeout: float, no_wait: bool, dry_run: bool) -> None:
     """Validate FILE, store it as desired state and wait until every host it is placed on
     has converged."""
+    if dry_run:
+        ctx.invoke(plan, file=file)
     try:
         topology = load_topology_file(file)
     except TopologyError as exc:
@@ -347,6 +352,12 @@ from switchboard.cli_services import resolve, services  # noqa: E402
 
 main.add_command(services)
 main.add_command(resolve)
+
+from switchboard.cli_ops import graph_cmd, logs_cmd, plan  # noqa: E402
+
+main.add_command(graph_cmd, "graph")
+main.add_command(plan)
+main.add_command(logs_cmd, "logs")
 
 from lab.cli import lab  # noqa: E402
 
