@@ -48,8 +48,11 @@ def _load(file: Path) -> Topology:
 
 def _decide(store: Store, topology: Topology, file: Path, allow_unplaced: bool) -> Decision:
     """Admission's decision for ``topology`` on the stored state, as `up` takes it."""
+    state = store.snapshot()
+    if topology.name in state.invalid:  # `up` replaces it as if it were new
+        _warn(f"{state.invalid[topology.name]}; `up` would store {file} in its place")
     try:
-        return decide(store, store.snapshot(), topology, allow_unplaced)
+        return decide(store, state, topology, allow_unplaced)
     except TopologyError as exc:
         _fail(f"{file} cannot be applied; nothing was changed.\n{exc}")
     except PlacementError as exc:
