@@ -19,8 +19,8 @@ from lab import lifecycle, power, state, status
 from lab.config import CONTROL_SUBNET, NAME_ENV, TUNNEL_SUBNET, Lab, LabError
 from lab.hosts import host_environ, in_netns
 
-console = Console(width=None if sys.stdout.isatty() else 160, highlight=False)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+console = Console(width=None if sys.stdout.isatty() else 160, highlight=False, emoji=False)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, emoji=False)
 
 
 def _say(message: str) -> None:
@@ -58,11 +58,16 @@ def lab(ctx: click.Context, name: str) -> None:
               help="Underlay subnet of the hosts' control addresses (Consul binds here).")
 @click.option("--tunnel-subnet", default=TUNNEL_SUBNET, show_default=True,
               help="Underlay subnet of the hosts' tunnel (VXLAN) addresses.")
+@click.option("--reschedule-after", type=click.FloatRange(min=0), default=None,
+              help="Seconds a host stays down before its containers move (the controllers' "
+                   "--reschedule-after; default: theirs, 30).")
 @click.pass_context
 @_errors
-def up(ctx: click.Context, count: int, control_subnet: str, tunnel_subnet: str) -> None:
+def up(ctx: click.Context, count: int, control_subnet: str, tunnel_subnet: str,
+       reschedule_after: float | None) -> None:
     """Make the lab and wait until every host's Consul has a leader and its controller runs."""
-    made = lifecycle.up(ctx.obj["lab"], count, _say, control_subnet, tunnel_subnet)
+    made = lifecycle.up(ctx.obj["lab"], count, _say, control_subnet, tunnel_subnet,
+                        reschedule_after)
     _print_hosts(made)
     first = made.hosts[0].name
     _say(f"\nRun a command on a host:  switchboard lab exec {first} -- switchboard status")
@@ -112,13 +117,18 @@ def exec_(ctx: click.Context, host: str, command: tuple[str, ...]) -> None:
         raise LabError(f"cannot run nsenter: {exc}") from None
 
 
+ONLY = click.Choice(sorted(power.PART_GROUPS))
+
+
 @lab.command()
 @click.argument("host")
+@click.option("--only", type=ONLY, default=None,
+              help="Kill just this part (its links stay plugged in), like a crash.")
 @click.pass_context
 @_errors
-def kill(ctx: click.Context, host: str) -> None:
+def kill(ctx: click.Context, host: str, only: str | None) -> None:
     """SIGKILL every process of HOST at once and unplug it, like a power cut."""
-    power.kill(ctx.obj["lab"], host, _say)
+    power.kill(ctx.obj["lab"], host, _say, only)
 
 
 @lab.command()
@@ -126,8 +136,37 @@ def kill(ctx: click.Context, host: str) -> None:
 @click.pass_context
 @_errors
 def start(ctx: click.Context, host: str) -> None:
-    """Bring a killed HOST back (links up, the same start script, its state kept)."""
+    """Bring a killed HOST back (links up, the same start script, its state kept), or start
+    the parts of it that do not run."""
     power.start(ctx.obj["lab"], host, _say)
+
+
+@lab.command()
+@click.argument("host")
+@click.option("--only", type=ONLY, default=None, help="Restart just this part.")
+@click.pass_context
+@_errors
+def restart(ctx: click.Context, host: str, only: str | None) -> None:
+    """Stop HOST's software (SIGTERM) and start it again, as an operator's restart does."""
+    power.restart(ctx.obj["lab"], host, _say, only)
+
+
+@lab.command()
+@click.argument("host")
+@click.pass_context
+@_errors
+def unplug(ctx: click.Context, host: str) -> None:
+    """Unplug HOST's links while its software runs on: a network partition."""
+    power.unplug(ctx.obj["lab"], host, _say)
+
+
+@lab.command()
+@click.argument("host")
+@click.pass_context
+@_errors
+def plug(ctx: click.Context, host: str) -> None:
+    """Plug an unplugged HOST's links back in (the partition heals)."""
+    power.unplug(ctx.obj["lab"], host, _say, plug=True)
 
 
 @lab.command(name="status")

@@ -44,6 +44,8 @@ class Host:
     run_dir: str
     pids: dict[str, int] = field(default_factory=dict)
     killed: bool = False
+    unplugged: bool = False  # links down, software running (`lab unplug`: a partition)
+    reschedule_after: float | None = None  # the controller's --reschedule-after
 
     @property
     def log_dir(self) -> str:
@@ -75,7 +77,8 @@ class Host:
             "SWITCHBOARD_HOST_ID": self.name,
             "SWITCHBOARD_TUNNEL_IP": self.tunnel_ip,
             "SWITCHBOARD_NETNS_PREFIX": self.container_prefix,
-        }
+        } | ({} if self.reschedule_after is None
+             else {"SWITCHBOARD_RESCHEDULE_AFTER": f"{self.reschedule_after:g}"})
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -129,7 +132,8 @@ class Lab:
 
 
 def plan_lab(name: str, count: int, control_subnet: str = CONTROL_SUBNET,
-             tunnel_subnet: str = TUNNEL_SUBNET, datapath: str = "netdev") -> Lab:
+             tunnel_subnet: str = TUNNEL_SUBNET, datapath: str = "netdev",
+             reschedule_after: float | None = None) -> Lab:
     """The lab ``lab up --hosts count`` makes: host K gets the K-th address of each subnet."""
     if count < 1:
         raise LabError("--hosts must be at least 1")
@@ -151,7 +155,7 @@ def plan_lab(name: str, count: int, control_subnet: str = CONTROL_SUBNET,
             control_ip=str(control.network_address + k), tunnel_ip=str(tunnel.network_address + k),
             prefixlen_control=control.prefixlen, prefixlen_tunnel=tunnel.prefixlen,
             server=k <= MAX_SERVERS, state_dir=str(STATE_ROOT / name / host),
-            run_dir=str(RUN_ROOT / name / host),
+            run_dir=str(RUN_ROOT / name / host), reschedule_after=reschedule_after,
         ))
     return Lab(name=name, control_subnet=str(control), tunnel_subnet=str(tunnel),
                datapath=datapath, hosts=hosts)

@@ -17,7 +17,7 @@ FAILED_LOGS = Path("/var/log/switchboard/lab-failed")  # logs of an `up` that fa
 
 
 def up(name: str, count: int, say: Say, control_subnet: str = CONTROL_SUBNET,
-       tunnel_subnet: str = TUNNEL_SUBNET) -> Lab:
+       tunnel_subnet: str = TUNNEL_SUBNET, reschedule_after: float | None = None) -> Lab:
     """Make the lab and wait until it is ready; on any failure remove what was made."""
     checks.require_root()
     checks.require_programs()
@@ -26,7 +26,8 @@ def up(name: str, count: int, say: Say, control_subnet: str = CONTROL_SUBNET,
         what = f"{len(existing.hosts)} hosts" if existing else "a half-made one"
         raise LabError(f"a lab {name} already exists ({what}); nothing was changed. "
                        "`switchboard lab status` shows it, `switchboard lab down` removes it")
-    lab = plan_lab(name, count, control_subnet, tunnel_subnet, checks.kernel_datapath())
+    lab = plan_lab(name, count, control_subnet, tunnel_subnet, checks.kernel_datapath(),
+                   reschedule_after)
     lab.created = time.time()
     state.save(lab)  # first, so that `lab down` finds everything even if this dies half-way
     try:

@@ -20,12 +20,40 @@ def running_parts(host: Host) -> list[str]:
     return [part for part, pid in procs.part_pids(host).items() if pid]
 
 
-def kill(name: str, host_name: str, say: Say) -> int:
+PART_GROUPS = {  # what `--only` names -> the processes it means
+    "ovs": ("ovs-vswitchd", "ovsdb-server"),
+    "consul": ("consul",),
+    "controller": ("controller",),
+}
+
+
+def parts_of(only: str | None) -> tuple[str, ...]:
+    """The processes ``--only`` names (all of the host's when None)."""
+    if only is None:
+        return procs.PARTS
+    try:
+        return PART_GROUPS[only]
+    except KeyError:
+        raise LabError(f"--only {only}: not a part of a host; the parts are "
+                       f"{', '.join(PART_GROUPS)}") from None
+
+
+def kill(name: str, host_name: str, say: Say, only: str | None = None) -> int:
     """SIGKILL every process of the host at once and unplug its links, as in a power cut.
-    Its namespaces and directories stay. How many processes were killed."""
+    Its namespaces and directories stay. How many processes were killed. With ``only``,
+    SIGKILL just that part's processes and leave the links plugged in (a crash)."""
     checks.require_root()
     lab = state.require(name)
     host = lab.host(host_name)
+    if only is not None:
+        pids = procs.part_pids(host)
+        victims = [pid for part in parts_of(only) if (pid := pids[part])]
+        if not victims:
+            raise LabError(f"{host.name}'s {only} does not run; `switchboard lab start "
+                           f"{host.name}` starts what is missing")
+        procs.kill_all(victims)
+        say(f"{host.name}: {only} killed ({len(victims)} processes)")
+        return len(victims)
     namespaces = host_namespaces(lab, host)
     if host.killed and not procs.pids_in_namespaces(namespaces) and not running_parts(host):
         raise LabError(f"{host.name} is already killed; `switchboard lab start {host.name}` "
@@ -48,7 +76,7 @@ def start(name: str, host_name: str, say: Say) -> None:
     checks.require_programs()
     lab = state.require(name)
     host = lab.host(host_name)
-    if not host.killed and running_parts(host):
+    if not host.killed and len(running_parts(host)) == len(procs.PARTS) and not host.unplugged:
         raise LabError(f"{host.name} is already running; `switchboard lab kill {host.name}` "
                        "stops it")
     if not underlay.netns_exists(host.netns):
@@ -57,5 +85,36 @@ def start(name: str, host_name: str, say: Say) -> None:
     underlay.set_uplinks(lab, host, up=True)
     say(f"{host.name}: links plugged in, starting its software ...")
     readiness.wait_ready({host.name: (host, hosts.spawn(lab, host))}, say)
-    host.killed = False
+    host.killed = host.unplugged = False
     state.save(lab)
+
+
+def restart(name: str, host_name: str, say: Say, only: str | None = None) -> None:
+    """Stop the host's software (or one part of it) with SIGTERM, as an operator's restart
+    does, then start it again with the same script and wait until the host is ready."""
+    checks.require_root()
+    lab = state.require(name)
+    host = lab.host(host_name)
+    if host.killed:
+        raise LabError(f"{host.name} is killed; `switchboard lab start {host.name}` starts it")
+    pids = procs.part_pids(host)
+    stopped = [part for part in parts_of(only) if pids[part]]
+    for part in stopped:  # in order: ovs-vswitchd before ovsdb-server
+        procs.terminate(pids[part] or 0)
+    say(f"{host.name}: stopped {', '.join(stopped) or 'nothing'}; starting again ...")
+    readiness.wait_ready({host.name: (host, hosts.spawn(lab, host))}, say)
+    state.save(lab)
+
+
+def unplug(name: str, host_name: str, say: Say, plug: bool = False) -> None:
+    """Unplug the host's links while its software keeps running (a network partition), or
+    plug them back in."""
+    checks.require_root()
+    lab = state.require(name)
+    host = lab.host(host_name)
+    if host.killed:
+        raise LabError(f"{host.name} is killed; `switchboard lab start {host.name}` starts it")
+    underlay.set_uplinks(lab, host, up=plug)
+    host.unplugged = not plug
+    state.save(lab)
+    say(f"{host.name}: links {'plugged in' if plug else 'unplugged (its software runs on)'}")

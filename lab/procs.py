@@ -89,6 +89,16 @@ def kill_all(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def terminate(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM ``pid`` and wait until it is gone (SIGKILL after ``timeout`` seconds)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    kill_all([pid] if alive(pid) else [])
+
+
 def kill_namespaces(names: list[str], extra: list[int] = (), timeout: float = 5.0) -> int:
     """SIGKILL every process in the namespaces ``names`` and the PIDs ``extra`` (all at once),
     again until none is left; how many were signalled."""

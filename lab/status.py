@@ -15,6 +15,8 @@ def host_row(lab: Lab, host: Host) -> dict[str, Any]:
     running = [p for p, pid in pids.items() if pid]
     if host.killed:
         condition = "killed"
+    elif host.unplugged:
+        condition = "unplugged"
     elif len(running) == len(pids) and plugged:
         condition = "running"
     else:

@@ -156,7 +156,11 @@ def apply_topology(
     if not wait:
         return digest, None
     name = admitted.name
-    needed = sorted(set(placement.values()))  # none: any one host (nothing placed)
+    down = _down_hosts(store, set(placement.values()))
+    waiting = {host: sorted(c for c, h in placement.items() if h == host) for host in down}
+    needed = sorted(set(placement.values()) - set(down))  # none: any one host
+    if down and not needed:  # nothing can converge until a host is back or they move
+        return digest, {"containers": [], "waiting": waiting}
     replaced: list[str] = []
 
     def mine(reports: Reports) -> dict[str, dict[str, Any]]:
@@ -211,7 +215,16 @@ def apply_topology(
     merged = dict(found[hosts[0]])
     merged["containers"] = [{"host": h, **row} for h in hosts
                             for row in found[h].get("containers", [])]
+    merged["waiting"] = waiting
     return digest, merged
+
+
+def _down_hosts(store: Store, placed: set[str]) -> list[str]:
+    """The hosts of a placement that are down now: `up` does not wait for them (their
+    containers start when the host is back, or on another host once the rescheduler moves
+    them)."""
+    records = host_inventory.read_hosts(store.client, store.prefix)
+    return sorted(h for h in placed if h in records and not records[h].ready)
 
 
 def remove_topology(store: Store, name: str, timeout: float = 60.0) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
 from typing import Any
 
 import consul
@@ -68,18 +69,35 @@ def consul_unreachable(address: str, exc: BaseException) -> Unreachable:
                        f"start it with {START_SERVICES}")
 
 
+LEADER_WAIT = 10.0  # seconds a command waits for the Consul servers to elect a leader
+_NO_LEADER = ("No cluster leader", "rpc error")  # 500s while the servers elect one
+
+
+def no_leader(status: int, text: str) -> bool:
+    """Whether a Consul answer means its servers have no leader (now): an election after a
+    server failed, or no quorum."""
+    return status == 500 and any(marker in text for marker in _NO_LEADER)
+
+
 class _Session(requests.Session):
-    """A requests session whose connection failures name the Consul agent's address."""
+    """A requests session whose connection failures name the Consul agent's address, and
+    which rides out a leader election (up to ``LEADER_WAIT`` seconds)."""
 
     def __init__(self, address: str) -> None:
         super().__init__()
         self.address = address
 
     def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        try:
-            return super().request(*args, **kwargs)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise consul_unreachable(self.address, exc) from None
+        deadline = time.monotonic() + LEADER_WAIT
+        while True:
+            try:
+                response = super().request(*args, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                raise consul_unreachable(self.address, exc) from None
+            if not no_leader(response.status_code, response.text) or \
+                    time.monotonic() > deadline:
+                return response
+            time.sleep(0.25)
 
 
 def consul_client(address: str) -> consul.Consul:
@@ -91,6 +109,11 @@ def consul_client(address: str) -> consul.Consul:
 
 def consul_refused(address: str, exc: consul.ConsulException) -> str:
     """The line for an agent that answers but refuses (no leader, ACL, a bad request)."""
+    if no_leader(500, str(exc)):
+        return (f"the Consul cluster of the agent at {address} has no leader after "
+                f"{LEADER_WAIT:.0f} s: most of its servers are down or cut off (see `consul "
+                "members`). The desired state cannot change until a majority is back; running "
+                "containers keep their traffic")
     return (f"the Consul agent at {address} refused the request: {exc}; "
             f"see its log, or restart it with {START_SERVICES}")
 
