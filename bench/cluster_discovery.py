@@ -35,9 +35,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import consul  # noqa: E402
+import dns.exception  # noqa: E402
+import dns.message  # noqa: E402
 from labrun import LabRun, NamespaceWorker, in_namespace, percentile  # noqa: E402
 
-from discovery import dns  # noqa: E402  (labrun put the repository first on sys.path)
+from discovery import lookup  # noqa: E402  (labrun put the repository first on sys.path)
 from switchboard.api import Registry  # noqa: E402
 
 TOPOLOGY = "disc"
@@ -66,16 +68,15 @@ class Resolver:
         """The A records of ``name`` (empty when NXDOMAIN or no answer in 0.2 s)."""
         self.qid = (self.qid + 1) & 0xFFFF
         self.queries += 1
-        self.sock.sendto(dns.encode_query(name, dns.A, self.qid), self.server)
+        self.sock.sendto(dns.message.make_query(name, "A", id=self.qid).to_wire(), self.server)
         deadline = time.monotonic() + 0.2
         while time.monotonic() < deadline:
             try:
-                msg = dns.decode_message(self.sock.recv(65535))
-            except (OSError, dns.DNSError):
+                msg = dns.message.from_wire(self.sock.recv(65535))
+            except (OSError, dns.exception.DNSException):
                 return set()
             if msg.id == self.qid:
-                return {r.data for r in msg.answers if r.type == dns.A and isinstance(r.data,
-                                                                                      str)}
+                return set(lookup.addresses(msg))
         return set()
 
 

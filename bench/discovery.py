@@ -45,9 +45,11 @@ import consul
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import dns.exception  # noqa: E402
+import dns.message  # noqa: E402
 from labrun import icmp_checksum, in_namespace  # noqa: E402
 
-from discovery import dns  # noqa: E402
+from discovery import lookup  # noqa: E402
 from switchboard import ipam  # noqa: E402
 from switchboard.model import load_topology  # noqa: E402
 from tests.harness import Switchboard, private_switchboard, teardown  # noqa: E402
@@ -141,17 +143,18 @@ class SrvProber:
         for qid, name in enumerate(sorted(names), start=1):
             by_id[qid] = name
             with contextlib.suppress(OSError):  # the probe's interface is not up yet
-                self.sock.sendto(dns.encode_query(f"{name}.service.consul", dns.SRV, qid),
-                                 self.server)
+                self.sock.sendto(
+                    dns.message.make_query(f"{name}.service.consul", "SRV", id=qid).to_wire(),
+                    self.server)
         found: dict[str, set[str]] = {}
         self.sock.settimeout(0.01)
         while len(found) < len(by_id) and time.monotonic() - start < timeout:
             try:
-                msg = dns.decode_message(self.sock.recv(65535))
-            except (OSError, dns.DNSError):
+                msg = dns.message.from_wire(self.sock.recv(65535))
+            except (OSError, dns.exception.DNSException):
                 continue
             if msg.id in by_id:
-                found[by_id[msg.id]] = {a for a, _ in dns.srv_endpoints(msg)}
+                found[by_id[msg.id]] = {a for a, _ in lookup.srv_endpoints(msg)}
         self.rounds.append(time.monotonic() - start)
         return found
 

@@ -27,11 +27,12 @@ from controller.compiler import compile_pipeline
 from controller.failover import Rescheduler, session_check_id
 from controller.report import container_rows, data_path_problem, service_rows
 from controller.runtime import start_controller
-from discovery.dnsproxy import DnsProxy, parse_server
+from discovery.dnsproxy import DnsProxy, consul_health, parse_server
 from discovery.health import HealthWatch, ServiceKey
 from discovery.instances import CONTAINER_KEY, desired_instances
 from discovery.plan import SyncPlan
 from discovery.readiness import register_when_ready
+from discovery.scope import scopes_of
 from discovery.sync import ReadyGate, ServiceSync, SyncError
 from ovsdb.bridge import DEFAULT_DB, Bridge, detect_datapath
 from plumbing.plumber import Plumber
@@ -97,7 +98,8 @@ class Daemon:
         self.discovery = ServiceSync(self.store.client)
         self.health = HealthWatch(self.store.client, self.wake.set)
         self._service_topologies: set[str] = set()  # topologies whose services we registered
-        self.dns = DnsProxy(parse_server(config.consul_dns, 8600), port=config.dns_port)
+        self.dns = DnsProxy(parse_server(config.consul_dns, 8600), port=config.dns_port,
+                            health=consul_health(config.consul, config.consul_timeout))
         self.consul_ok = True  # False once a Consul call of the current pass failed
         self._outage = False  # Consul calls have been failing (logged once per outage)
         self.app: Any = None
@@ -275,7 +277,7 @@ class Daemon:
     def _serve_dns(self, plans: list[TopologyPlan], errors: dict[str, str]) -> None:
         """Answer DNS on the host's address on every network (containers' nameserver)."""
         topology_of = {str(n.host_leg.ip): p.name for p in plans for n in p.networks}
-        failed = self.dns.listen(topology_of)
+        failed = self.dns.listen(scopes_of(plans))  # who asks where: answers per topology
         for address, why in failed.items():
             LOG.error("DNS for containers: %s", why)
             errors.setdefault(

@@ -1,12 +1,19 @@
-"""The DNS server containers use: names under ``.consul`` go to Consul, the rest to the host.
+"""The DNS server containers use: service names answered per topology, the rest forwarded.
 
 The daemon listens (UDP and TCP, port 53) on the host's own address on each network, the
-address every container's resolv.conf names (see :mod:`plumbing.resolvconf`). A query is passed
-on byte for byte and the answer comes back byte for byte: to Consul's DNS interface for names
-under its domain, to the host's resolvers (``/etc/resolv.conf``, read again when it changes)
-for everything else. Nothing is cached, so an instance Consul stops returning is gone at once.
+address every container's resolv.conf names (see :mod:`plumbing.resolvconf`). The address a
+query arrives on says which topology asks (a :class:`discovery.scope.Scope`):
 
-Deciding where a query goes and building error answers is pure; :class:`DnsProxy` is the I/O.
+- ``NAME.service.consul`` (and Consul's other forms of it) and ``NAME.vip.consul`` are
+  answered here (:mod:`discovery.scope`), from Consul's health API asked at that moment, so
+  a container sees its own topology's instances and those of no topology, never another
+  topology's;
+- other names under ``.consul`` go to Consul's DNS interface, everything else to the host's
+  resolvers (``/etc/resolv.conf``, read again when it changes); their answers come back
+  as they are.
+
+Nothing is cached, so an instance Consul stops returning is gone at once. Messages are read
+and built with dnspython; deciding where a query goes is pure, :class:`DnsProxy` is the I/O.
 """
 
 from __future__ import annotations
@@ -15,31 +22,41 @@ import contextlib
 import logging
 import selectors
 import socket
-import struct
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
-from discovery import dns
+import dns.exception
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+from consul.callback import CB
+
+from discovery import scope as scoping
+from discovery.scope import Scope
+from switchboard.store import DEFAULT_CONSUL, consul_client
 
 __all__ = [
     "DnsProxy",
     "Server",
     "host_resolvers",
     "is_consul_name",
+    "parse_query",
     "parse_server",
-    "question_name",
     "servfail",
 ]
 
 LOG = logging.getLogger("switchboard.dnsproxy")
 
 Server = tuple[str, int]
+HealthLookup = Callable[[str, str | None], list[dict[str, Any]]]
 RESOLV_CONF = Path("/etc/resolv.conf")
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux; absent from Python's constants
-RCODE_SERVFAIL = 2
-FLAG_RA = 0x0080
 _MAX_TCP_CLIENTS = 64
 
 
@@ -74,28 +91,30 @@ def is_consul_name(qname: str, domain: str = "consul") -> bool:
     return name == domain or name.endswith("." + domain)
 
 
-def question_name(packet: bytes) -> str | None:
-    """The name a query asks about; None unless it is a query with exactly one question."""
+def parse_query(packet: bytes) -> dns.message.Message | None:
+    """A query with exactly one question; None for anything else (answers, garbage)."""
     try:
-        msg = dns.decode_message(packet)
-    except dns.DNSError:
+        msg = dns.message.from_wire(packet)
+    except (dns.exception.DNSException, ValueError):
         return None
-    if msg.flags & dns.FLAG_QR or len(msg.questions) != 1:
+    if msg.flags & dns.flags.QR or len(msg.question) != 1:
         return None
-    return msg.questions[0].name
+    return msg
 
 
-def servfail(packet: bytes) -> bytes | None:
-    """A SERVFAIL answer to a query (its ID, RD bit and question echoed); None if unreadable."""
-    try:
-        msg = dns.decode_message(packet)
-    except dns.DNSError:
-        return None
-    flags = dns.FLAG_QR | FLAG_RA | (msg.flags & dns.FLAG_RD) | RCODE_SERVFAIL
-    return dns.encode_message(dns.Message(msg.id, flags, msg.questions))
+def servfail(query: dns.message.Message) -> bytes:
+    """A SERVFAIL answer to a query (its ID, RD bit and question echoed)."""
+    response = dns.message.make_response(query, recursion_available=True)
+    response.set_rcode(dns.rcode.SERVFAIL)
+    return response.to_wire()
 
 
-# --------------------------------------------------------------------------- forwarding
+def udp_limit(query: dns.message.Message) -> int:
+    """The largest UDP answer the asker takes: its EDNS payload size, else 512 bytes."""
+    return max(512, query.payload) if query.edns >= 0 else 512
+
+
+# --------------------------------------------------------------------------- upstreams
 
 
 def _family(host: str) -> int:
@@ -120,31 +139,16 @@ def forward_udp(packet: bytes, servers: Iterable[Server], timeout: float) -> byt
     return None
 
 
-def forward_tcp(packet: bytes, servers: Iterable[Server], timeout: float) -> bytes | None:
+def forward_tcp(
+    query: dns.message.Message, servers: Iterable[Server], timeout: float
+) -> bytes | None:
     """Ask each server in turn over TCP; the first answer, or None."""
-    for server in servers:
+    for host, port in servers:
         try:
-            with socket.create_connection(server, timeout=timeout) as sock:
-                sock.sendall(struct.pack("!H", len(packet)) + packet)
-                return _read_message(sock)
-        except (OSError, dns.DNSError) as exc:
-            LOG.debug("no TCP answer from %s:%d: %s", *server, exc)
+            return dns.query.tcp(query, host, timeout, port).to_wire()
+        except (OSError, dns.exception.DNSException) as exc:
+            LOG.debug("no TCP answer from %s:%d: %s", host, port, exc)
     return None
-
-
-def _read_message(sock: socket.socket) -> bytes:
-    (length,) = struct.unpack("!H", _recv_exact(sock, 2))
-    return _recv_exact(sock, length)
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    buf = b""
-    while len(buf) < size:
-        chunk = sock.recv(size - len(buf))
-        if not chunk:
-            raise dns.DNSError("connection closed")
-        buf += chunk
-    return buf
 
 
 def system_resolvers(path: Path = RESOLV_CONF) -> Callable[[], list[Server]]:
@@ -165,15 +169,35 @@ def system_resolvers(path: Path = RESOLV_CONF) -> Callable[[], list[Server]]:
     return servers
 
 
+def consul_health(address: str = DEFAULT_CONSUL, timeout: float = 2.0) -> HealthLookup:
+    """``/v1/health/service/NAME?stale`` through a client per thread (kept-alive HTTP). Stale
+    reads are what Consul's DNS interface answers from too."""
+    local = threading.local()
+
+    def lookup(service: str, datacenter: str | None) -> list[dict[str, Any]]:
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = consul_client(address)
+            client.http.connections_timeout = timeout
+        params = [("stale", "1")] + ([("dc", datacenter)] if datacenter else [])
+        _, entries = client.http.get(CB.json(index=True),
+                                     f"/v1/health/service/{quote(service, safe='')}",
+                                     params=params)
+        return entries or []
+
+    return lookup
+
+
 # --------------------------------------------------------------------------- the server
 
 
 class DnsProxy:
     """UDP and TCP listeners on a set of addresses, served by one selector thread.
 
-    ``consul``: Consul's DNS address; ``upstreams``: returns the resolvers for other names.
-    Queries are answered by worker threads (Consul's and the host's in separate pools, so a
-    slow upstream never delays ``.consul`` names).
+    ``consul``: Consul's DNS address; ``health``: reads a service's instances (Consul's
+    health API); ``upstreams``: returns the resolvers for other names. Queries are answered
+    by worker threads (Consul's and the host's in separate pools, so a slow upstream never
+    delays ``.consul`` names).
     """
 
     def __init__(
@@ -183,13 +207,16 @@ class DnsProxy:
         port: int = 53,
         domain: str = "consul",
         timeout: float = 2.0,
+        health: HealthLookup | None = None,
     ) -> None:
         self.consul = consul
         self.upstreams = upstreams or system_resolvers()
+        self.health = health or consul_health(timeout=timeout)
         self.port = port
         self.domain = domain
         self.timeout = timeout
         self._listeners: dict[str, tuple[socket.socket, socket.socket]] = {}
+        self._scopes: dict[str, Scope | None] = {}
         self._lock = threading.Lock()
         self._selector = selectors.DefaultSelector()
         self._consul_pool = ThreadPoolExecutor(8, thread_name_prefix="dns-consul")
@@ -203,27 +230,29 @@ class DnsProxy:
         with self._lock:
             return set(self._listeners)
 
-    def listen(self, addresses: Iterable[str]) -> dict[str, str]:
-        """Listen on exactly these addresses; address -> why it failed, for those that did
-        (tried again on the next call). Binding uses IP_FREEBIND: the address need not be
-        configured yet."""
-        wanted = set(addresses)
+    def listen(self, scopes: Mapping[str, Scope | None] | Iterable[str]) -> dict[str, str]:
+        """Listen on exactly these addresses, each with the scope of who asks there (None:
+        nobody's; service names are then passed to Consul as they are); address -> why it
+        failed, for those that did (tried again on the next call). Binding uses IP_FREEBIND:
+        the address need not be configured yet."""
+        wanted = dict(scopes) if isinstance(scopes, Mapping) else dict.fromkeys(scopes)
         errors = {}
         with self._lock:
-            for address in sorted(set(self._listeners) - wanted):
+            self._scopes = wanted
+            for address in sorted(set(self._listeners) - set(wanted)):
                 for sock in self._listeners.pop(address):
                     self._selector.unregister(sock)
                     sock.close()
                 LOG.info("DNS: stopped listening on %s:%d", address, self.port)
-            for address in sorted(wanted - set(self._listeners)):
+            for address in sorted(set(wanted) - set(self._listeners)):
                 try:
                     pair = self._bind(address)
                 except OSError as exc:
                     errors[address] = f"cannot listen on {address}:{self.port}: {exc.strerror}"
                     continue
                 self._listeners[address] = pair
-                self._selector.register(pair[0], selectors.EVENT_READ, "udp")
-                self._selector.register(pair[1], selectors.EVENT_READ, "tcp")
+                self._selector.register(pair[0], selectors.EVENT_READ, ("udp", address))
+                self._selector.register(pair[1], selectors.EVENT_READ, ("tcp", address))
                 LOG.info("DNS: listening on %s:%d", address, self.port)
             if self._listeners and self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="dns-proxy", daemon=True)
@@ -255,6 +284,36 @@ class DnsProxy:
             raise
         return udp, tcp
 
+    # -- answering -----------------------------------------------------------------------
+
+    def answer(self, query: dns.message.Message, address: str, limit: int) -> bytes | None:
+        """The answer to a query that arrived on ``address``, at most ``limit`` bytes when it
+        is ours to build; None when it is to be forwarded."""
+        scope = self._scopes.get(address)
+        question = query.question[0]
+        if scope is None:
+            return None
+        asked = scoping.parse_question(question.name.to_text(), question.rdtype, self.domain)
+        if asked is None:
+            return None
+        if isinstance(asked, scoping.VipQuestion):
+            return scoping.to_wire(scoping.vip_answer(query, scope.vips.get(asked.service),
+                                                      self.domain), limit)
+        try:
+            entries = self.health(asked.service, asked.datacenter)
+        except Exception as exc:  # noqa: BLE001 - Consul down or refusing: SERVFAIL
+            LOG.debug("DNS: cannot read %s from Consul: %s", asked.service, exc)
+            return servfail(query)
+        found = scoping.endpoints(entries, scope.topology, asked.tag)
+        response, fewer = scoping.service_answer(query, found, self.domain)
+        return scoping.to_wire(response, limit, fewer, len(found))
+
+    def _servers_for(self, query: dns.message.Message) -> tuple[list[Server], bool]:
+        """(servers, whether they are Consul's) for a query to forward."""
+        if is_consul_name(query.question[0].name.to_text(), self.domain):
+            return [self.consul], True
+        return self.upstreams(), False
+
     # -- serving -------------------------------------------------------------------------
 
     def _loop(self) -> None:
@@ -266,69 +325,62 @@ class DnsProxy:
             for key, _ in events:
                 sock = key.fileobj
                 assert isinstance(sock, socket.socket)
+                kind, address = key.data
                 try:
-                    if key.data == "udp":
+                    if kind == "udp":
                         packet, peer = sock.recvfrom(65535)
-                        self._submit_udp(sock, packet, peer)
+                        self._submit_udp(sock, address, packet, peer)
                     else:
                         conn, _ = sock.accept()
-                        self._start_tcp(conn)
+                        self._start_tcp(conn, address)
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError as exc:  # closed by listen() meanwhile
                     LOG.debug("DNS listener: %s", exc)
 
-    def _servers_for(self, packet: bytes) -> tuple[list[Server], bool] | None:
-        """(servers, whether they are Consul's) for a query; None for a malformed one."""
-        name = question_name(packet)
-        if name is None:
-            return None
-        if is_consul_name(name, self.domain):
-            return [self.consul], True
-        return self.upstreams(), False
-
-    def _submit_udp(self, sock: socket.socket, packet: bytes, peer: tuple) -> None:
-        route = self._servers_for(packet)
-        if route is None:
+    def _submit_udp(self, sock: socket.socket, address: str, packet: bytes, peer: tuple) -> None:
+        query = parse_query(packet)
+        if query is None:
             return
-        servers, consul = route
-        pool = self._consul_pool if consul else self._host_pool
+        consul_name = is_consul_name(query.question[0].name.to_text(), self.domain)
+        pool = self._consul_pool if consul_name else self._host_pool
         with contextlib.suppress(RuntimeError):  # shutting down
-            pool.submit(self._answer_udp, sock, packet, peer, servers)
+            pool.submit(self._answer_udp, sock, address, query, packet, peer)
 
     def _answer_udp(
-        self, sock: socket.socket, packet: bytes, peer: tuple, servers: list[Server]
+        self, sock: socket.socket, address: str, query: dns.message.Message, packet: bytes,
+        peer: tuple,
     ) -> None:
-        answer = forward_udp(packet, servers, self.timeout) or servfail(packet)
+        answer = self.answer(query, address, udp_limit(query))
         if answer is None:
-            return
+            servers, _ = self._servers_for(query)
+            answer = forward_udp(packet, servers, self.timeout) or servfail(query)
         try:
             sock.sendto(answer, peer)
         except OSError as exc:
             LOG.debug("DNS: cannot answer %s: %s", peer, exc)
 
-    def _start_tcp(self, conn: socket.socket) -> None:
+    def _start_tcp(self, conn: socket.socket, address: str) -> None:
         if not self._tcp_slots.acquire(blocking=False):
             conn.close()
             return
-        threading.Thread(target=self._serve_tcp, args=(conn,), daemon=True,
+        threading.Thread(target=self._serve_tcp, args=(conn, address), daemon=True,
                          name="dns-tcp").start()
 
-    def _serve_tcp(self, conn: socket.socket) -> None:
+    def _serve_tcp(self, conn: socket.socket, address: str) -> None:
         """Answer the queries of one TCP connection until it closes or idles for 10 s."""
         try:
             conn.setblocking(True)
-            conn.settimeout(10.0)
             while not self._closed.is_set():
-                packet = _read_message(conn)
-                route = self._servers_for(packet)
-                if route is None:
+                query, _ = dns.query.receive_tcp(conn, time.time() + 10.0)
+                if query.flags & dns.flags.QR or len(query.question) != 1:
                     return
-                answer = forward_tcp(packet, route[0], self.timeout) or servfail(packet)
+                answer = self.answer(query, address, 65535)
                 if answer is None:
-                    return
-                conn.sendall(struct.pack("!H", len(answer)) + answer)
-        except (OSError, dns.DNSError):
+                    answer = forward_tcp(query, self._servers_for(query)[0], self.timeout) \
+                        or servfail(query)
+                dns.query.send_tcp(conn, answer, time.time() + 10.0)
+        except (OSError, EOFError, dns.exception.DNSException):
             pass
         finally:
             conn.close()

@@ -27,6 +27,7 @@ __all__ = [
     "OWNER_VALUE",
     "REGISTRY_KEY",
     "TOPOLOGY_KEY",
+    "TOPOLOGY_TAG",
     "CheckSpec",
     "Instance",
     "check_spec",
@@ -42,6 +43,7 @@ TOPOLOGY_KEY = "switchboard-topology"
 CONTAINER_KEY = "switchboard-container"
 REGISTRY_KEY = "switchboard-registry"
 CHECK_KEY = "switchboard-check"
+TOPOLOGY_TAG = "topology-{}"  # the tag that marks a topology's instances for Consul's DNS
 META_VALUE_LIMIT = 512  # Consul's limit on the length of one Meta value
 
 Meta = tuple[tuple[str, str], ...]
@@ -132,7 +134,9 @@ def topology_meta(topology: str, container: str) -> dict[str, str]:
 
 def desired_instances(topology: Topology, allocation: Allocation) -> list[Instance]:
     """One instance per service a container declares, at the container's address on the
-    service's network (the container's first network when the service names none)."""
+    service's network (the container's first network when the service names none). Its
+    topology is in its Meta and in the tag ``topology-<name>``, so that Consul's own DNS
+    can filter by it on the host (``topology-shop.api.service.consul``)."""
     result = []
     for cname, container in topology.containers.items():
         for svc in container.services:
@@ -143,7 +147,7 @@ def desired_instances(topology: Topology, allocation: Allocation) -> list[Instan
                 name=svc.name,
                 address=address,
                 port=svc.port,
-                tags=tuple(svc.tags),
+                tags=(*svc.tags, TOPOLOGY_TAG.format(topology.name)),
                 meta=tuple(topology_meta(topology.name, cname).items()),
                 check=check_spec(svc.check, address, svc.port) if svc.check else None,
             ))

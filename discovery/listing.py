@@ -9,7 +9,14 @@ from typing import Any
 import consul
 
 from discovery.catalog import worst_status
-from discovery.instances import CONTAINER_KEY, OWNER_KEY, OWNER_VALUE, REGISTRY_KEY, TOPOLOGY_KEY
+from discovery.instances import (
+    CONTAINER_KEY,
+    OWNER_KEY,
+    OWNER_VALUE,
+    REGISTRY_KEY,
+    TOPOLOGY_KEY,
+    TOPOLOGY_TAG,
+)
 
 __all__ = ["health_entries", "instance_rows", "vip_rows"]
 
@@ -46,7 +53,8 @@ def instance_rows(
                 "id": svc.get("ID", ""),
                 "address": svc.get("Address") or node.get("Address", ""),
                 "port": int(svc.get("Port") or 0),
-                "tags": list(svc.get("Tags") or []),
+                "tags": [t for t in svc.get("Tags") or []  # the topology column has it
+                         if not (ours and t == TOPOLOGY_TAG.format(meta.get(TOPOLOGY_KEY)))],
                 "health": worst_status(c.get("Status", "critical") for c in checks),
                 "checks": {c.get("CheckID", ""): c.get("Status", "") for c in checks},
                 "node": node.get("Node", ""),

@@ -25,7 +25,7 @@ from typing import Any
 
 import consul as consul_api
 
-from discovery import dns, lookup
+from discovery import lookup
 from discovery.catalog import ServiceEndpoint, endpoint_from_health
 from discovery.instances import (
     OWNER_KEY,
@@ -221,7 +221,7 @@ class Discoverer:
         """
         try:
             return lookup.resolve(name, self.dns_server, timeout)
-        except dns.DNSError as exc:
+        except lookup.DNSError as exc:
             unreachable = reach.dns_unreachable(self.dns_server, exc)
             if unreachable is not None:
                 raise unreachable from None

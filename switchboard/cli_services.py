@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from typing import Any
 
@@ -11,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from discovery import dns, lookup
+from discovery import lookup
 from discovery.dnsproxy import parse_server
 from discovery.listing import health_entries, instance_rows, vip_rows
 from switchboard import reach
@@ -74,21 +75,51 @@ def services(ctx: click.Context, topology: str | None, everything: bool, as_json
         console.print(vip_table)
 
 
+def local_forwarder(store: Store, topology: str) -> tuple[str, int]:
+    """The daemon's DNS forwarder for ``topology``'s containers on this host: the first of
+    the host addresses in the topology's reports that is configured here, port 53."""
+    for (_, _), report in sorted(store.reports(topology).items()):
+        for network in report.get("networks") or []:
+            address = str(network.get("host_ip") or "")
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                    probe.bind((address, 0))  # succeeds only for an address of this host
+            except (OSError, ValueError, OverflowError):
+                continue
+            return address, 53
+    _fail(f"topology {topology} has no network on this host; is it up? "
+          f"(`switchboard status {topology}`)")
+    raise AssertionError  # _fail exits
+
+
 @click.command()
 @click.argument("name")
+@click.option("-t", "--topology",
+              help="Resolve as this topology's containers do: ask the daemon's forwarder "
+                   "(its instances and those of no topology; NAME.vip.consul for a VIP).")
 @click.option("--dns", "server", envvar="SWITCHBOARD_CONSUL_DNS", default="127.0.0.1:8600",
               show_default=True, help="Consul's DNS interface (HOST:PORT).")
 @click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait for DNS.")
-def resolve(name: str, server: str, timeout: float) -> None:
-    """Resolve service NAME (``web``, ``v1.web``, ``web.service.consul``) through Consul DNS,
-    SRV then A, as a container does; print ADDRESS:PORT per instance."""
-    try:
-        dns_server = parse_server(server, 8600)
-    except ValueError as exc:
-        _fail(f"--dns {server}: {exc}", 2)
+@click.pass_context
+def resolve(
+    ctx: click.Context, name: str, topology: str | None, server: str, timeout: float
+) -> None:
+    """Resolve service NAME (``web``, ``v1.web``, ``web.service.consul``) through DNS, SRV
+    then A, and print ADDRESS:PORT per instance. Without --topology: Consul's DNS on the
+    host (every topology's instances); with it: what that topology's containers get."""
+    if topology:
+        client = reach.consul_client(ctx.obj["consul"])
+        dns_server = local_forwarder(Store(client, ctx.obj["prefix"]), topology)
+    else:
+        try:
+            dns_server = parse_server(server, 8600)
+        except ValueError as exc:
+            _fail(f"--dns {server}: {exc}", 2)
     try:
         found = lookup.resolve(name, dns_server, timeout)
-    except dns.DNSError as exc:
+    except lookup.DNSError as exc:
+        if topology:
+            _fail(f"{exc}; is the controller running on this host?")
         unreachable = reach.dns_unreachable(dns_server, exc)
         if unreachable is not None:
             raise unreachable from None
@@ -96,6 +127,8 @@ def resolve(name: str, server: str, timeout: float) -> None:
     except ValueError as exc:
         _fail(f"cannot resolve {name!r}: {exc}", 2)
     if not found:
-        _fail(f"{lookup.consul_name(name)}: no passing instance (see `switchboard services`)")
+        where = f" in topology {topology}" if topology else ""
+        _fail(f"{lookup.consul_name(name)}: no passing instance{where} "
+              "(see `switchboard services`)")
     for address, port in found:
         click.echo(f"{address}:{port}")

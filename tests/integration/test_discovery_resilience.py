@@ -23,13 +23,14 @@ from typing import Any
 
 import pytest
 
-from discovery import dns
+from discovery import lookup
 from tests.consul_agent import Agent, free_port, running_agent
 from tests.harness import Switchboard, in_ns, private_switchboard, sh, wait_until
 
 pytestmark = pytest.mark.integration
 
 TOPOLOGY = "sbt-res"
+TAG = f"topology-{TOPOLOGY}"  # every instance's topology marker
 SERVICE = "sbtres-api"
 LAN = "10.236.32"
 INSTANCES = {"api-1": f"{LAN}.11", "api-2": f"{LAN}.12"}
@@ -131,10 +132,10 @@ def catalog(agent: Agent, service: str = SERVICE) -> dict[str, tuple[int, int]]:
 
 def dns_addresses(agent: Agent, name: str = SERVICE) -> set[str]:
     try:
-        msg = dns.query(f"{name}.service.consul", dns.A, agent.dns, timeout=1)
-    except dns.DNSError:
+        msg = lookup.query(f"{name}.service.consul", "A", agent.dns, timeout=1)
+    except lookup.DNSError:
         return set()
-    return {r.data for r in msg.answers if r.type == dns.A and isinstance(r.data, str)}
+    return set(lookup.addresses(msg))
 
 
 def dig_in(netns: str, name: str = SERVICE) -> set[str]:
@@ -160,14 +161,14 @@ def expected_registrations() -> dict[str, dict[str, Any]]:
 
     return {
         service_id("api-1"): {
-            "name": SERVICE, "address": f"{LAN}.11", "port": 8080, "tags": ["v1", "blue"],
+            "name": SERVICE, "address": f"{LAN}.11", "port": 8080, "tags": ["v1", "blue", TAG],
             "meta": meta("api-1", json.dumps(
                 {"interval": "1s", "kind": "tcp", "target": f"{LAN}.11:8080", "timeout": None},
                 separators=(",", ":"))),
             "check": ("tcp", service_id("api-1")),
         },
         service_id("api-2"): {
-            "name": SERVICE, "address": f"{LAN}.12", "port": 8080, "tags": ["v1", "green"],
+            "name": SERVICE, "address": f"{LAN}.12", "port": 8080, "tags": ["v1", "green", TAG],
             "meta": meta("api-2", json.dumps(
                 {"interval": "1s", "kind": "http", "target": f"http://{LAN}.12:8080/",
                  "timeout": None}, separators=(",", ":"))),

@@ -136,14 +136,14 @@ def test_reconcile_registers_instances_as_declared(
     assert web["Service"] == "sbtest-web"
     assert web["Address"] == WEB_IP
     assert web["Port"] == web_port
-    assert web["Tags"] == ["v1", "sbtest"]
+    assert web["Tags"] == ["v1", "sbtest", f"topology-{TOPOLOGY}"]  # the topology's marker
     assert {k: v for k, v in web["Meta"].items() if k != CHECK_KEY} == {
         "switchboard": "1", "switchboard-topology": TOPOLOGY, "switchboard-container": "web"}
     assert CheckSpec.decode(web["Meta"][CHECK_KEY]) == CheckSpec(
         "http", f"http://{WEB_IP}:{web_port}/", "1s", "1s")
     api = services["sb.sbtest-disc.api-1.sbtest-api"]
     assert (api["Service"], api["Address"], api["Port"], api["Tags"]) == (
-        "sbtest-api", API_IP, api_port, [])
+        "sbtest-api", API_IP, api_port, [f"topology-{TOPOLOGY}"])
     assert api["Meta"]["switchboard-container"] == "api-1"
 
     checks = client.agent.checks()

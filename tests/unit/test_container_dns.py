@@ -8,14 +8,18 @@ import time
 from ipaddress import IPv4Address
 from typing import Any
 
+import dns.flags
+import dns.message
+import dns.rcode
+
 from controller.report import service_rows
-from discovery import dns
 from discovery.dnsproxy import (
     host_resolvers,
     is_consul_name,
+    parse_query,
     parse_server,
-    question_name,
     servfail,
+    udp_limit,
 )
 from discovery.instances import CheckSpec, Instance
 from discovery.listing import instance_rows, vip_rows
@@ -75,20 +79,26 @@ def test_server_addresses_take_an_optional_port():
     assert parse_server("[::1]:53") == ("::1", 53)
 
 
-def test_question_name_reads_queries_only():
-    assert question_name(dns.encode_query("api.service.consul", dns.SRV, 7)) == \
-        "api.service.consul"
-    answer = dns.encode_message(dns.Message(7, dns.FLAG_QR, (dns.Question("a", dns.A),)))
-    assert question_name(answer) is None
-    assert question_name(b"\x00\x01garbage") is None
+def test_only_queries_with_one_question_are_read():
+    query = parse_query(dns.message.make_query("api.service.consul", "SRV").to_wire())
+    assert query is not None and query.question[0].name.to_text() == "api.service.consul."
+    answer = dns.message.make_response(dns.message.make_query("a", "A"))
+    assert parse_query(answer.to_wire()) is None
+    assert parse_query(b"\x00\x01garbage") is None
 
 
 def test_servfail_keeps_id_question_and_recursion_flag():
-    msg = dns.decode_message(servfail(dns.encode_query("x.example", dns.A, 4242)))
-    assert msg.id == 4242 and msg.rcode == 2
-    assert msg.flags & dns.FLAG_QR and msg.flags & dns.FLAG_RD
-    assert msg.questions == (dns.Question("x.example", dns.A),)
-    assert servfail(b"\x01") is None
+    query = dns.message.make_query("x.example", "A", id=4242)
+    msg = dns.message.from_wire(servfail(query))
+    assert msg.id == 4242 and msg.rcode() == dns.rcode.SERVFAIL
+    assert msg.flags & dns.flags.QR and msg.flags & dns.flags.RD
+    assert msg.question == query.question
+
+
+def test_udp_answers_fit_the_askers_edns_size_or_512_bytes():
+    assert udp_limit(dns.message.make_query("a", "A")) == 512
+    assert udp_limit(dns.message.make_query("a", "A", use_edns=0, payload=4096)) == 4096
+    assert udp_limit(dns.message.make_query("a", "A", use_edns=0, payload=100)) == 512
 
 
 # --------------------------------------------------------------------------- resolv.conf
