@@ -2,9 +2,10 @@
 exactly one decides at a time.
 
 The decider is the holder of a Consul lock, ``P/leader``, acquired with a session tied to
-this node's ``serfHealth`` and to this daemon's own TTL check: when the daemon stops or its
-host dies, Consul ends the session and frees the lock (after a 1 s lock delay), and another
-daemon takes it. No consensus of our own: Consul's servers decide who holds it.
+this node's ``serfHealth`` and renewed every second with a 10 s TTL: when the host dies, or
+the daemon stops renewing, Consul ends the session and frees the lock (after a 1 s lock
+delay), and another daemon takes it. A daemon started again on the same host ends its
+predecessor's session at once. No consensus of our own: Consul's servers decide who holds it.
 
 The holder reads the hosts every second and notes when it first saw each one down. A host
 down for longer than the grace period (``--reschedule-after``, 30 s by default; a new holder
@@ -25,6 +26,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import consul
+
 from switchboard import hosts as host_inventory
 from switchboard.placement import evacuate, load_of
 from switchboard.store import TXN_LIMIT, Store
@@ -34,6 +37,7 @@ LOG = logging.getLogger("switchboard.failover")
 LOCK = "leader"  # P/leader: who decides moves (the session holder), value = its host
 INTERVAL = 1.0  # seconds between looks at the hosts
 LOCK_DELAY = 1  # seconds: how long Consul keeps a freed lock from being taken again
+SESSION_TTL = 10  # seconds (Consul's minimum): a daemon that stops renewing loses the lock
 
 Clock = Callable[[], float]
 
@@ -71,12 +75,14 @@ class Rescheduler:
 
     def __init__(self, store: Store, host_id: str, check_id: str, grace: float,
                  stopping: threading.Event) -> None:
-        self.store, self.host_id, self.check_id = store, host_id, check_id
+        self.store, self.host_id = store, host_id
+        self.check_id = check_id  # the daemon's TTL check: campaign once it is registered
         self.stopping = stopping
         self.clock = DownClock(grace)
         self.session: str | None = None
         self.leading = False
         self.moves = 0  # containers this daemon moved (for tests and reports)
+        self.session_name = f"switchboard rescheduler {host_id} {store.prefix}"
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="rescheduler", daemon=True).start()
@@ -102,13 +108,18 @@ class Rescheduler:
         client = self.store.client
         if self.session is None and self.check_id not in client.agent.checks():
             return  # the daemon's own registration is not made yet
-        if self.session is None or client.session.info(self.session)[1] is None:
-            self._lose("its session ended")
+        if self.session is not None:
+            try:
+                client.session.renew(self.session)
+            except consul.NotFound:
+                self._lose("its session ended")
+        if self.session is None:
             self.session = client.session.create(
-                name=f"switchboard rescheduler {self.host_id}", behavior="release",
-                lock_delay=LOCK_DELAY, checks=["serfHealth", self.check_id])
+                name=self.session_name, behavior="release", lock_delay=LOCK_DELAY,
+                ttl=SESSION_TTL, checks=["serfHealth"])
         if not self.leading:
             key = lock_key(self.store.prefix)
+            self._free_from_previous_self(key)
             if client.kv.put(key, self.host_id, acquire=self.session):
                 self.leading = True
                 self.clock.reset()
@@ -117,6 +128,20 @@ class Rescheduler:
             _, entry = client.kv.get(lock_key(self.store.prefix))
             if entry is None or entry.get("Session") != self.session:
                 self._lose("the lock was taken from it")
+
+    def _free_from_previous_self(self, key: str) -> None:
+        """End the session of this host's previous daemon if it holds the lock: a daemon
+        killed and started again passes the same TTL check, so Consul would never end it."""
+        client = self.store.client
+        _, entry = client.kv.get(key)
+        held_by = (entry or {}).get("Session")
+        if not held_by or held_by == self.session:
+            return
+        _, info = client.session.info(held_by)
+        if info and info.get("Name") == self.session_name and \
+                info.get("Node") == client.agent.self()["Config"]["NodeName"]:
+            client.session.destroy(held_by)
+            LOG.info("ended the session of this host's previous daemon, which held the lock")
 
     def _lose(self, why: str) -> None:
         if self.leading:
