@@ -21,10 +21,11 @@ from switchboard import reach
 from switchboard.apply import ApplyError, apply_topology, remove_topology
 from switchboard.model import TopologyError, load_topology_file
 from switchboard.placement import PlacementError, load_of
+from switchboard.statusview import host_states, merged_rows
 from switchboard.store import DEFAULT_CONSUL, Store
 
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+console = Console(width=None if sys.stdout.isatty() else 160, emoji=False)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, emoji=False)
 
 
 def _store(ctx: click.Context) -> Store:
@@ -88,11 +89,16 @@ def main(ctx: click.Context, consul: str, prefix: str, lab_host: str | None) -> 
               show_default=True,
               help="Prefix of the container namespaces this daemon owns (`switchboard lab` "
                    "gives each simulated host its own).")
+@click.option("--reschedule-after", envvar="SWITCHBOARD_RESCHEDULE_AFTER", default=30.0,
+              show_default=True, type=click.FloatRange(min=0),
+              help="Seconds a host must stay down before its containers that name no host "
+                   "are moved to ready hosts (decided by one daemon of the cluster).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every change made.")
 @click.pass_context
 def controller(
     ctx: click.Context, bridge: str, of_port: int, state_dir: Path, host_id: str | None,
-    ovsdb: str | None, run_dir: Path, tunnel_ip: str | None, netns_prefix: str, verbose: bool,
+    ovsdb: str | None, run_dir: Path, tunnel_ip: str | None, netns_prefix: str,
+    reschedule_after: float, verbose: bool,
 ) -> None:
     """Run the per-host daemon: os-ken app, plumbing and status reports (foreground).
 
@@ -124,7 +130,8 @@ def controller(
     logging.getLogger("switchboard").setLevel(logging.INFO)
     config = DaemonConfig(consul=ctx.obj["consul"], prefix=ctx.obj["prefix"], bridge=bridge,
                           of_port=of_port, state_dir=state_dir, ovsdb=ovsdb,
-                          tunnel_ip=tunnel_ip, netns_prefix=netns_prefix, underlay_mtu=mtu)
+                          tunnel_ip=tunnel_ip, netns_prefix=netns_prefix, underlay_mtu=mtu,
+                          reschedule_after=reschedule_after)
     if host_id:
         config.host_id = host_id
     daemon = Daemon(config)
@@ -184,6 +191,15 @@ def up(ctx: click.Context, file: Path, timeout: float, no_wait: bool, dry_run: b
     if report is None:
         console.print(f"topology [bold]{topology.name}[/bold] stored ({digest})")
         return
+    for host, containers in report.get("waiting", {}).items():
+        err_console.print(f"[yellow]warning:[/yellow] host {escape(host)} is down: "
+                          f"{escape(', '.join(containers))} wait for it (or move, unless they "
+                          "name their host; see `switchboard status`)", highlight=False,
+                          soft_wrap=True)
+    if report.get("waiting") and not report["containers"]:
+        console.print(f"topology [bold]{topology.name}[/bold] stored ({digest}); no host it "
+                      "is placed on is ready")
+        return
     count = len({r["container"] for r in report["containers"]})
     hosts = sorted({r.get("host") for r in report["containers"] if r.get("host")})
     on = f" on {len(hosts)} hosts" if len(hosts) > 1 else ""
@@ -237,6 +253,12 @@ def status(ctx: click.Context, name: str | None, as_json: bool) -> None:
     applied = store.applied()
     reports = store.reports(name)
     topologies = []
+    try:
+        down = {h: r.reason for h, r in host_inventory.read_hosts(store.client,
+                                                                  store.prefix).items()
+                if not r.ready}
+    except Exception:  # noqa: BLE001 - no health to judge by: show the reports as they are
+        down = {}
     for topo_name, stored in sorted(applied.items()):
         if name and topo_name != name:
             continue
@@ -244,7 +266,10 @@ def status(ctx: click.Context, name: str | None, as_json: bool) -> None:
         topologies.append({
             "name": topo_name, "digest": stored.digest, "source": stored.source,
             "hosts": hosts, "placement": stored.placement,
-            "containers": merged_rows(hosts, stored.placement),
+            "down_hosts": {h: why for h, why in down.items() if h in hosts
+                           or h in stored.placement.values()},
+            "containers": merged_rows(hosts, stored.placement, down, frozenset(
+                c for c, spec in stored.topology.containers.items() if spec.host)),
         })
     if name and not topologies:
         _fail(f"no topology named {name!r} is applied")
@@ -264,30 +289,9 @@ def status(ctx: click.Context, name: str | None, as_json: bool) -> None:
         _print_topology(topo)
 
 
-def merged_rows(
-    reports: dict[str, dict[str, Any]], placement: dict[str, str]
-) -> list[dict[str, Any]]:
-    """Every host's container rows, each with its ``host`` (the row's own, else the host
-    that reported it), and a ``not reported`` row for a placed container no host reports
-    yet; sorted by container, network and host. Pure."""
-    rows = [{**row, "host": row.get("host") or host}
-            for host, report in reports.items() for row in report.get("containers", [])]
-    seen = {row.get("container") for row in rows}
-    for container, host in placement.items():
-        if container not in seen:
-            rows.append({"container": container, "host": host, "network": "", "netns": "",
-                         "interface": "", "ip": "", "mac": "", "port": "", "ofport": None,
-                         "state": "not reported",
-                         "problem": f"host {host} has not reported it yet"})
-    return sorted(rows, key=lambda r: (str(r.get("container")), str(r.get("network")),
-                                       str(r.get("host"))))
-
-
 def _print_topology(topo: dict[str, Any]) -> None:
-    states = [
-        f"{host}: {r['state']}" + (" (stale)" if r["digest"] != topo["digest"] else "")
-        for host, r in sorted(topo["hosts"].items())
-    ] or ["no host has reported yet"]
+    states = host_states(topo["hosts"], topo["digest"], topo["down_hosts"]) or [
+        "no host has reported yet"]
     console.print(f"[bold]{topo['name']}[/bold]  {', '.join(states)}  ({topo['source']})")
     networks: dict[str, dict[str, Any]] = {}
     for host, report in sorted(topo["hosts"].items()):
