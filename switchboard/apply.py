@@ -240,10 +240,13 @@ def remove_topology(store: Store, name: str, timeout: float = 60.0) -> bool:
     else:
         raise ApplyError(f"could not remove topology {name}: other writers kept changing the "
                          "desired state; try again")
-    reports = store.wait_for_report(name, lambda r: not r, timeout)
-    if reports:
+    # A host that is down lets go when it is back (its daemon clears what is not desired).
+    down = set(_down_hosts(store, {host for host, _ in store.reports(name)}))
+    reports = store.wait_for_report(
+        name, lambda r: not [h for h, _ in r if h not in down], timeout)
+    if holding := [host for host, _ in reports if host not in down]:
         raise ApplyError(f"hosts still hold {name} after {timeout:.0f} s: "
-                         + ", ".join(host for host, _ in reports))
+                         + ", ".join(holding))
     # The local daemon deregisters the services it registered; this also covers a topology
     # that was removed while the daemon was down.
     from discovery.sync import ServiceSync
