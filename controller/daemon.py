@@ -11,7 +11,6 @@ triggers a pass at once, which re-registers whatever the agent lost.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -38,7 +37,7 @@ from ovsdb.bridge import DEFAULT_DB, Bridge, detect_datapath
 from plumbing.plumber import Plumber
 from switchboard import hosts as host_inventory
 from switchboard.admission import first_come
-from switchboard.desired import DesiredState
+from switchboard.desired import DesiredState, load_json
 from switchboard.hostplan import Site, TopologyPlan, plan_topology
 from switchboard.store import DEFAULT_CONSUL, Store, StoredTopology, consul_client
 
@@ -169,6 +168,7 @@ class Daemon:
                 failing = False
                 self.wake.set()
             if new_index != index or self.desired is None:
+                _log_skipped(self.desired, topologies)
                 self.desired = topologies
                 self.wake.set()
             index = new_index
@@ -392,8 +392,16 @@ def realisable(
     return {s.topology.name: s for s in admitted}, refused
 
 
+def _log_skipped(before: DesiredState | None, after: DesiredState) -> None:
+    """Log each key of the desired state that cannot be read, once (when it appears)."""
+    seen = before.skipped if before is not None else {}
+    for key, why in after.skipped.items():
+        if seen.get(key) != why:
+            LOG.warning("skipping %s in Consul KV: %s", key, why)
+
+
 def _marker_digest(raw: bytes | None) -> str:
     try:
-        return str(json.loads(raw or b"")["digest"])
+        return str(load_json(raw)["digest"])
     except (ValueError, KeyError, TypeError):
         return ""

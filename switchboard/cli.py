@@ -250,8 +250,12 @@ def down(ctx: click.Context, name: str, timeout: float) -> None:
 def status(ctx: click.Context, name: str | None, as_json: bool) -> None:
     """Show topologies, their networks and containers, as each host reports them."""
     store = _store(ctx)
-    applied = store.applied()
-    reports = store.reports(name)
+    _, state = store.read_topologies()
+    applied = state.topologies
+    reports = store.reports(name, state.skipped)
+    for key, why in sorted(state.skipped.items()):  # foreign or corrupted keys
+        err_console.print(f"[yellow]warning:[/yellow] {escape(key)} skipped: {escape(why)}",
+                          highlight=False, soft_wrap=True)
     topologies = []
     try:
         down = {h: r.reason for h, r in host_inventory.read_hosts(store.client,
@@ -280,7 +284,8 @@ def status(ctx: click.Context, name: str | None, as_json: bool) -> None:
         err_console.print(f"[yellow]warning:[/yellow] {escape(str(missing))}",
                           highlight=False, soft_wrap=True)
     if as_json:
-        click.echo(json.dumps({"topologies": topologies}, indent=2, sort_keys=True))
+        click.echo(json.dumps({"topologies": topologies, "skipped": state.skipped}, indent=2,
+                              sort_keys=True))
         return
     if not topologies:
         console.print("no topologies applied")

@@ -11,6 +11,10 @@ Layout below a topology's key ``P/topologies/<topo>/`` (``P`` is the prefix)::
 A version is staged under its own digest, so two writers never mix their keys; the
 ``applied`` marker is the commit point, switched in one transaction (switchboard.store).
 A topology is desired when its marker names a version whose objects match the digest.
+
+Anyone who reaches the agent can write below the prefix, so nothing read here is trusted:
+a key that does not fit this layout, or a topology whose keys cannot be read, is skipped and
+listed with why (``DesiredState.skipped``); reading never raises.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, ip_address
 from typing import Any
 
+from pydantic import ValidationError
+
 from switchboard import ipam
-from switchboard.model import Topology
+from switchboard.model import Topology, validation_problems
 
 KINDS = ("networks", "routers", "policies", "containers", "services")
 MARKER = "applied"
@@ -55,13 +61,15 @@ class DesiredState:
     ``topologies``: the desired ones, in the order they were first applied; ``invalid``:
     topology -> why its marked version cannot be read (it is skipped, never a crash);
     ``versions``: topology -> digest -> path -> raw value of every staged version;
-    ``markers``: topology -> its raw ``applied`` marker.
+    ``markers``: topology -> its raw ``applied`` marker; ``skipped``: key -> why it was
+    skipped (not in the layout, or the marker of an unreadable topology).
     """
 
     topologies: dict[str, StoredTopology] = field(default_factory=dict)
     invalid: dict[str, str] = field(default_factory=dict)
     versions: dict[str, dict[str, dict[str, bytes | None]]] = field(default_factory=dict)
     markers: dict[str, bytes] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
     admission_index: int = 0  # ModifyIndex of the admission key (0: no admission yet)
     generation: int = 0  # how many admissions the prefix has seen
     host_entries: list[dict[str, Any]] = field(default_factory=list)  # P/hosts/ (snapshot)
@@ -99,7 +107,8 @@ def digest_of(objects: dict[str, Any]) -> str:
 
 
 def topology_from_objects(name: str, objects: dict[str, Any]) -> tuple[Topology, ipam.Allocation]:
-    """Rebuild a topology and its allocation from its KV objects."""
+    """Rebuild a topology and its allocation from its KV objects (ValueError, KeyError or
+    TypeError when they do not hold one)."""
     doc: dict[str, Any] = {"name": name}
     allocation: ipam.Allocation = {}
     for path, value in sorted(objects.items()):
@@ -115,7 +124,10 @@ def topology_from_objects(name: str, objects: dict[str, Any]) -> tuple[Topology,
                 allocation[(obj, net)] = IPv4Address(ip_address(ip))
         elif kind in ("networks", "routers", "services"):
             doc.setdefault(kind, {})[obj] = value
-    return Topology.model_validate(doc), allocation
+    try:
+        return Topology.model_validate(doc), allocation
+    except ValidationError as err:
+        raise ValueError("; ".join(validation_problems(err))) from None
 
 
 def raw_value(entry: dict[str, Any]) -> bytes | None:
@@ -126,46 +138,74 @@ def raw_value(entry: dict[str, Any]) -> bytes | None:
     return value
 
 
+def load_json(raw: Any) -> Any:
+    """A KV value's JSON, read without trusting it; ValueError saying why when it is not
+    JSON, including nesting too deep to read."""
+    try:
+        return json.loads(raw if raw is not None else b"")
+    except RecursionError:
+        raise ValueError("nested too deeply to be read") from None
+    except (ValueError, TypeError):
+        raise ValueError("not JSON") from None
+
+
 def parse_desired(base: str, entries: Iterable[dict[str, Any]]) -> DesiredState:
-    """Group the entries below ``base`` (``P/topologies/``) into a DesiredState.
+    """Group the entries below ``base`` (``P/topologies/``) into a DesiredState. Never raises.
 
     A topology whose marker names a version that is missing, incomplete, corrupt or invalid
-    is listed in ``invalid`` with the reason; keys of topologies with no marker (a version
-    being staged, a foreign key) are not desired and are left alone.
+    is listed in ``invalid`` with the reason, and its marker in ``skipped``. Keys of
+    topologies with no marker (a version being staged) are not desired and are left alone;
+    a key that fits no part of the layout is listed in ``skipped``.
     """
     state = DesiredState()
     objects: dict[str, dict[str, bytes | None]] = {}  # topology -> path -> raw (old layout)
     marker_index: dict[str, int] = {}
     for entry in entries:
-        name, _, path = entry["Key"][len(base):].partition("/")
-        if not name or not path:
+        key = str(entry.get("Key", ""))
+        name, _, path = key[len(base):].partition("/")
+        try:
+            raw = raw_value(entry)
+        except ValueError:
+            state.skipped[key] = "its value is not base64 (not written by Switchboard)"
             continue
-        raw = raw_value(entry)
-        if path == MARKER:
-            state.markers[name] = raw or b""
-            marker_index[name] = int(entry.get("CreateIndex") or 0)
-        elif path.startswith(VERSIONS):
+        if path == MARKER and name:
+            state.markers[name] = raw if isinstance(raw, bytes) else b""
+            marker_index[name] = _index(entry.get("CreateIndex"))
+        elif path.startswith(VERSIONS) and name and all(path[len(VERSIONS):].partition("/")):
             digest, _, rest = path[len(VERSIONS):].partition("/")
-            if digest and rest:
-                state.versions.setdefault(name, {}).setdefault(digest, {})[rest] = raw
-        else:
+            state.versions.setdefault(name, {}).setdefault(digest, {})[rest] = raw
+        elif name and (path == PLACEMENT or path.partition("/")[0] in KINDS):
             objects.setdefault(name, {})[path] = raw
+        else:
+            state.skipped[key] = (f"not a key of Switchboard's layout ({base}<topology>/"
+                                  f"{MARKER}, {PLACEMENT} or {VERSIONS}<digest>/...)")
     for name in sorted(state.markers, key=lambda n: (marker_index[n], n)):
         try:
             stored = _read_version(name, state, objects.get(name, {}), marker_index[name])
             placement = parse_placement(objects.get(name, {}).get(PLACEMENT),
                                         stored.topology.containers)
             state.topologies[name] = dataclasses.replace(stored, placement=placement)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            state.invalid[name] = f"the desired state of {name!r} in Consul KV is unreadable: {exc}"
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            why = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+            if isinstance(exc, RecursionError):
+                why = "nested too deeply to be read"
+            state.invalid[name] = f"the desired state of {name!r} in Consul KV is unreadable: {why}"
+            state.skipped[f"{base}{name}/{MARKER}"] = state.invalid[name]
     return state
+
+
+def _index(value: Any) -> int:
+    try:
+        return max(0, int(value or 0))
+    except (ValueError, TypeError):
+        return 0
 
 
 def parse_placement(raw: bytes | None, containers: Iterable[str]) -> dict[str, str]:
     """A stored placement, read without trusting it: container -> host for the topology's
     containers; anything unreadable is left out (an unplaced container is the local host's)."""
     try:
-        value = json.loads(raw or b"{}")
+        value = load_json(raw or b"{}")
     except ValueError:
         return {}
     if not isinstance(value, dict):
@@ -178,18 +218,36 @@ def parse_placement(raw: bytes | None, containers: Iterable[str]) -> dict[str, s
 def _read_version(
     name: str, state: DesiredState, legacy: dict[str, bytes | None], index: int
 ) -> StoredTopology:
-    marker = json.loads(state.markers[name])
-    digest, source = str(marker["digest"]), str(marker.get("source", ""))
+    try:
+        marker = load_json(state.markers[name])
+    except ValueError as exc:
+        raise ValueError(f"its {MARKER!r} marker is {exc}") from None
+    if not isinstance(marker, dict) or not isinstance(marker.get("digest"), str):
+        raise ValueError(f"its {MARKER!r} marker names no version (expected "
+                         '{"digest": ..., "source": ...})')
+    digest, source = marker["digest"], str(marker.get("source", ""))
     version = state.versions.get(name, {}).get(digest)
     if version is None:  # written before versions existed: objects beside the marker
         version = legacy
+        if not any(path.partition("/")[0] in KINDS for path in version):
+            raise ValueError(f"version {digest} that its marker names is not stored")
     elif SEALED not in version:
         raise ValueError(f"version {digest} is not complete")
-    values = {
-        path: json.loads(raw) for path, raw in version.items()
-        if path != SEALED and raw is not None and path.split("/", 1)[0] in KINDS
-    }
+    values = {}
+    for path, raw in version.items():
+        if path != SEALED and raw is not None and path.split("/", 1)[0] in KINDS:
+            try:
+                values[path] = load_json(raw)
+            except ValueError as exc:
+                raise ValueError(f"object {path} of version {digest} is {exc}") from None
     if digest_of(values) != digest:
-        raise ValueError(f"its objects do not match version {digest}")
-    topology, allocation = topology_from_objects(name, values)
+        raise ValueError(f"the objects of version {digest} do not match its digest "
+                         "(changed after it was stored)")
+    try:
+        topology, allocation = topology_from_objects(name, values)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"version {digest} does not hold a topology ({type(exc).__name__}: "
+                         f"{exc})") from None
+    except ValueError as exc:
+        raise ValueError(f"version {digest} does not hold a valid topology: {exc}") from None
     return StoredTopology(topology, allocation, digest, source, index)

@@ -100,7 +100,7 @@ def parse_record(key: str, raw: bytes | None, base: str) -> dict[str, Any]:
         raise ValueError("not a host record (nested key)")
     try:
         value = json.loads(raw or b"")
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to read
         raise ValueError("not JSON") from None
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")

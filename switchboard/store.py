@@ -36,6 +36,7 @@ from switchboard.desired import (
     DesiredState,
     StoredTopology,
     encode,
+    load_json,
     parse_desired,
     raw_value,
 )
@@ -91,8 +92,8 @@ class Store:
         """A topology's ``applied`` marker (digest and source), None when not applied."""
         _, entry = self.client.kv.get(self._topo_prefix(name) + MARKER)
         try:
-            marker = json.loads(entry["Value"]) if entry else None
-        except (TypeError, ValueError):
+            marker = load_json(entry["Value"]) if entry else None
+        except ValueError:
             return {}
         return marker if isinstance(marker, dict) or marker is None else {}
 
@@ -114,7 +115,7 @@ class Store:
             if entry["Key"] == admission:
                 state.admission_index = int(entry["ModifyIndex"])
                 try:
-                    state.generation = int(json.loads(raw_value(entry) or b"{}")["generation"])
+                    state.generation = int(load_json(raw_value(entry) or b"{}")["generation"])
                 except (ValueError, KeyError, TypeError):
                     state.generation = 0  # unreadable: the check-and-set still holds
         return state
@@ -206,19 +207,25 @@ class Store:
     def clear_report(self, host: str, topology: str) -> None:
         self.client.kv.delete(self.status_key(host, topology))
 
-    def reports(self, topology: str | None = None) -> dict[tuple[str, str], dict[str, Any]]:
-        """(host, topology) -> the daemon's last report."""
+    def reports(
+        self, topology: str | None = None, skipped: dict[str, str] | None = None
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """(host, topology) -> the daemon's last report. A key that holds no report (foreign
+        or corrupted) is left out, and put in ``skipped`` (key -> why) when given."""
         _, entries = self.client.kv.get(f"{self.prefix}/status/", recurse=True)
         result = {}
         for entry in entries or []:
             host, _, topo = entry["Key"][len(self.prefix) + 8:].partition("/")
             if topology is None or topo == topology:
                 try:
-                    report = json.loads(entry["Value"])
-                except (TypeError, ValueError):
-                    continue  # not a report (a foreign or corrupted key): skipped
-                if isinstance(report, dict):
-                    result[(host, topo)] = report
+                    report = load_json(entry["Value"])
+                    if why := report_problem(report):
+                        raise ValueError(why)
+                except ValueError as exc:
+                    if skipped is not None:
+                        skipped[entry["Key"]] = f"not a status report: {exc}"
+                    continue
+                result[(host, topo)] = report
         return result
 
     def wait_for_report(
@@ -234,6 +241,28 @@ class Store:
                 return reports
             time.sleep(0.1)
 
+
+
+_ROW_KEYS = ("container", "network", "netns", "interface", "ip", "mac", "port", "state")
+_NETWORK_KEYS = ("name", "subnet", "gateway", "host_ip")
+
+
+def report_problem(value: Any) -> str | None:
+    """Why a value read under ``P/status/`` is not a daemon's report; None when it is one.
+    Checks what readers rely on: its state, digest, container and network rows. Pure."""
+    if not isinstance(value, dict):
+        return "not a JSON object"
+    for key in ("state", "digest"):
+        if not isinstance(value.get(key), str):
+            return f"{key!r} is not a string"
+    for key, fields in (("containers", _ROW_KEYS), ("networks", _NETWORK_KEYS)):
+        rows = value.get(key, [])
+        if not isinstance(rows, list) or not all(
+            isinstance(row, dict) and all(isinstance(row.get(f), str) for f in fields)
+            for row in rows
+        ):
+            return f"{key!r} is not a list of rows with {', '.join(fields)}"
+    return None
 
 
 def kv_op(verb: str, key: str, value: bytes | None = None, index: int | None = None,

@@ -7,7 +7,7 @@ key path and, where the YAML parser knows it, the line.
 
 from switchboard.model.base import TopologyError
 from switchboard.model.container import Attach, Attachment, Check, Container, ServiceInstance
-from switchboard.model.loading import load_topology, load_topology_file
+from switchboard.model.loading import load_topology, load_topology_file, validation_problems
 from switchboard.model.network import Network, Router
 from switchboard.model.policy import Policy, PortSpec, parse_port_spec
 from switchboard.model.scalars import (
@@ -50,4 +50,5 @@ __all__ = [
     "load_topology_file",
     "parse_duration",
     "parse_port_spec",
+    "validation_problems",
 ]

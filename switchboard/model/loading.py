@@ -15,10 +15,23 @@ from pydantic import BaseModel, ValidationError
 from switchboard.model.base import _DEFER, Path, TopologyError, _dotted, _Problems
 from switchboard.model.topology import Topology
 
+MAX_VALUES = 100_000  # values a file may expand to, aliases included (a topology is far less)
+MAX_DEPTH = 32  # nesting of mappings and lists (a topology needs about 6)
+
+
+class _TooLarge(Exception):
+    """The document is nested too deeply or expands to too many values (aliases)."""
+
+    def __init__(self, message: str, line: int | None) -> None:
+        super().__init__(message)
+        self.line = line
+
 
 class _LineLoader(yaml.SafeLoader):
     """SafeLoader that records the line of every mapping key and sequence item by key path,
-    and reports duplicate keys. Only true/false are booleans (not yes/no/on/off)."""
+    and reports duplicate keys. Only true/false are booleans (not yes/no/on/off). It stops
+    at MAX_DEPTH levels and MAX_VALUES values, so that no file makes it recurse or expand
+    aliases without end."""
 
     yaml_implicit_resolvers = {
         first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:bool"]
@@ -29,6 +42,19 @@ class _LineLoader(yaml.SafeLoader):
         super().__init__(stream)
         self.lines: dict[Path, int] = {}
         self.problems: list[tuple[Path, str, int | None]] = []
+        self.built = 0
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        """PyYAML composes one level per call: stop at MAX_DEPTH, before Python's limit."""
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise _TooLarge(f"nested more than {MAX_DEPTH} levels deep; a topology needs "
+                                "a few", self.peek_event().start_mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
     def load_with_lines(self) -> Any:
         node = self.get_single_node()
@@ -37,6 +63,13 @@ class _LineLoader(yaml.SafeLoader):
         return self._build(node, (), set())
 
     def _build(self, node: yaml.Node, path: Path, active: set[int]) -> Any:
+        self.built += 1
+        if self.built > MAX_VALUES:
+            raise _TooLarge(f"the file expands to more than {MAX_VALUES} values (through "
+                            "aliases?); a topology is far smaller", node.start_mark.line + 1)
+        if len(path) > MAX_DEPTH:
+            raise _TooLarge(f"nested more than {MAX_DEPTH} levels deep; a topology needs a "
+                            "few", node.start_mark.line + 1)
         if id(node) in active:
             raise yaml.constructor.ConstructorError(None, None, "recursive alias", node.start_mark)
         if isinstance(node, yaml.MappingNode):
@@ -190,11 +223,28 @@ def _pydantic_problems(err: ValidationError) -> Iterator[tuple[Path, str]]:
             yield (loc, f"{msg[:1].lower()}{msg[1:]} (got {_describe(e['input'])})")
 
 
+def validation_problems(err: ValidationError) -> list[str]:
+    """A pydantic error on a topology as 'key.path: problem' sentences (no source or line:
+    for data that was not read from a file, such as Consul KV)."""
+    return [_format("", None, path, msg).removeprefix(": ") for path, msg in
+            _pydantic_problems(err)]
+
+
 def load_topology(text: str, source: str = "<topology>") -> Topology:
     """Parse and validate a topology file's text; raise TopologyError listing every problem."""
-    loader = _LineLoader(text)
+    loader: _LineLoader | None = None
     try:
+        loader = _LineLoader(text)
         data = loader.load_with_lines()
+    except _TooLarge as exc:
+        raise TopologyError(_format(source, exc.line, (), str(exc))) from None
+    except RecursionError:  # the parser nests one call per level of the document
+        raise TopologyError(_format(source, None, (), f"nested more than {MAX_DEPTH} levels "
+                                    "deep; a topology needs a few")) from None
+    except yaml.reader.ReaderError as exc:
+        raise TopologyError(_format(source, None, (), f"YAML syntax error: character "
+                                    f"{chr(exc.character)!r} at position {exc.position} is "
+                                    "not allowed in YAML")) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -206,7 +256,8 @@ def load_topology(text: str, source: str = "<topology>") -> Topology:
     except yaml.YAMLError as exc:
         raise TopologyError(_format(source, None, (), f"YAML syntax error: {exc}")) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
     found: list[tuple[int | None, str]] = [
         (line, _format(source, line, path, msg)) for path, msg, line in loader.problems

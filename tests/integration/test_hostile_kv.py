@@ -1,0 +1,87 @@
+"""Foreign and corrupted keys under the prefix, written to a real Consul agent the way anyone
+who reaches it could: every CLI command still answers, `status` names each key it skipped,
+and the real daemon keeps the good topology and sees later changes."""
+
+from __future__ import annotations
+
+import json
+
+import consul
+import pytest
+
+from tests.harness import Switchboard, pings, wait_until
+
+pytestmark = pytest.mark.integration
+
+GOOD = """
+name: kvgood
+networks:
+  lan: {subnet: 10.97.1.0/24}
+containers:
+  a: {networks: [lan]}
+"""
+
+LATER = """
+name: kvlater
+networks:
+  lan: {subnet: 10.97.2.0/24}
+containers:
+  b: {networks: [lan]}
+"""
+
+
+def _hostile(prefix: str) -> dict[str, bytes]:
+    topo, status = f"{prefix}/topologies", f"{prefix}/status"
+    return {
+        f"{topo}/evil/x": b"x",  # the issue's example
+        f"{topo}/evil2": b"y",
+        f"{topo}/broken/applied": b"x",
+        f"{topo}/deep/applied": b"[" * 100_000,
+        f"{topo}/typed/applied": b'["digest"]',
+        f"{topo}/gone/applied": b'{"digest": "0123456789abcdef"}',
+        f"{status}/test-host/forged": json.dumps({"state": "converged", "digest": "d",
+                                                  "containers": 5}).encode(),
+        f"{status}/nohost": b"[" * 100_000,
+    }
+
+
+def test_foreign_and_corrupted_keys_are_reported_and_nothing_else_changes(
+    switchboard: Switchboard, tmp_path
+) -> None:
+    client = consul.Consul()
+    hostile = _hostile(switchboard.prefix)
+    switchboard.up(tmp_path, GOOD)
+    try:
+        for key, value in hostile.items():
+            client.kv.put(key, value)
+        for args in (["status"], ["status", "kvgood"], ["hosts"], ["services"],
+                     ["trace", "a", "10.97.1.254", "--icmp"]):
+            result = switchboard.cli(*args, check=False)
+            assert "Traceback" not in result.stderr, (args, result.stderr)
+            assert result.returncode == 0, (args, result.stdout, result.stderr)
+
+        result = switchboard.cli("status")
+        warned = " ".join(result.stderr.split())
+        for key in hostile:
+            assert f"warning: {key} skipped" in warned, key
+        assert "kvgood" in result.stdout and "converged" in result.stdout
+
+        data = json.loads(switchboard.cli("status", "--json").stdout)
+        assert set(data["skipped"]) == set(hostile)
+        assert [t["name"] for t in data["topologies"]] == ["kvgood"]
+
+        # The daemon still sees later changes and keeps the good topology working.
+        switchboard.up(tmp_path, LATER, "later.yaml")
+        assert pings("sb-kvlater-b", "10.97.2.254")
+        assert pings("sb-kvgood-a", "10.97.1.254")
+        assert wait_until(lambda: "skipping " + f"{switchboard.prefix}/topologies/evil/x"
+                          in switchboard.log.read_text(), 5)
+
+        # `up` of a name whose keys are corrupted replaces them; `down` removes them.
+        switchboard.cli("down", "broken")
+        assert client.kv.get(f"{switchboard.prefix}/topologies/broken/applied")[1] is None
+    finally:
+        for key in hostile:
+            client.kv.delete(key)
+        for name in ("kvlater", "kvgood"):
+            switchboard.cli("down", name, check=False)
