@@ -26,6 +26,7 @@ from plumbing.plan import (
     plumbing_problems,
     process_key,
 )
+from switchboard.private import private_dir
 
 if TYPE_CHECKING:
     from switchboard.hostplan import Endpoint, HostLeg, TopologyPlan
@@ -82,7 +83,7 @@ class Plumber:
                  netns_prefix: str = netns.PREFIX) -> None:
         self.bridge = bridge
         self.netns_prefix = netns_prefix  # the container namespaces this plumber owns
-        self.state_dir = Path(state_dir)
+        self.state_dir = private_dir(state_dir)  # container logs and commands: root's only
         self.ofport_timeout = ofport_timeout
         self._lock = threading.Lock()
         self.problems = Problems()  # what the last reconcile left short of the plans

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from plumbing.netns import netns_inode
+from switchboard.private import open_private, private_dir, write_private
 
 _children: dict[int, subprocess.Popen] = {}  # our own children, so they can be reaped
 
@@ -93,13 +94,13 @@ def is_running(pid_path: Path) -> bool:
 
 def start(netns: str, command: str, log_path: Path, pid_path: Path) -> int:
     """Run ``sh -c command`` in ``netns`` (through ``ip netns exec``) in a new session,
-    output appended to ``log_path``."""
+    output appended to ``log_path``. The log and the PID file (which holds the command) are
+    root's only (switchboard.private): a command's output or arguments may hold secrets."""
     if netns_inode(netns) is None:
         raise ProcessError(f"cannot start command in {netns}: no such namespace")
     log_path, pid_path = Path(log_path), Path(pid_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    pid_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
+    private_dir(pid_path.parent)
+    with os.fdopen(open_private(log_path), "ab") as log:
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
         log.write(f"--- {stamp} starting in {netns}: {command}\n".encode())
         log.flush()
@@ -117,9 +118,7 @@ def start(netns: str, command: str, log_path: Path, pid_path: Path) -> int:
     _children[proc.pid] = proc
     starttime = _starttime(proc.pid)
     record = {"starttime": starttime or 0, "netns": netns, "command": command}
-    tmp = pid_path.with_suffix(".tmp")
-    tmp.write_text(f"{proc.pid}\n{json.dumps(record)}\n")
-    tmp.replace(pid_path)
+    write_private(pid_path, f"{proc.pid}\n{json.dumps(record)}\n")
     _settle(proc, netns)
     return proc.pid
 

@@ -101,6 +101,7 @@ def write(netns: str, text: str) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+            os.fchmod(fd, 0o644)  # whatever the daemon's umask: non-root commands read it
             break
         except FileNotFoundError:
             if attempt:

@@ -11,9 +11,10 @@ set -euo pipefail
 STATE=${SWITCHBOARD_STATE:-/var/lib/switchboard}
 LOGS=${SWITCHBOARD_LOGS:-/var/log/switchboard}
 read -r -a CMD <<<"${SWITCHBOARD_CMD:-switchboard}"
-mkdir -p "$STATE" "$LOGS"
+install -d -m 0700 "$STATE" "$LOGS"  # container logs and commands, Consul data: root's only
 pidfile="$STATE/controller.pid"
 log="$LOGS/controller.log"
+(umask 077 && : >>"$log") && chmod 600 "$log"
 
 # is_alive PID: true when PID exists and is not a zombie (killed but not yet reaped).
 is_alive() {

@@ -62,7 +62,10 @@ systemd=0
 [ "$private_ovs" = 0 ] && { modprobe -q openvswitch 2>/dev/null || true; }
 datapath=netdev
 [ -e /sys/module/openvswitch ] && datapath=system
-mkdir -p "$STATE/consul" "$LOGS" "$RUN"
+# Consul's data (the desired state; keys and tokens once set) and the logs are root's only.
+install -d -m 0700 "$STATE" "$STATE/consul" "$LOGS"
+mkdir -p "$RUN"
+(umask 077 && : >>"$LOGS/consul.log") && chmod 600 "$LOGS/consul.log"
 
 [ "$install" = 1 ] && bash scripts/install-deps.sh
 
@@ -168,7 +171,8 @@ export SWITCHBOARD_HOST_ID=$host_id SWITCHBOARD_STATE=$STATE SWITCHBOARD_LOGS=$L
 [ -n "$tunnel_addr" ] && export SWITCHBOARD_TUNNEL_IP=$tunnel_addr
 [ "$private_ovs" = 1 ] && export SWITCHBOARD_OVSDB=${SWITCHBOARD_OVSDB:-unix:$OVS_RUNDIR/db.sock}
 if [ "$systemd" = 1 ]; then
-  env | grep '^SWITCHBOARD_' | sort >/etc/default/switchboard
+  (umask 077 && env | grep '^SWITCHBOARD_' | sort >/etc/default/switchboard)
+  chmod 600 /etc/default/switchboard  # the SWITCHBOARD_* settings (a token, once set)
   cp contrib/switchboard-controller.service /etc/systemd/system/
   sed -i 's/^After=.*/& switchboard-consul.service/' \
     /etc/systemd/system/switchboard-controller.service

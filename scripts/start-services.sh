@@ -4,7 +4,9 @@
 set -euo pipefail
 STATE=${SWITCHBOARD_STATE:-/var/lib/switchboard}
 LOGS=${SWITCHBOARD_LOGS:-/var/log/switchboard}
-mkdir -p "$STATE/consul" "$LOGS"
+# Consul's data (the desired state; keys and tokens once set) and the logs are root's only.
+install -d -m 0700 "$STATE" "$STATE/consul" "$LOGS"
+(umask 077 && : >>"$LOGS/consul.log") && chmod 600 "$LOGS/consul.log"
 
 if ! ovs-vsctl --timeout=2 show >/dev/null 2>&1; then
   /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random --no-ovs-vswitchd >/dev/null
