@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.labkit import LabDriver, eventually, run_in
+
 pytestmark = [pytest.mark.lab, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,35 +38,8 @@ containers:
 """
 
 
-def lab(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SWITCHBOARD_LAB_NAME": NAME}
-    env.pop("SWITCHBOARD_LAB_HOST", None)
-    return subprocess.run([sys.executable, "-m", "switchboard.cli", "lab", *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def sb(host: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """`switchboard ARGS` run on lab host ``host``."""
-    return lab("exec", host, "--", sys.executable, "-m", "switchboard.cli", *args,
-               timeout=timeout)
-
-
-def netns(host: str, topology: str, container: str) -> str:
-    return f"{NAME}-{host}-{topology}-{container}"
-
-
-def run_in(ns: str, *cmd: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def eventually(check, timeout: float = 20.0, every: float = 0.5):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(every)
+LAB = LabDriver(NAME)
+lab, sb, netns = LAB.lab, LAB.sb, LAB.netns
 
 
 @pytest.fixture(scope="module")
