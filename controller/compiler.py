@@ -38,6 +38,7 @@ from controller.flows import (
     SetField,
     flow,
 )
+from controller.hairpin import hairpin_flows
 from controller.tables import TABLES
 from switchboard.hostplan import NetworkPlan, ServicePlan, TopologyPlan
 from switchboard.model import PortSpec
@@ -330,6 +331,7 @@ def _topology(
         flows += _network_flows(net, plan, ports, tunnel_port)
     flows += _router_flows(plan)
     flows += _policy_flows(plan)
+    flows += hairpin_flows(plan, ports)
     for service in plan.services:
         svc_flows, svc_groups = _service_flows(plan, service, passing)
         flows += svc_flows

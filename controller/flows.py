@@ -45,7 +45,8 @@ class Ct:
     """Send the packet through conntrack in ``zone``.
 
     ``commit`` records the connection (with ``mark`` set, if given); ``nat`` is None for no
-    NAT, ``""`` to apply a connection's existing NAT, or ``"IP:PORT"`` for destination NAT.
+    NAT, ``""`` to apply a connection's existing NAT, ``"IP:PORT"`` for destination NAT, or
+    ``"src=IP"`` for source NAT.
     ``table`` recirculates the packet there afterwards; None continues in this flow.
     """
 

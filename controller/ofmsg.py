@@ -10,7 +10,7 @@ from controller.tables import TABLES
 METADATA_MASK = 0xFFFFFFFF
 ALL_COOKIE_BITS = 0xFFFFFFFFFFFFFFFF
 CT_COMMIT = 1
-NAT_DST = 2  # OVS's NX_NAT_F_DST (os-ken's nicira_ext lacks the NAT flag constants)
+NAT_SRC, NAT_DST = 1, 2  # OVS's NX_NAT_F_SRC/_DST (os-ken's nicira_ext lacks them)
 NO_RECIRC = 255
 
 
@@ -44,7 +44,11 @@ def _ct(dp: Any, ct: Ct) -> Any:
     parser = dp.ofproto_parser
     nested = []
     if ct.nat is not None:
-        if ct.nat:
+        if ct.nat.startswith("src="):
+            ip = ct.nat.removeprefix("src=")
+            nested.append(parser.NXActionNAT(flags=NAT_SRC, range_ipv4_min=ip,
+                                             range_ipv4_max=ip))
+        elif ct.nat:
             ip, _, port = ct.nat.partition(":")
             ranges = dict(range_ipv4_min=ip, range_ipv4_max=ip)
             if port:

@@ -9,12 +9,14 @@ TABLES: dict[str, int] = {
     "tunnel_conntrack": 15,  # from another host: conntrack in the topology's zone, NAT undone
     "tunnel_commit": 16,  # from another host: a new connection is recorded as allowed
     "conntrack": 20,  # every IPv4 packet through conntrack (zone per topology, NAT undone)
+    "hairpin_conntrack": 21,  # from an instance to its VIP, after the hairpin zone: own zone
     "service_lb": 30,  # new connection to a VIP -> select group of its passing instances
     "service_nat": 31,  # chosen instance -> ct commit with destination NAT
     "l3_router": 40,  # routes between networks joined by a router
     "l3_neighbor": 45,  # routed packet: destination IP -> destination MAC
     "policy": 50,  # routed new connections pass only where a policy allows
     "l2_forward": 60,  # exact (network, MAC) -> port
+    "hairpin_output": 61,  # an instance's connection to its own VIP: back out of its port
 }
 
 # Cookie stage ids (top byte of every cookie). Stages added later take the next numbers, so a
@@ -22,6 +24,7 @@ TABLES: dict[str, int] = {
 _STAGE_ORDER = [
     "classifier", "arp_responder", "conntrack", "service_lb", "service_nat", "l3_router",
     "l3_neighbor", "policy", "l2_forward", "tunnel_conntrack", "tunnel_commit",
+    "hairpin_conntrack", "hairpin_output",
 ]
 STAGE_IDS: dict[str, int] = {name: index + 1 for index, name in enumerate(_STAGE_ORDER)}
 assert set(STAGE_IDS) == set(TABLES), "every table needs a stage id"
@@ -38,6 +41,8 @@ DESCRIPTIONS: dict[str, str] = {
     "l3_neighbor": "router: destination MAC of the routed-to address",
     "policy": "policy: routed new connections only where a policy allows; replies pass",
     "l2_forward": "L2 output: exact (network, MAC) to port; everything else dropped",
+    "hairpin_conntrack": "hairpin: an instance to its own VIP, source NAT undone on replies",
+    "hairpin_output": "hairpin: a connection balanced to its own client goes back to it",
 }
 
 

@@ -4,8 +4,7 @@ Three instances of one service each run a small HTTP server that answers with it
 An instance "fails" when its server is killed (its TCP check then fails) and "recovers" when
 the test starts the server again inside its namespace.
 
-Known limitation, not tested here: an instance that connects to its own VIP may be balanced
-to itself (hairpin); the reply then never passes back through the switch's NAT.
+An instance connecting to its own VIP (hairpin) is tested in test_hairpin.py.
 """
 
 from __future__ import annotations

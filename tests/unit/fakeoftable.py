@@ -3,7 +3,8 @@
 Like Faucet's fakeoftable: the pipeline is tested without a switch. A packet is a dict of
 OpenFlow field names (``in_port``, ``eth_src``, ``ipv4_dst``, ``tcp_dst``...); ``process``
 returns the (port, packet) pairs it leaves by and the tables it went through. Conntrack is
-modelled too (zones, commit, marks, destination NAT and its reversal on replies).
+modelled too (zones, commit, marks, source and destination NAT and their reversal on
+replies).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Result:
 class Connection:
     mark: int = 0
     nat: tuple[str, int | None] | None = None  # translated (dst ip, dst port)
+    snat: str | None = None  # translated source address (source NAT keeps the port)
 
 
 def _five_tuple(pkt: dict[str, Any]) -> tuple[Any, ...]:
@@ -142,6 +144,8 @@ class FakeOFTable:
             state |= CT_EST
             if conn.nat and ct.nat is not None:
                 _set_dst(pkt, *conn.nat)
+            if conn.snat and ct.nat is not None:
+                pkt["ipv4_src"] = conn.snat
         else:
             reply = self._reply_of(ct.zone, key)
             if reply is not None:
@@ -149,6 +153,8 @@ class FakeOFTable:
                 state |= CT_EST | CT_RPL
                 if conn.nat and ct.nat is not None:
                     _set_src(pkt, original[3], original[4])
+                if conn.snat and ct.nat is not None:
+                    _set_dst(pkt, original[1], original[2])
             else:
                 state |= CT_NEW
         pkt["ct_state"] = state
@@ -157,7 +163,10 @@ class FakeOFTable:
             if conn is None:
                 conn = Connection()
                 self.conntrack[(ct.zone, key)] = conn
-                if ct.nat:
+                if ct.nat and ct.nat.startswith("src="):
+                    conn.snat = ct.nat.removeprefix("src=")
+                    pkt["ipv4_src"] = conn.snat
+                elif ct.nat:
                     ip, _, port = ct.nat.partition(":")
                     conn.nat = (ip, int(port) if port else None)
                     _set_dst(pkt, *conn.nat)
@@ -175,7 +184,8 @@ class FakeOFTable:
             o_dst, o_dport = conn.nat if conn.nat else (original[3], original[4])
             if o_dport is None:
                 o_dport = original[4]
-            if (src, sport, dst, dport) == (o_dst, o_dport, original[1], original[2]):
+            o_src = conn.snat or original[1]
+            if (src, sport, dst, dport) == (o_dst, o_dport, o_src, original[2]):
                 return conn, original
         return None
 
