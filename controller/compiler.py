@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, ip_network
+from ipaddress import IPv4Address, IPv4Network
 
 from controller.flows import (
     Ct,
@@ -39,19 +39,32 @@ from controller.flows import (
     flow,
 )
 from controller.hairpin import hairpin_flows
+from controller.hostguard import guard_flows, host_commit_flows
+from controller.matches import (
+    ALLOWED_MARK,
+    CT_DNAT,
+    CT_EST,
+    CT_INV,
+    CT_NEW,
+    CT_REL,
+    CT_RPL,
+    CT_TRK,
+    ETH_ARP,
+    ETH_IPV4,
+    PROTOCOLS,
+    masked,
+    port_ranges,
+    rule_port_matches,
+)
+from controller.matches import ct_state as _ct_state
 from controller.tables import TABLES
 from switchboard.hostplan import NetworkPlan, ServicePlan, TopologyPlan
-from switchboard.model import PortSpec
 
-ETH_ARP = 0x0806
-ETH_IPV4 = 0x0800
+__all__ = ["ALLOWED_MARK", "CT_DNAT", "CT_EST", "CT_INV", "CT_NEW", "CT_REL", "CT_RPL", "CT_TRK",
+           "Compiled", "compile_flows", "compile_pipeline", "port_ranges"]
+
 ARP_REQUEST = 1
 ARP_REPLY = 2
-PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17}
-
-# conntrack state bits (OVS ct_state)
-CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
-ALLOWED_MARK = 1  # ct_mark of connections a policy (or the host) allowed
 BACKEND_REG = "reg1"  # index of the chosen VIP instance, set by a group bucket
 REJECT_PORT = 1  # closed port on the host leg: a VIP with no instance is refused at once
 
@@ -64,37 +77,6 @@ class Compiled:
 
     flows: list[Flow]
     groups: list[SelectGroup]
-
-
-def _ct_state(*, on: int, off: int = 0) -> tuple[int, int]:
-    return (on, on | off)
-
-
-def _masked(cidr: str) -> str | tuple[str, str]:
-    net = ip_network(cidr)
-    if net.prefixlen == 32:
-        return str(net.network_address)
-    return (str(net.network_address), str(net.netmask))
-
-
-def port_ranges(lo: int, hi: int) -> list[int | tuple[int, int]]:
-    """Cover [lo, hi] with the fewest exact or (value, mask) port matches."""
-    result: list[int | tuple[int, int]] = []
-    while lo <= hi:
-        size = lo & -lo if lo else 1 << 16
-        while size > hi - lo + 1:
-            size //= 2
-        result.append(lo if size == 1 else (lo, 0xFFFF & ~(size - 1)))
-        lo += size
-    return result
-
-
-def _port_matches(spec: PortSpec) -> list[dict[str, object]]:
-    proto = PROTOCOLS[spec.proto]
-    if spec.lo is None or spec.hi is None:
-        return [{"ip_proto": proto}]
-    field_name = f"{spec.proto}_dst"
-    return [{"ip_proto": proto, field_name: p} for p in port_ranges(spec.lo, spec.hi)]
 
 
 # --- stages ---------------------------------------------------------------------------------
@@ -184,14 +166,18 @@ def _network_flows(
         leg_owner = owner + "/host"
         flows += _port_security(leg_port, leg.mac, str(leg.ip), net.key, leg_owner)
         flows.append(_arp_reply(net.key, str(leg.ip), leg.mac, leg_owner))
-        flows.append(_l2_output(net.key, leg.mac, leg_port, leg_owner))
+        flows += guard_flows(net, plan.zone, leg.mac, str(leg.ip), [Output(leg_port)],
+                             plan.host_rules, REJECT_PORT, leg_owner)
+        flows += host_commit_flows(net, plan.zone, leg_port, leg_owner)
         flows.append(_neighbor(net.key, leg.ip, leg.mac, after_route, leg_owner))
     if tunnel_port is not None:
         flows += _tunnel_ingress(net, plan.zone, tunnel_port)
         for peer in net.peer_legs:
             peer_owner = f"{owner}/host/{peer.host}"
             flows.append(_arp_reply(net.key, str(peer.ip), peer.mac, peer_owner))
-            flows.append(_tunnel_output(net, peer.mac, peer.tunnel_ip, tunnel_port, peer_owner))
+            to_peer = _tunnel_output(net, peer.mac, peer.tunnel_ip, tunnel_port, peer_owner)
+            flows += guard_flows(net, plan.zone, peer.mac, str(peer.ip), to_peer.actions,
+                                 plan.host_rules, REJECT_PORT, peer_owner)
             flows.append(_neighbor(net.key, peer.ip, peer.mac, after_route, peer_owner))
     return flows
 
@@ -210,7 +196,7 @@ def _router_flows(plan: TopologyPlan) -> list[Flow]:
         flows.append(flow(
             "l3_router", 100,
             {"metadata": src.key, "eth_dst": src.gateway_mac, "eth_type": ETH_IPV4,
-             "ipv4_dst": _masked(str(dst.subnet))},
+             "ipv4_dst": masked(str(dst.subnet))},
             [SetField("eth_src", dst.gateway_mac), DecTtl()],
             write_metadata=dst.key, goto="l3_neighbor",
             owner=f"{plan.name}/route/{src_name}/{dst_name}",
@@ -238,7 +224,7 @@ def _policy_flows(plan: TopologyPlan) -> list[Flow]:
         flows.append(flow(
             "policy", 150,
             {"metadata": net.key, "eth_type": ETH_IPV4, "ct_state": _ct_state(on=CT_TRK),
-             "ipv4_src": _masked(str(net.subnet))},
+             "ipv4_src": masked(str(net.subnet))},
             allow, goto="l2_forward", owner=owner + "/same-network"))
     legs = [str(leg.ip) for net in plan.networks
             for leg in (net.host_leg, *net.peer_legs)]
@@ -251,12 +237,12 @@ def _policy_flows(plan: TopologyPlan) -> list[Flow]:
                      match_field: leg_ip},
                     allow, goto="l2_forward", owner=owner + "/host"))
     for index, rule in enumerate(plan.policies):
-        port_matches = [m for spec in rule.ports for m in _port_matches(spec)] or [{}]
+        port_matches = rule_port_matches(rule.ports)
         for src in rule.sources:
             for dst in rule.destinations:
                 for extra in port_matches:
                     match = {"eth_type": ETH_IPV4, "ct_state": _ct_state(on=CT_TRK, off=CT_INV),
-                             "ipv4_src": _masked(src), "ipv4_dst": _masked(dst), **extra}
+                             "ipv4_src": masked(src), "ipv4_dst": masked(dst), **extra}
                     flows.append(flow("policy", 100, match, allow, goto="l2_forward",
                                       owner=f"{owner}/{index}"))
     return flows

@@ -14,6 +14,7 @@ from ipaddress import IPv4Address, IPv4Network, ip_address
 from typing import Any
 
 from controller.flows import cookie_stage
+from controller.hostguard import GUARD_PRIORITY
 from controller.tables import DESCRIPTIONS, TABLES, table_name
 from switchboard import naming
 
@@ -373,7 +374,10 @@ def explain(
         step = final.dropped_at
         stage = step.stage if step else "classifier"
         reason = DROP_REASONS.get(stage, "dropped")
-        if stage == "l2_forward" and to_gateway:
+        if stage == "l2_forward" and step is not None and step.priority == GUARD_PRIORITY:
+            reason = ("a host's own address takes only replies, DNS and what a `to: host` "
+                      "policy allows")
+        elif stage == "l2_forward" and to_gateway:
             reason = "sent to the gateway, but no router joins this network to the destination"
         report.verdict = Verdict(dropped_in=stage, reason=reason, via=via)
     return report

@@ -17,7 +17,7 @@ import graphviz
 from switchboard import ipam
 from switchboard.model import SERVICE_PREFIX, Topology
 
-NodeKind = Literal["network", "router", "container", "service"]
+NodeKind = Literal["network", "router", "container", "service", "host"]
 EdgeKind = Literal["link", "instance", "policy"]
 UNPLACED = "(not placed)"
 
@@ -101,6 +101,8 @@ def picture(
         pic.nodes.append(Node(sid, "service", tuple(lines)))
         pic.edges += [Edge(sid, _id("ctr", name, c), "instance", f":{inst.port}")
                       for c, inst in declared.get(svc, [])]
+    if any(topology.endpoint_kind(p.to) == "host" for p in topology.policies):
+        pic.nodes.append(Node(_id("hostaddr", name, "host"), "host", ("host addresses",)))
     for policy in topology.policies:
         ports = ", ".join(policy.ports) if policy.ports else "all"
         pic.edges.append(Edge(_ref(topology, policy.from_), _ref(topology, policy.to),
@@ -119,12 +121,14 @@ def _ref(topology: Topology, ref: str) -> str:
     kind = topology.endpoint_kind(ref)
     if kind == "service":
         return _id("svc", topology.name, ref[len(SERVICE_PREFIX):])
+    if kind == "host":  # `to: host`: the hosts' own addresses on the networks
+        return _id("hostaddr", topology.name, "host")
     return _id("net" if kind == "network" else "ctr", topology.name, ref)
 
 
 # --- Mermaid -----------------------------------------------------------------------------
 
-_MERMAID_SHAPES = {"network": ('[["', '"]]'), "router": ('{{"', '"}}'),
+_MERMAID_SHAPES = {"network": ('[["', '"]]'), "router": ('{{"', '"}}'), "host": ('(("', '"))'),
                    "container": ('["', '"]'), "service": ('(["', '"])')}
 _MERMAID_EDGES = {"link": "---", "instance": "-.->", "policy": "==>"}
 
@@ -161,7 +165,8 @@ def to_mermaid(pictures: Sequence[Picture]) -> str:
     for kind, style in (("network", "fill:#e8f0fe,stroke:#4a6fa5"),
                         ("router", "fill:#fff4e0,stroke:#c77c00"),
                         ("container", "fill:#ffffff,stroke:#555555"),
-                        ("service", "fill:#eaf7ea,stroke:#3c8d3c")):
+                        ("service", "fill:#eaf7ea,stroke:#3c8d3c"),
+                        ("host", "fill:#f3e8fd,stroke:#7a4fa5")):
         out.append(f"  classDef {kind} {style}")
     return "\n".join(out) + "\n"
 
@@ -179,6 +184,7 @@ _DOT_NODES = {
     "router": {"shape": "hexagon", "style": "filled", "fillcolor": "#fff4e0"},
     "container": {"shape": "box"},
     "service": {"shape": "ellipse", "style": "filled", "fillcolor": "#eaf7ea"},
+    "host": {"shape": "house", "style": "filled", "fillcolor": "#f3e8fd"},
 }
 _DOT_EDGES = {
     "link": {"dir": "none"},

@@ -186,7 +186,10 @@ class TopologyPlan:
     containers: tuple[ContainerPlan, ...]
     allocation: dict[tuple[str, str], IPv4Address] = field(default_factory=dict, compare=False)
     routes: tuple[tuple[str, str], ...] = ()  # (from network, to network) a router joins
-    policies: tuple[PolicyRule, ...] | None = None  # None: the file has no policies
+    policies: tuple[PolicyRule, ...] | None = None  # None: no policy between containers
+    # ``to: host`` policies: new connections from ``sources`` to the hosts' own addresses on
+    # the topology's networks (``destinations`` is empty); DNS on them is always allowed
+    host_rules: tuple[PolicyRule, ...] = ()
     services: tuple[ServicePlan, ...] = ()
     zone: int = 1  # conntrack zone of the topology
     site: Site = field(default_factory=Site, compare=False)
@@ -229,13 +232,21 @@ def _addresses(topology: Topology, allocation: ipam.Allocation, ref: str) -> tup
     return tuple(f"{ip}/32" for (c, _), ip in sorted(allocation.items()) if c == ref)
 
 
+def _host_rules(topology: Topology, allocation: ipam.Allocation) -> tuple[PolicyRule, ...]:
+    return tuple(PolicyRule(_addresses(topology, allocation, p.from_), (), p.port_specs)
+                 for p in topology.policies if topology.endpoint_kind(p.to) == "host")
+
+
 def _policy_rules(
     topology: Topology, allocation: ipam.Allocation
 ) -> tuple[PolicyRule, ...] | None:
-    if not topology.policies:
+    """Rules between containers; None when there are none (``to: host`` rules do not count:
+    they open the host, and leave routed traffic as open as before)."""
+    between = [p for p in topology.policies if topology.endpoint_kind(p.to) != "host"]
+    if not between:
         return None
     rules = []
-    for policy in topology.policies:
+    for policy in between:
         sources = _addresses(topology, allocation, policy.from_)
         service = policy.to_service
         if service is None:
@@ -362,5 +373,6 @@ def plan_topology(
     return TopologyPlan(
         name=topo, networks=tuple(networks), containers=tuple(containers), allocation=allocation,
         routes=_routes(topology), policies=_policy_rules(topology, allocation),
+        host_rules=_host_rules(topology, allocation),
         services=_services(topology, allocation), zone=naming.ct_zone(topo), site=site,
     )

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, StrictInt, StrictSt
 DEFAULT_MTU = 1500
 DEFAULT_CHECK_INTERVAL = "10s"
 SERVICE_PREFIX = "service:"
+HOST = "host"  # a policy's ``to: host``: the hosts' own addresses on the networks
 
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
 _TOPOLOGY_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,19}")

@@ -12,7 +12,14 @@ from switchboard.model.base import Path, _Model, _Problems
 from switchboard.model.container import Container, ServiceInstance, _container_problems
 from switchboard.model.network import Network, Router, _network_problems, _router_problems
 from switchboard.model.policy import Policy
-from switchboard.model.scalars import SERVICE_PREFIX, IPv4, Name, Port, _check_topology_name
+from switchboard.model.scalars import (
+    HOST,
+    SERVICE_PREFIX,
+    IPv4,
+    Name,
+    Port,
+    _check_topology_name,
+)
 
 
 class ServiceSettings(_Model):
@@ -54,10 +61,13 @@ class Topology(_Model):
                 out.setdefault(svc.name, []).append((cname, svc))
         return out
 
-    def endpoint_kind(self, ref: str) -> Literal["network", "container", "service"]:
-        """What a policy's ``from``/``to`` names (validated, so always one of the three)."""
+    def endpoint_kind(self, ref: str) -> Literal["network", "container", "service", "host"]:
+        """What a policy's ``from``/``to`` names (validated, so always one of the four).
+        ``host`` is the hosts' own addresses, unless a network or container has that name."""
         if ref.startswith(SERVICE_PREFIX):
             return "service"
+        if ref == HOST and ref not in self.networks and ref not in self.containers:
+            return "host"
         return "network" if ref in self.networks else "container"
 
     def vips(self) -> dict[str, IPv4Address]:
@@ -147,11 +157,15 @@ def _cross_problems(t: Topology) -> Iterator[tuple[Path, str]]:
                         path,
                         f"unknown service {svc!r} (services declared by containers: {known_svcs})",
                     )
+            elif t.endpoint_kind(ref) == "host":
+                if key == "from":
+                    yield (path, f"{ref!r}: a policy can only go to the host, not from it "
+                                 "(the host reaches every container)")
             elif ref not in nets and ref not in t.containers:
                 yield (
                     path,
                     f"unknown network or container {ref!r} (networks: {known_nets}; "
-                    f"containers: {', '.join(t.containers) or 'none'})",
+                    f"containers: {', '.join(t.containers) or 'none'}; or host)",
                 )
 
     fixed_owner = {ip: c for (_, ip), c in fixed.items()}

@@ -3,8 +3,8 @@
 Like Faucet's fakeoftable: the pipeline is tested without a switch. A packet is a dict of
 OpenFlow field names (``in_port``, ``eth_src``, ``ipv4_dst``, ``tcp_dst``...); ``process``
 returns the (port, packet) pairs it leaves by and the tables it went through. Conntrack is
-modelled too (zones, commit, marks, source and destination NAT and their reversal on
-replies).
+modelled too (zones, commit, marks, source and destination NAT, its ``+dnat`` state bit and its
+reversal on replies).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from ipaddress import ip_address
 from typing import Any
 
-from controller.compiler import CT_EST, CT_NEW, CT_RPL, CT_TRK
+from controller.compiler import CT_DNAT, CT_EST, CT_NEW, CT_RPL, CT_TRK
 from controller.flows import (
     Ct,
     DecTtl,
@@ -144,6 +144,7 @@ class FakeOFTable:
             state |= CT_EST
             if conn.nat and ct.nat is not None:
                 _set_dst(pkt, *conn.nat)
+                state |= CT_DNAT
             if conn.snat and ct.nat is not None:
                 pkt["ipv4_src"] = conn.snat
         else:
@@ -170,6 +171,7 @@ class FakeOFTable:
                     ip, _, port = ct.nat.partition(":")
                     conn.nat = (ip, int(port) if port else None)
                     _set_dst(pkt, *conn.nat)
+                    pkt["ct_state"] |= CT_DNAT
             if ct.mark is not None:
                 conn.mark = ct.mark
                 pkt["ct_mark"] = ct.mark
