@@ -51,12 +51,13 @@ def percentile(values: list[float], q: float) -> float:
 class LabRun:
     """One private lab: ``lab up`` on enter, ``lab down`` on exit (whatever happened)."""
 
-    def __init__(self, name: str, hosts: int) -> None:
+    def __init__(self, name: str, hosts: int, up_args: tuple[str, ...] = ()) -> None:
         self.name = name
         self.count = hosts
+        self.up_args = up_args  # more `lab up` options
         self.lab: Lab | None = None
 
-    def _lab_cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def lab_cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if k != "SWITCHBOARD_LAB_HOST"}
         env["SWITCHBOARD_LAB_NAME"] = self.name
         return subprocess.run([sys.executable, "-m", "switchboard.cli", "lab", *args],
@@ -68,7 +69,7 @@ class LabRun:
         if previous in (signal.SIG_DFL, None):  # SIGTERM unwinds, so `lab down` still runs
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         started = time.monotonic()
-        out = self._lab_cli("up", "--hosts", str(self.count))
+        out = self.lab_cli("up", "--hosts", str(self.count), *self.up_args)
         if out.returncode != 0:
             raise RuntimeError(f"lab {self.name} up failed:\n{out.stdout}{out.stderr}")
         self.up_seconds = time.monotonic() - started
@@ -77,7 +78,7 @@ class LabRun:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        out = self._lab_cli("down", timeout=600)
+        out = self.lab_cli("down", timeout=600)
         if out.returncode != 0:
             print(f"lab {self.name} down failed:\n{out.stdout}{out.stderr}", file=sys.stderr)
 

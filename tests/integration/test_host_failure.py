@@ -204,6 +204,10 @@ def test_unpinned_containers_move_with_their_addresses_pinned_ones_show_host_dow
         assert (after[name]["ip"], after[name]["mac"]) == (before[name]["ip"],
                                                           before[name]["mac"])
         assert curl(f"http://{before[name]['ip']}:8080/") == "200"
+    logs = "".join((LAB.state_dir(h) / "log" / "controller.log").read_text()
+                   for h in ("h1", "h3"))
+    for name in moved:  # one decider: each move made once, by one daemon
+        assert logs.count(f"moved container {name} of topology fo from h2") == 1, logs[-3000:]
     assert after["pinned"]["host"] == "h2" and after["pinned"]["state"] == "host down"
     status = LAB.sb("h3", "status", "fo")
     assert "h2: down" in status.stdout and "names its host" in status.stdout, status.stdout
