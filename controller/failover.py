@@ -81,7 +81,6 @@ class Rescheduler:
         self.clock = DownClock(grace)
         self.session: str | None = None
         self.leading = False
-        self.moves = 0  # containers this daemon moved (for tests and reports)
         self.session_name = f"switchboard rescheduler {host_id} {store.prefix}"
 
     def start(self) -> None:
@@ -130,8 +129,8 @@ class Rescheduler:
                 self._lose("the lock was taken from it")
 
     def _free_from_previous_self(self, key: str) -> None:
-        """End the session of this host's previous daemon if it holds the lock: a daemon
-        killed and started again passes the same TTL check, so Consul would never end it."""
+        """End the session of this host's previous daemon if it holds the lock (a daemon
+        killed and started at once), rather than wait for its TTL to run out."""
         client = self.store.client
         _, entry = client.kv.get(key)
         held_by = (entry or {}).get("Session")
@@ -159,7 +158,7 @@ class Rescheduler:
                 LOG.debug("could not destroy the rescheduler's session", exc_info=True)
 
     def _tick(self) -> None:
-        """Move what the gone hosts hold, in one transaction per up to 62 topologies."""
+        """Move what the gone hosts hold, in one transaction."""
         records = host_inventory.read_hosts(self.store.client, self.store.prefix)
         gone = self.clock.observe(records)
         if not gone:
@@ -173,25 +172,23 @@ class Rescheduler:
                 moved[name] = after
                 load = load_of([*(s.placement for t, s in state.topologies.items()
                                   if t not in moved), *moved.values()])
-        for names in _chunks(sorted(moved), TXN_LIMIT - 2):
-            batch = {name: moved[name] for name in names}
-            if not self.store.relocate(state, batch, "move off " + ",".join(sorted(gone)),
-                                       (lock_key(self.store.prefix), self.session or "")):
-                LOG.info("a concurrent change or a lost lock: deciding again")
-                return
-            for name in names:
-                before = state.topologies[name].placement
-                for container, host in sorted(batch[name].items()):
-                    if before.get(container) != host:
-                        self.moves += 1
-                        LOG.warning("moved container %s of topology %s from %s (down for "
-                                    "more than %.0f s) to %s", container, name,
-                                    before.get(container), self.clock.grace, host)
-            state = self.store.snapshot()
-
-
-def _chunks(items: list[str], size: int) -> list[list[str]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+        # One transaction (at most TXN_LIMIT - 2 topologies): the rest on the next tick,
+        # decided again from a fresh read.
+        batch = {name: moved[name] for name in sorted(moved)[:TXN_LIMIT - 2]}
+        if not batch:
+            return
+        if not self.store.relocate(
+                state, batch, "move off " + ",".join(sorted(gone)),
+                (lock_key(self.store.prefix), self.session or "")):
+            LOG.info("a concurrent change or a lost lock: deciding again")
+            return
+        for name, placement in sorted(batch.items()):
+            before = state.topologies[name].placement
+            for container, host in sorted(placement.items()):
+                if before.get(container) != host:
+                    LOG.warning("moved container %s of topology %s from %s (down for more "
+                                "than %.0f s) to %s", container, name, before.get(container),
+                                self.clock.grace, host)
 
 
 def session_check_id(service_id: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -74,9 +75,11 @@ print(json.dumps({"sent": sent, "failed": failed}))
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[dict]:
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
+    failed_before = request.session.testsfailed
     up = LAB.lab("up", "--hosts", "3", "--reschedule-after", str(GRACE))
     try:
         assert up.returncode == 0, f"lab up failed:\n{up.stdout}\n{up.stderr}"
@@ -86,7 +89,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         assert applied.returncode == 0, f"{applied.stdout}\n{applied.stderr}"
         yield {"file": path, "before": rows()}
     finally:
-        if not os.environ.get("SWITCHBOARD_TEST_KEEP_LAB"):  # kept to read its logs
+        if request.session.testsfailed > failed_before:  # the hosts' logs, for the reader
+            kept = Path("/tmp/switchboard-test-logs") / LAB.name
+            for host in ("h1", "h2", "h3"):
+                shutil.copytree(LAB.state_dir(host) / "log", kept / host, dirs_exist_ok=True)
+            print(f"the lab's logs are kept in {kept}")
+        if not os.environ.get("SWITCHBOARD_TEST_KEEP_LAB"):  # kept to look into it
             LAB.lab("down")
 
 
