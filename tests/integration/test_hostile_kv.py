@@ -5,6 +5,7 @@ and the real daemon keeps the good topology and sees later changes."""
 from __future__ import annotations
 
 import json
+import os
 
 import consul
 import pytest
@@ -87,3 +88,39 @@ def test_foreign_and_corrupted_keys_are_reported_and_nothing_else_changes(
             client.kv.delete(key)
         for name in ("kvlater", "kvgood"):
             switchboard.cli("down", name, check=False)
+
+
+def test_random_keys_written_to_a_real_agent_are_skipped_never_raised() -> None:
+    """Hypothesis writes random keys and bytes under a private prefix of the real agent;
+    reading them back through the client never raises and reports each unreadable key."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from switchboard.store import Store
+
+    client = consul.Consul()
+    prefix = f"sbfuzz-{os.getpid()}"
+    store = Store(client, prefix)
+    segment = st.text("abcxyz-_.0129", min_size=1, max_size=6) | st.sampled_from(
+        ["applied", "placement", "versions", "sealed", "networks"])
+    keys = st.lists(segment, min_size=1, max_size=4).map("/".join)
+    values = st.binary(max_size=64) | st.sampled_from(
+        [b"[" * 5000, b'{"digest": "x"}', b"null", b'{"state": 1}'])
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.dictionaries(keys, values, min_size=1, max_size=5))
+    def read_back(written: dict[str, bytes]) -> None:
+        client.kv.delete(f"{prefix}/", recurse=True)
+        for key, value in written.items():
+            client.kv.put(f"{prefix}/topologies/{key}", value)
+            client.kv.put(f"{prefix}/status/{key}", value)
+        _, state = store.read_topologies()
+        skipped: dict[str, str] = {}
+        store.reports(skipped=skipped)
+        assert not state.topologies  # nothing random is a sealed, digest-checked version
+        assert set(state.invalid) <= set(state.markers)
+
+    try:
+        read_back()
+    finally:
+        client.kv.delete(f"{prefix}/", recurse=True)
