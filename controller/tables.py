@@ -40,7 +40,8 @@ DESCRIPTIONS: dict[str, str] = {
     "l3_router": "router: gateway MAC, MAC rewrite, TTL decrement",
     "l3_neighbor": "router: destination MAC of the routed-to address",
     "policy": "policy: routed new connections only where a policy allows; replies pass",
-    "l2_forward": "L2 output: exact (network, MAC) to port; everything else dropped",
+    "l2_forward": "L2 output: exact (network, MAC) to port; to a host address only replies, DNS "
+                  "and `to: host`; everything else dropped",
     "hairpin_conntrack": "hairpin: an instance to its own VIP, source NAT undone on replies",
     "hairpin_output": "hairpin: a connection balanced to its own client goes back to it",
 }
