@@ -158,3 +158,15 @@ def test_the_picture_draws_a_to_host_policy_to_the_host_addresses() -> None:
     assert 'hostaddr__shop__host(("host addresses")):::host' in text
     assert "ctr__shop__web ==>|tcp/9100, icmp| hostaddr__shop__host" in text
     assert "hostaddr__shop__host" in graph.to_dot([pic])
+
+
+def test_trace_says_why_a_packet_to_a_host_address_is_dropped() -> None:
+    from pathlib import Path
+
+    from controller.trace import explain, parse_trace
+
+    # captured from ovs-vswitchd 3.1: a container's SYN to a listener on its host address
+    text = (Path(__file__).parent / "trace_samples" / "host_address_guarded.txt").read_text()
+    report = explain(parse_trace(text), "h", {}, in_port=1)
+    assert report.verdict.text() == ("dropped in stage l2_forward: a host's own address takes "
+                                     "only replies, DNS and what a `to: host` policy allows")
