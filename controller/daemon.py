@@ -277,7 +277,8 @@ class Daemon:
     def _serve_dns(self, plans: list[TopologyPlan], errors: dict[str, str]) -> None:
         """Answer DNS on the host's address on every network (containers' nameserver)."""
         topology_of = {str(n.host_leg.ip): p.name for p in plans for n in p.networks}
-        failed = self.dns.listen(scopes_of(plans))  # who asks where: answers per topology
+        every = (self.desired or DesiredState()).topologies.values()  # who declares what
+        failed = self.dns.listen(scopes_of(plans, (s.topology for s in every)))
         for address, why in failed.items():
             LOG.error("DNS for containers: %s", why)
             errors.setdefault(

@@ -4,16 +4,20 @@ The daemon listens (UDP and TCP, port 53) on the host's own address on each netw
 address every container's resolv.conf names (see :mod:`plumbing.resolvconf`). The address a
 query arrives on says which topology asks (a :class:`discovery.scope.Scope`):
 
-- ``NAME.service.consul`` (and Consul's other forms of it) and ``NAME.vip.consul`` are
-  answered here (:mod:`discovery.scope`), from Consul's health API asked at that moment, so
-  a container sees its own topology's instances and those of no topology, never another
-  topology's;
+- ``NAME.vip.consul`` is answered here with the topology's VIP (:mod:`discovery.scope`);
+- ``NAME.service.consul`` (and Consul's other forms of it), when another topology declares
+  a service NAME too, is answered here from Consul's health API asked at that moment
+  (:mod:`discovery.healthapi`): the asking topology's instances and those of no topology,
+  never another topology's. When no other topology declares NAME, Consul holds only such
+  instances of it, and the query goes to Consul's DNS like any other ``.consul`` name;
 - other names under ``.consul`` go to Consul's DNS interface, everything else to the host's
   resolvers (``/etc/resolv.conf``, read again when it changes); their answers come back
   as they are.
 
-Nothing is cached, so an instance Consul stops returning is gone at once. Messages are read
-and built with dnspython; deciding where a query goes is pure, :class:`DnsProxy` is the I/O.
+Nothing is cached, so an instance Consul stops returning is gone at once.
+
+Messages are read and built with dnspython; deciding where a query goes is pure,
+:class:`DnsProxy` is the I/O.
 """
 
 from __future__ import annotations
@@ -27,23 +31,21 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
 
 import dns.exception
 import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
-from consul.callback import CB
 
 from discovery import scope as scoping
+from discovery.healthapi import HealthLookup, consul_health
 from discovery.scope import Scope
-from switchboard.store import DEFAULT_CONSUL, consul_client
 
 __all__ = [
     "DnsProxy",
     "Server",
+    "consul_health",
     "host_resolvers",
     "is_consul_name",
     "parse_query",
@@ -54,7 +56,6 @@ __all__ = [
 LOG = logging.getLogger("switchboard.dnsproxy")
 
 Server = tuple[str, int]
-HealthLookup = Callable[[str, str | None], list[dict[str, Any]]]
 RESOLV_CONF = Path("/etc/resolv.conf")
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux; absent from Python's constants
 _MAX_TCP_CLIENTS = 64
@@ -169,25 +170,6 @@ def system_resolvers(path: Path = RESOLV_CONF) -> Callable[[], list[Server]]:
     return servers
 
 
-def consul_health(address: str = DEFAULT_CONSUL, timeout: float = 2.0) -> HealthLookup:
-    """``/v1/health/service/NAME?stale`` through a client per thread (kept-alive HTTP). Stale
-    reads are what Consul's DNS interface answers from too."""
-    local = threading.local()
-
-    def lookup(service: str, datacenter: str | None) -> list[dict[str, Any]]:
-        client = getattr(local, "client", None)
-        if client is None:
-            client = local.client = consul_client(address)
-            client.http.connections_timeout = timeout
-        params = [("stale", "1")] + ([("dc", datacenter)] if datacenter else [])
-        _, entries = client.http.get(CB.json(index=True),
-                                     f"/v1/health/service/{quote(service, safe='')}",
-                                     params=params)
-        return entries or []
-
-    return lookup
-
-
 # --------------------------------------------------------------------------- the server
 
 
@@ -286,9 +268,11 @@ class DnsProxy:
 
     # -- answering -----------------------------------------------------------------------
 
-    def answer(self, query: dns.message.Message, address: str, limit: int) -> bytes | None:
-        """The answer to a query that arrived on ``address``, at most ``limit`` bytes when it
-        is ours to build; None when it is to be forwarded."""
+    def answer(self, query: dns.message.Message, address: str, tcp: bool = False) -> bytes | None:
+        """The answer to a query that arrived on ``address`` when it is a VIP question, or a
+        question about a service that another topology declares too (built from the health
+        API, instance by instance); None when Consul's own answer is the right one (no other
+        topology has instances of that name) and the query is to be forwarded."""
         scope = self._scopes.get(address)
         question = query.question[0]
         if scope is None:
@@ -296,9 +280,12 @@ class DnsProxy:
         asked = scoping.parse_question(question.name.to_text(), question.rdtype, self.domain)
         if asked is None:
             return None
+        limit = 65535 if tcp else udp_limit(query)
         if isinstance(asked, scoping.VipQuestion):
             return scoping.to_wire(scoping.vip_answer(query, scope.vips.get(asked.service),
                                                       self.domain), limit)
+        if asked.service not in scope.shared:
+            return None
         try:
             entries = self.health(asked.service, asked.datacenter)
         except Exception as exc:  # noqa: BLE001 - Consul down or refusing: SERVFAIL
@@ -351,7 +338,7 @@ class DnsProxy:
         self, sock: socket.socket, address: str, query: dns.message.Message, packet: bytes,
         peer: tuple,
     ) -> None:
-        answer = self.answer(query, address, udp_limit(query))
+        answer = self.answer(query, address)
         if answer is None:
             servers, _ = self._servers_for(query)
             answer = forward_udp(packet, servers, self.timeout) or servfail(query)
@@ -375,7 +362,7 @@ class DnsProxy:
                 query, _ = dns.query.receive_tcp(conn, time.time() + 10.0)
                 if query.flags & dns.flags.QR or len(query.question) != 1:
                     return
-                answer = self.answer(query, address, 65535)
+                answer = self.answer(query, address, tcp=True)
                 if answer is None:
                     answer = forward_tcp(query, self._servers_for(query)[0], self.timeout) \
                         or servfail(query)

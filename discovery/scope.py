@@ -2,13 +2,15 @@
 
 A container asks the daemon's forwarder on the host's address on one of its topology's
 networks, so the address a query arrives on says which topology asks (:class:`Scope`).
-Two kinds of names are answered here rather than by Consul's DNS interface:
+Two kinds of names are answered by the forwarder rather than by Consul's DNS interface:
 
 - ``NAME.service.consul`` in Consul's forms (``TAG.NAME.service.consul``,
-  ``_NAME._TAG.service.consul``, ``….service.DC.consul``): the instances of service NAME
-  that are not critical (as Consul's DNS answers) and are the asking topology's own or
-  belong to no topology (registered by :class:`discovery.registry.Registry`, by Consul
-  itself or by another tool). Another topology's instances are never in the answer.
+  ``_NAME._TAG.service.consul``, ``….service.DC.consul``), when another topology declares
+  a service NAME too: the instances of NAME that are not critical (as Consul's DNS answers)
+  and are the asking topology's own or belong to no topology (registered by
+  :class:`discovery.registry.Registry`, by Consul itself or by another tool). Another
+  topology's instances are never in the answer. When no other topology declares NAME,
+  Consul holds no other topology's instance of it, and Consul's own answer is the same;
 - ``NAME.vip.consul``: the VIP of the asking topology's service NAME (A, and SRV with the
   VIP's port), whether or not an instance passes, as Kubernetes answers for a ClusterIP.
 
@@ -20,6 +22,7 @@ instances that fit and sets TC, so the client asks again over TCP and gets them 
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,12 +38,17 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+from dns.rdtypes.ANY.CNAME import CNAME
+from dns.rdtypes.IN.A import A
+from dns.rdtypes.IN.AAAA import AAAA
+from dns.rdtypes.IN.SRV import SRV
 
 from discovery.catalog import worst_status
 from discovery.instances import TOPOLOGY_KEY
 
 if TYPE_CHECKING:
     from switchboard.hostplan import TopologyPlan
+    from switchboard.model import Topology
 
 __all__ = [
     "Endpoint",
@@ -58,15 +66,18 @@ __all__ = [
 # Labels Consul's DNS interface reads as the kind of a name (agent/dns.go); the rightmost wins.
 _CONSUL_KINDS = frozenset({"service", "connect", "ingress", "node", "query", "addr", "virtual"})
 _SOA_TEXT = "ns.{domain}. hostmaster.{domain}. 1 3600 600 86400 0"
+IN = dns.rdataclass.IN
 
 
 @dataclass(frozen=True)
 class Scope:
-    """The topology whose containers ask on one listener address, and its VIPs:
-    service -> (VIP, port; None when the VIP keeps each instance's port)."""
+    """The topology whose containers ask on one listener address, its VIPs (service ->
+    (VIP, port; None when the VIP keeps each instance's port)), and the services that
+    other topologies declare as well: only their answers need building here."""
 
     topology: str
     vips: Mapping[str, tuple[str, int | None]] = field(default_factory=dict)
+    shared: frozenset[str] = frozenset()  # services another topology declares too
 
 
 @dataclass(frozen=True)
@@ -94,11 +105,15 @@ class Endpoint:
     datacenter: str
 
 
-def scopes_of(plans: Iterable[TopologyPlan]) -> dict[str, Scope]:
-    """The host's address on every network -> the scope of the topology the network is in."""
+def scopes_of(plans: Iterable[TopologyPlan], topologies: Iterable[Topology]) -> dict[str, Scope]:
+    """The host's address on every network -> the scope of the topology the network is in.
+    ``topologies``: every topology in the desired state, for the services each declares."""
+    declared = {t.name: set(t.declared_services()) for t in topologies}
     scopes = {}
     for plan in plans:
-        scope = Scope(plan.name, {s.name: (str(s.vip), s.port) for s in plan.services})
+        shared = frozenset().union(*(names for name, names in declared.items()
+                                     if name != plan.name))
+        scope = Scope(plan.name, {s.name: (str(s.vip), s.port) for s in plan.services}, shared)
         for network in plan.networks:
             scopes[str(network.host_leg.ip)] = scope
     return scopes
@@ -168,8 +183,15 @@ def _is_ip(text: str) -> int:
         return 0
 
 
-def _rrset(name: dns.name.Name, rdtype: int, texts: Sequence[str]) -> dns.rrset.RRset:
-    return dns.rrset.from_text_list(name, 0, dns.rdataclass.IN, rdtype, list(texts))
+def _rrset(name: dns.name.Name, rdatas: Sequence[dns.rdata.Rdata]) -> dns.rrset.RRset:
+    return dns.rrset.from_rdata_list(name, 0, list(rdatas))
+
+
+def _address(text: str) -> dns.rdata.Rdata:
+    """An A or AAAA record's data (built directly: parsing text costs ten times more)."""
+    if _is_ip(text) == 4:
+        return A(IN, dns.rdatatype.A, text)
+    return AAAA(IN, dns.rdatatype.AAAA, text)
 
 
 def _address_rrsets(name: dns.name.Name, qtype: int, addresses: Sequence[str]) -> list:
@@ -177,14 +199,19 @@ def _address_rrsets(name: dns.name.Name, qtype: int, addresses: Sequence[str]) -
     want = {dns.rdatatype.A: (4,), dns.rdatatype.AAAA: (6,), dns.rdatatype.ANY: (4, 6)}
     versions = want.get(qtype, ())
     out = []
-    for version, rdtype in ((4, dns.rdatatype.A), (6, dns.rdatatype.AAAA)):
-        found = [a for a in addresses if _is_ip(a) == version]
+    for version in (4, 6):
+        found = [_address(a) for a in addresses if _is_ip(a) == version]
         if version in versions and found:
-            out.append(_rrset(name, rdtype, found))
+            out.append(_rrset(name, found))
     names = [a for a in addresses if not _is_ip(a)]
     if versions and names:
-        out.append(_rrset(name, dns.rdatatype.CNAME, [names[0].rstrip(".") + "."]))
+        target = dns.name.from_text(names[0].rstrip(".") + ".")
+        out.append(_rrset(name, [CNAME(IN, dns.rdatatype.CNAME, target)]))
     return out
+
+
+def _srv(port: int, target: str) -> dns.rdata.Rdata:
+    return SRV(IN, dns.rdatatype.SRV, 1, 1, port, dns.name.from_text(target))
 
 
 def _target(ep: Endpoint, domain: str) -> str:
@@ -204,10 +231,15 @@ def _response(query: dns.message.Message, rcode: int = dns.rcode.NOERROR) -> dns
 def _negative(query: dns.message.Message, rcode: int, domain: str) -> dns.message.Message:
     """NXDOMAIN or no data, with the domain's SOA (negative TTL 0: nothing caches it)."""
     response = _response(query, rcode)
-    origin = dns.name.from_text(domain)
-    response.authority.append(_rrset(origin, dns.rdatatype.SOA,
-                                     [_SOA_TEXT.format(domain=domain.strip("."))]))
+    response.authority.append(_soa(domain))
     return response
+
+
+@functools.cache
+def _soa(domain: str) -> dns.rrset.RRset:
+    """The domain's SOA record, parsed once (rendering does not change it)."""
+    return dns.rrset.from_text(dns.name.from_text(domain), 0, IN, dns.rdatatype.SOA,
+                               _SOA_TEXT.format(domain=domain.strip(".")))
 
 
 def service_answer(
@@ -228,14 +260,14 @@ def service_answer(
             return _negative(query, dns.rcode.NXDOMAIN, domain)
         response = _response(query)
         if question.rdtype == dns.rdatatype.SRV:
-            srv = [f"1 1 {ep.port} {_target(ep, domain)}" for ep in chosen]
-            if srv:
-                response.answer.append(_rrset(question.name, dns.rdatatype.SRV, srv))
-            for ep in chosen:
+            targets = [_target(ep, domain) for ep in chosen]
+            if chosen:
+                response.answer.append(_rrset(question.name, [
+                    _srv(ep.port, target) for ep, target in zip(chosen, targets, strict=True)]))
+            for ep, target in zip(chosen, targets, strict=True):
                 if _is_ip(ep.address):
-                    target = dns.name.from_text(_target(ep, domain))
-                    response.additional.extend(
-                        _address_rrsets(target, dns.rdatatype.ANY, [ep.address]))
+                    response.additional.append(
+                        _rrset(dns.name.from_text(target), [_address(ep.address)]))
         else:
             response.answer.extend(
                 _address_rrsets(question.name, question.rdtype, [ep.address for ep in chosen]))
@@ -258,10 +290,8 @@ def vip_answer(
     response = _response(query)
     if question.rdtype == dns.rdatatype.SRV and port:
         target = f"{ip_address(address).packed.hex()}.addr.{domain}."
-        response.answer.append(_rrset(question.name, dns.rdatatype.SRV,
-                                      [f"1 1 {port} {target}"]))
-        response.additional.append(_rrset(dns.name.from_text(target), dns.rdatatype.A,
-                                          [address]))
+        response.answer.append(_rrset(question.name, [_srv(port, target)]))
+        response.additional.append(_rrset(dns.name.from_text(target), [_address(address)]))
     else:
         response.answer.extend(_address_rrsets(question.name, question.rdtype, [address]))
     return response if response.answer else _negative(query, dns.rcode.NOERROR, domain)

@@ -169,7 +169,14 @@ services:
 
 
 def test_each_host_address_of_a_topology_answers_for_that_topology_with_its_vips():
-    scopes = scopes_of([plan_topology(load_topology(SHOP))])
+    shop = load_topology(SHOP)
+    other = load_topology(SHOP.replace("name: shop", "name: other").replace(
+        "services: [{name: api, port: 8080}]", "services: [{name: api, port: 8080}, "
+        "{name: db, port: 5432}]"))
+    scopes = scopes_of([plan_topology(shop)], [shop, other])
     assert set(scopes) == {"10.10.1.254", "10.10.2.254"}
+    assert scopes["10.10.1.254"] == scopes["10.10.2.254"]
     assert scopes["10.10.1.254"].topology == "shop"
     assert scopes["10.10.1.254"].vips == {"api": ("10.10.2.100", 80)}
+    assert scopes["10.10.1.254"].shared == {"api", "db"}  # what the other topology declares
+    assert scopes_of([plan_topology(shop)], [shop])["10.10.1.254"].shared == frozenset()
