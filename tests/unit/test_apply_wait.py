@@ -32,10 +32,30 @@ def report(state: str, *containers: str, digest: str = "d1", error: str = "") ->
             "containers": [{"container": c, "state": "running"} for c in containers]}
 
 
+DOWN: list[str] = []  # hosts the placed hosts' health says are down
+
+
 @pytest.fixture(autouse=True)
 def placed(monkeypatch):
     monkeypatch.setattr(apply, "admit", lambda store, topology, source, allow_unplaced:
                         (TOPOLOGY, "d1", {"a": "h1", "b": "h2"}))
+    monkeypatch.setattr(apply, "_down_hosts", lambda store, placed: sorted(
+        set(DOWN) & placed))
+    DOWN.clear()
+
+
+def test_up_does_not_wait_for_a_host_that_is_down_and_names_what_waits_for_it():
+    DOWN.append("h2")
+    store = FakeStore({"h1": report("converged", "a")})  # h2, dead, never reports
+    digest, merged = apply_topology(store, TOPOLOGY, "f", timeout=5)
+    assert [(r["container"], r["host"]) for r in merged["containers"]] == [("a", "h1")]
+    assert merged["waiting"] == {"h2": ["b"]}
+
+
+def test_up_with_every_placed_host_down_stores_and_returns_at_once():
+    DOWN.extend(["h1", "h2"])
+    digest, merged = apply_topology(FakeStore({}), TOPOLOGY, "f", timeout=5)
+    assert merged == {"containers": [], "waiting": {"h1": ["a"], "h2": ["b"]}}
 
 
 def test_up_returns_once_every_placed_host_converged_with_every_hosts_rows():
