@@ -23,6 +23,7 @@ from typing import Any
 from controller import registration
 from controller.cluster import HostsWatch, site_of
 from controller.compiler import compile_pipeline
+from controller.exits import ExitFailover
 from controller.failover import Rescheduler, session_check_id
 from controller.report import container_rows, data_path_problem, service_rows
 from controller.runtime import start_controller
@@ -86,8 +87,10 @@ class Daemon:
         client.http.connections_timeout = config.consul_timeout
         self.store = Store(client, config.prefix)
         self.bridge = Bridge(config.bridge, config.ovsdb, detect_datapath())
-        self.plumber = Plumber(self.bridge, config.state_dir, netns_prefix=config.netns_prefix)
         self.wake = threading.Event()
+        self.failover = ExitFailover(client, self.wake.set)  # a command exits: out at once
+        self.plumber = Plumber(self.bridge, config.state_dir, netns_prefix=config.netns_prefix,
+                               on_exit=self.failover.exited, wake=self.wake.set)
         self.stopping = threading.Event()
         self.hosts = HostsWatch(self.store.client, config.prefix, self.wake.set, self.stopping)
         self.desired: DesiredState | None = None  # None until first read
@@ -215,9 +218,10 @@ class Daemon:
                 name: port.ofport for name, port in self.bridge.owned_ports().items()
                 if port.ofport and port.ofport > 0
             }
+        self.failover.settle(self.plumber.running)
         self._serve_dns(plans, errors)
         self.health.watch((p.name, s.name) for p in plans for s in p.services)
-        passing = self.health.passing()
+        passing = self.failover.adjust(plans, self.health.passing())
         compiled = compile_pipeline(plans, ports, passing,
                                     self.bridge.tunnel_ofport() if self.config.tunnel_ip else None)
         pending: dict[str, str] = {}
@@ -247,6 +251,7 @@ class Daemon:
             for inst in desired_instances(stored.topology, stored.allocation)
             if site.host_of(inst.meta_dict.get(CONTAINER_KEY, ""), stored.placement) == site.host
         ]
+        self.failover.know(instances)
         owned = self._service_topologies | set(desired)
         try:
             return self.discovery.plan(instances, owned, complete=True)

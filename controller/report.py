@@ -45,6 +45,9 @@ def container_rows(
                 state = "up" if seen.get("netns_exists") else "missing"
             else:
                 state = "running" if running else "stopped"
+            command = seen.get("command") or {}  # the restart policy's view (see supervisor)
+            if command and container.command is not None and seen.get("netns_exists"):
+                state = str(command["state"])
             problem = (problems.containers.get((plan.name, container.name))
                        or problems.ports.get(ep.port) or "")
             if not problem and not ports.get(ep.port):
@@ -55,8 +58,21 @@ def container_rows(
                 "container": container.name, "network": ep.network, "netns": ep.netns,
                 "interface": ep.ifname, "ip": str(ep.ip), "mac": ep.mac, "port": ep.port,
                 "ofport": ports.get(ep.port), "state": state, "problem": problem,
+                **_command_fields(command),
             })
     return rows
+
+
+def _command_fields(command: dict[str, Any]) -> dict[str, Any]:
+    """A command's restart policy, restarts, last exit status and, when it is not running,
+    a sentence on what happened and its log (so a crash loop is visible)."""
+    if not command:
+        return {}
+    note = command.get("note") or ""
+    if note and command.get("log"):
+        note += f"; log {command['log']}"
+    return {"restart": command.get("restart"), "restarts": command.get("restarts", 0),
+            "exit_status": command.get("exit_status"), "note": note}
 
 
 def data_path_problem(plan: TopologyPlan, rows: list[dict[str, Any]], problems: Problems) -> str:

@@ -153,6 +153,7 @@ def plan_plumbing(
     observed_resolv: Mapping[str, str] | None = None,
     interfaces: ObservedInterfaces | None = None,
     netns_prefix: str = PREFIX,
+    hold: Set[str] = frozenset(),
 ) -> PlumbingPlan:
     """Diff the wanted topologies against what the host holds.
 
@@ -173,6 +174,10 @@ def plan_plumbing(
     ``wanted_resolv``: namespace -> the resolv.conf it must have (None: leave those files
     alone); ``observed_resolv``: the files of ours found on the host. A file is written when
     it differs (before commands start) and removed when its container is gone.
+
+    ``hold``: process keys of commands that exited and must not start now (their restart
+    policy, or its backoff, says so); one whose command changed or whose namespace is made
+    again starts all the same.
     """
     containers, ports = _wanted(plans)
     netns = {n for n in observed_netns if n.startswith(netns_prefix)}
@@ -223,7 +228,7 @@ def plan_plumbing(
                 plan.stop_commands.append(key)
             continue
         same = observed_commands.get(key, c.command) == c.command
-        if running.get(key) and same and name not in fresh:
+        if (running.get(key) or key in hold) and same and name not in fresh:
             continue
         if key in running:
             plan.stop_commands.append(key)

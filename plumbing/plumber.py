@@ -1,6 +1,7 @@
 """Make the host hold the wanted topologies: observe, diff (plumbing.plan), apply, roll back.
 
-State kept under ``state_dir``: ``pids/<topology>/<container>.pid``,
+State kept under ``state_dir``: ``pids/<topology>/<container>.pid`` (with ``.exit`` and
+``.restarts`` beside it: see plumbing.processes and plumbing.supervisor),
 ``logs/<topology>/<container>.log`` and ``netns/<name>`` (a marker per namespace this
 Plumber made or named, holding its topology: only marked namespaces are ever deleted).
 Each container it made also has ``/etc/netns/<name>/resolv.conf`` (see plumbing.resolvconf).
@@ -10,12 +11,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ovsdb.bridge import TOPOLOGY_KEY, Bridge, OwnedPort, PortSpec
 from plumbing import netns, processes, resolvconf
+from plumbing.exitwatch import ExitWatch
 from plumbing.observe import InterfaceReader, ObservedInterfaces
 from plumbing.plan import (
     PlumbingPlan,
@@ -26,6 +30,7 @@ from plumbing.plan import (
     plumbing_problems,
     process_key,
 )
+from plumbing.supervisor import Supervisor, Wanted, running_commands, wanted_commands
 from switchboard.private import private_dir
 
 if TYPE_CHECKING:
@@ -80,13 +85,22 @@ class Plumber:
     """Namespaces, veths, bridge ports, host legs and commands of the wanted topologies."""
 
     def __init__(self, bridge: Bridge, state_dir: Path, ofport_timeout: float = 30.0,
-                 netns_prefix: str = netns.PREFIX) -> None:
+                 netns_prefix: str = netns.PREFIX,
+                 on_exit: Callable[[str], None] | None = None,
+                 wake: Callable[[], None] | None = None) -> None:
+        """``on_exit(key)``: called (from a watcher thread) as soon as a command exits;
+        ``wake()``: called when a command held back by its backoff is due."""
         self.bridge = bridge
         self.netns_prefix = netns_prefix  # the container namespaces this plumber owns
         self.state_dir = private_dir(state_dir)  # container logs and commands: root's only
         self.ofport_timeout = ofport_timeout
         self._lock = threading.Lock()
         self.problems = Problems()  # what the last reconcile left short of the plans
+        self.supervisor = Supervisor()
+        self.running: dict[str, bool] = {}  # process key -> alive, after the last reconcile
+        self._wanted: dict[str, Wanted] = {}  # commands of the last reconcile, by key
+        self._wake = wake
+        self._exits = ExitWatch(lambda key, _pid: on_exit(key)) if on_exit else None
 
     # -- state files -----------------------------------------------------------------
 
@@ -172,6 +186,9 @@ class Plumber:
                 "netns_exists": ns in existing if ns else None,
                 "running": processes.is_running(pid_files[key]) if key in pid_files else None,
             }
+            if key in self._wanted and key in pid_files:  # restart policy at work
+                status[name]["command"] = self.supervisor.status(
+                    pid_files[key], self._wanted[key].policy, bool(status[name]["running"]))
         return status
 
     # -- reconciling -----------------------------------------------------------------
@@ -192,15 +209,18 @@ class Plumber:
                 key: "the process to attach to is not running"
                 for key in _dead_attachments(all_plans)})
             seen = self._observe(plans)
+            wanted = wanted_commands(plans, self.pid_path)
+            review = self.supervisor.review(wanted.values(), seen.running, seen.commands)
             plan = plan_plumbing(
                 plans, seen.ports, seen.netns, seen.running,
                 observed_commands=seen.commands, stale_netns=seen.stale,
                 wanted_resolv=resolvconf.wanted_files(plans, resolvconf.host_text()),
                 observed_resolv=seen.resolv, interfaces=seen.interfaces,
-                netns_prefix=self.netns_prefix,
+                netns_prefix=self.netns_prefix, hold=review.hold,
             )
             try:
                 new_ofports = {} if plan.is_empty() else self._apply(plan, plans)
+                self._supervise(plan, review.exited, wanted, review.due)
             finally:
                 self._record_problems(plans, seen, look_again=not plan.is_empty())
         if orphans:
@@ -210,6 +230,26 @@ class Plumber:
         ofports = {n: p.ofport for n, p in seen.ports.items() if n in wanted and p.ofport}
         ofports.update(new_ofports)
         return {n: ofports[n] for n in sorted(wanted)}
+
+    def _supervise(self, plan: PlumbingPlan, exited: set[str], wanted: dict[str, Wanted],
+                   due: float | None) -> None:
+        """Record the starts of this pass, wake the daemon when a held command is due, and
+        watch every running command for its exit."""
+        for cmd in plan.start_commands:
+            self.supervisor.started(self.pid_path(cmd.topology, cmd.container),
+                                    restart_=cmd.key in exited)
+        for key in set(plan.stop_commands) - {c.key for c in plan.start_commands}:
+            if key not in wanted:
+                self.supervisor.forget(self.pid_path(*key.split("/", 1)))
+        if due is not None and self._wake is not None:
+            timer = threading.Timer(max(0.0, due - time.time()) + 0.01, self._wake)
+            timer.daemon = True
+            timer.start()
+        self._wanted = wanted
+        self.running, pids = running_commands(wanted.values(),
+                                              {c.key for c in plan.start_commands})
+        if self._exits is not None:
+            self._exits.track(pids)
 
     def _record_problems(self, plans: list[TopologyPlan], seen: _Observed,
                          look_again: bool) -> None:
@@ -246,6 +286,8 @@ class Plumber:
                                  observed_resolv=resolv, netns_prefix=self.netns_prefix)
             if not plan.is_empty():
                 self._apply(plan, [])
+            for key in plan.stop_commands:
+                self.supervisor.forget(self.pid_path(*key.split("/", 1)))
 
     def _apply(self, plan: PlumbingPlan, plans: list[TopologyPlan]) -> dict[str, int]:
         LOG.info("plumbing: %s", _describe(plan))

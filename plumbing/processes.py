@@ -4,6 +4,16 @@ Commands start through ``ip netns exec``, which also gives them the namespace's 
 ``/etc/netns/<name>/`` (the container's resolv.conf) in a mount namespace of their own.
 The pid file holds the PID on its first line and, on the second, a JSON record (namespace,
 process start time, command) so that a reused PID is never mistaken for ours.
+
+Exit statuses. A command keeps running when the daemon stops, so the daemon cannot be the
+one that waits for it. Each command therefore runs under a small ``sh`` wrapper
+(:data:`WRAPPER`): the wrapper starts the command in a session of its own (the PID in the
+pid file is the command's ``sh -c``, the leader of its process group, as before), tells the
+daemon that PID, waits for it, and writes ``PID STATUS`` to ``<container>.exit`` beside the
+pid file (atomically, by rename). ``STATUS`` is what ``wait`` gives: the exit code, or 128 +
+the signal number for a command killed by a signal. The wrapper sits in another session,
+so stopping the command's group leaves it to record that exit; killing the wrapper itself
+leaves the command running (its exit status is then unknown).
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import time
@@ -22,7 +33,18 @@ from pathlib import Path
 from plumbing.netns import netns_inode
 from switchboard.private import open_private, private_dir, write_private
 
-_children: dict[int, subprocess.Popen] = {}  # our own children, so they can be reaped
+_wrappers: list[subprocess.Popen] = []  # wrappers this daemon started (reaped by reap())
+
+# $1: the exit file, $2: the command. Its standard input is the pipe on which it sends the
+# command's PID (then it lets go of it: the command's input is /dev/null, as before).
+WRAPPER = r"""setsid sh -c "$2" </dev/null &
+pid=$!
+echo "$pid" >&0
+exec </dev/null
+wait "$pid"
+status=$?
+printf '%s %s\n' "$pid" "$status" > "$1.tmp" && mv -f "$1.tmp" "$1"
+"""
 
 
 class ProcessError(RuntimeError):
@@ -47,15 +69,9 @@ def _starttime(pid: int) -> int | None:
         return None
     fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces
     if fields[0] in ("Z", "X"):
-        _reap(pid)
+        reap()
         return None
     return int(fields[19])
-
-
-def _reap(pid: int) -> None:
-    child = _children.get(pid)
-    if child is not None and child.poll() is not None:
-        del _children[pid]
 
 
 def read(pid_path: Path) -> ProcessRecord | None:
@@ -92,44 +108,90 @@ def is_running(pid_path: Path) -> bool:
     return rec is not None and _alive(rec) and _in_netns(rec.pid, rec.netns)
 
 
+def exit_path(pid_path: Path) -> Path:
+    """Where the wrapper records the exit status of the command of ``pid_path``."""
+    return Path(pid_path).with_suffix(".exit")
+
+
+def read_exit(pid_path: Path, pid: int) -> int | None:
+    """The exit status the wrapper recorded for the run with PID ``pid`` (None: none yet, or
+    that run was started without a wrapper)."""
+    try:
+        found, status = exit_path(pid_path).read_text().split()[:2]
+        return int(status) if int(found) == pid else None
+    except (OSError, ValueError):
+        return None
+
+
 def start(netns: str, command: str, log_path: Path, pid_path: Path) -> int:
-    """Run ``sh -c command`` in ``netns`` (through ``ip netns exec``) in a new session,
-    output appended to ``log_path``. The log and the PID file (which holds the command) are
-    root's only (switchboard.private): a command's output or arguments may hold secrets."""
+    """Run ``sh -c command`` in ``netns`` (through ``ip netns exec``, under :data:`WRAPPER`)
+    in a new session, output appended to ``log_path``; the command's PID. The log and the
+    PID file (which holds the command) are root's only (switchboard.private): a command's
+    output or arguments may hold secrets."""
     if netns_inode(netns) is None:
         raise ProcessError(f"cannot start command in {netns}: no such namespace")
     log_path, pid_path = Path(log_path), Path(pid_path)
     private_dir(pid_path.parent)
-    with os.fdopen(open_private(log_path), "ab") as log:
-        stamp = datetime.now(UTC).isoformat(timespec="seconds")
-        log.write(f"--- {stamp} starting in {netns}: {command}\n".encode())
-        log.flush()
-        try:
-            proc = subprocess.Popen(
-                ["ip", "netns", "exec", netns, "sh", "-c", command],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-            )
-        except OSError as err:
-            raise ProcessError(f"cannot start command in {netns}: {err}") from err
-    _children[proc.pid] = proc
-    starttime = _starttime(proc.pid)
+    exit_path(pid_path).unlink(missing_ok=True)
+    reap()
+    read_end, write_end = os.pipe()
+    try:
+        with os.fdopen(open_private(log_path), "ab") as log:
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            log.write(f"--- {stamp} starting in {netns}: {command}\n".encode())
+            log.flush()
+            try:
+                proc = subprocess.Popen(
+                    ["ip", "netns", "exec", netns, "sh", "-c", WRAPPER, "switchboard-run",
+                     str(exit_path(pid_path)), command],
+                    stdin=write_end, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True, close_fds=True,
+                )
+            except OSError as err:
+                raise ProcessError(f"cannot start command in {netns}: {err}") from err
+        os.close(write_end)
+        write_end = -1
+        _wrappers.append(proc)
+        pid = _read_pid(read_end, proc, netns)
+        _settle(pid)
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    starttime = _starttime(pid)
     record = {"starttime": starttime or 0, "netns": netns, "command": command}
-    write_private(pid_path, f"{proc.pid}\n{json.dumps(record)}\n")
-    _settle(proc, netns)
-    return proc.pid
+    write_private(pid_path, f"{pid}\n{json.dumps(record)}\n")
+    return pid
 
 
-def _settle(proc: subprocess.Popen, netns: str, timeout: float = 2.0) -> None:
-    """Wait until ``ip`` has moved the process into the namespace (or it has exited)."""
+def _read_pid(fd: int, proc: subprocess.Popen, netns: str, timeout: float = 5.0) -> int:
+    """The command's PID, as the wrapper sends it."""
+    data = b""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None or _in_netns(proc.pid, netns):
-            return
-        time.sleep(0.001)
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise ProcessError(f"cannot start command in {netns}: no answer in {timeout:.0f} s")
+        chunk = os.read(fd, 64)
+        if not chunk:
+            status = proc.wait()
+            raise ProcessError(f"cannot start command in {netns}: ip netns exec exited with "
+                               f"status {status} (see the container's log)")
+        data += chunk
+    return int(data)
+
+
+def _settle(pid: int, timeout: float = 2.0) -> None:
+    """Wait until the command leads its own process group (``setsid`` ran) or has exited,
+    so that :func:`stop` finds it a group to signal."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pgid(pid) not in (pid, None):
+        time.sleep(0.0005)
+
+
+def reap() -> None:
+    """Collect the wrappers that have exited (they are this daemon's children)."""
+    _wrappers[:] = [proc for proc in _wrappers if proc.poll() is None]
 
 
 def stop(pid_path: Path, timeout: float = 3.0) -> None:
@@ -190,8 +252,7 @@ def _wait_groups_gone(groups: list[int], timeout: float) -> list[int]:
     deadline = time.monotonic() + timeout
     left = list(groups)
     while left:
-        for pgid in left:
-            _reap(pgid)
+        reap()
         existing = []
         for pgid in left:
             with contextlib.suppress(ProcessLookupError):

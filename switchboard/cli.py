@@ -311,14 +311,20 @@ def _print_topology(topo: dict[str, Any]) -> None:
                      str(n["mtu"]))
     console.print(nets)
     rows = Table("container", "host", "network", "namespace", "if", "ip", "mac", "ovs port",
-                 "ofport", "state", box=None)
+                 "ofport", "state", "restarts", box=None)
     for r in topo["containers"]:
         rows.add_row(r["container"], r["host"], r["network"], r["netns"], r["interface"],
-                     r["ip"], r["mac"], r["port"], str(r["ofport"] or "-"), r["state"])
+                     r["ip"], r["mac"], r["port"], str(r["ofport"] or "-"), r["state"],
+                     str(r.get("restarts", "-")))
     console.print(rows)
+    noted = set()
     for r in topo["containers"]:
         if r.get("problem"):  # what keeps it from working as planned
             console.print(f"  [red]{r['container']}: {r['problem']}[/red]", highlight=False)
+        elif r.get("note") and r["container"] not in noted:  # a command that exited
+            noted.add(r["container"])
+            console.print(f"  [yellow]{escape(r['container'])}: {r['state']}: "
+                          f"{escape(r['note'])}[/yellow]", highlight=False, soft_wrap=True)
 
 
 @main.command()

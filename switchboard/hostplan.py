@@ -133,6 +133,7 @@ class ContainerPlan:
     attach_pid: int | None
     endpoints: tuple[Endpoint, ...]
     host: str = ""  # the host that runs it ("": this one)
+    restart: str = "always"  # restart policy of its command (always, on-failure, never)
 
 
 @dataclass(frozen=True)
@@ -368,6 +369,7 @@ def plan_topology(
                 attach_pid=container.attach.pid if container.attach else None,
                 endpoints=tuple(endpoints),
                 host=site.host_of(c_name, placement),
+                restart=container.restart_policy,
             )
         )
     return TopologyPlan(

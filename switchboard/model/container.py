@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -29,6 +29,9 @@ from switchboard.model.scalars import (
 )
 
 _MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+
+RestartPolicy = Literal["always", "on-failure", "never"]
+DEFAULT_RESTART: RestartPolicy = "always"  # what every container got before the key existed
 
 
 def _check_mac(value: str) -> str:
@@ -128,6 +131,12 @@ class Container(_Model):
     services: list[ServiceInstance] = []
     attach: Attach | None = None
     host: HostName | None = None  # the host that runs it; None: `up` places it
+    restart: RestartPolicy | None = None  # when its command runs again (None: the default)
+
+    @property
+    def restart_policy(self) -> RestartPolicy:
+        """When the daemon starts the command again after it exits (default ``always``)."""
+        return self.restart or DEFAULT_RESTART
 
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> Container:
@@ -155,6 +164,12 @@ def _container_problems(c: Container) -> Iterator[tuple[Path, str]]:
             ("command",),
             "a container with attach runs in an existing namespace and cannot have "
             "a command; remove one of them",
+        )
+    if c.restart is not None and c.command is None:
+        yield (
+            ("restart",),
+            "restart says when a command runs again, and this container has no command; "
+            "add a command or remove restart",
         )
     seen: dict[str, int] = {}
     for i, svc in enumerate(c.services):
