@@ -42,6 +42,14 @@ def _logged(handler: Any) -> Any:
 
 
 @dataclass
+class StatsReply:
+    """The parts of one multipart reply, complete once ``done`` is set."""
+
+    body: list[Any] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
 class SwitchState:
     """What we know about one connected bridge."""
 
@@ -52,6 +60,7 @@ class SwitchState:
     pending_stats: set[int] = field(default_factory=set)
     barriers: dict[int, threading.Event] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
+    replies: dict[int, StatsReply] = field(default_factory=dict)  # asked by request_stats
 
 
 class SwitchboardApp(app_manager.OSKenApp):
@@ -92,6 +101,9 @@ class SwitchboardApp(app_manager.OSKenApp):
         msg = ev.msg
         with self._lock:
             state = self.switches.get(msg.datapath.id)
+            if state is not None and msg.xid in state.replies:
+                self._reply_part(state, msg)
+                return
             if state is None or msg.xid not in state.pending_stats:
                 return
             state.installed.update(stat.cookie for stat in msg.body)
@@ -118,6 +130,21 @@ class SwitchboardApp(app_manager.OSKenApp):
             state.ready = True
             self.connected.set()
             self.wake.set()  # the daemon thread programs it: handlers must not block
+
+    @set_ev_cls(ofp_event.EventOFPPortStatsReply, MAIN_DISPATCHER)
+    @_logged
+    def on_port_stats(self, ev: Any) -> None:
+        with self._lock:
+            state = self.switches.get(ev.msg.datapath.id)
+            if state is not None and ev.msg.xid in state.replies:
+                self._reply_part(state, ev.msg)
+
+    @staticmethod
+    def _reply_part(state: SwitchState, msg: Any) -> None:
+        reply = state.replies[msg.xid]
+        reply.body.extend(msg.body)
+        if not msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+            reply.done.set()
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     @_logged
@@ -163,6 +190,32 @@ class SwitchboardApp(app_manager.OSKenApp):
             for state in list(self.switches.values())
         ]
         return bool(results) and all(results)
+
+    def request_stats(self, make: Any, timeout: float = 2.0) -> list[Any]:
+        """Send the multipart request ``make(datapath)`` to every ready bridge and return the
+        bodies of their replies (port or flow stats: what a metrics scrape reads).
+        TimeoutError when a bridge does not answer within ``timeout`` seconds."""
+        asked = []
+        with self._lock:
+            for state in self.switches.values():
+                if not state.ready:
+                    continue
+                dp = state.datapath
+                request = make(dp)
+                dp.set_xid(request)
+                state.replies[request.xid] = reply = StatsReply()
+                dp.send_msg(request)
+                asked.append((state, request.xid, reply))
+        bodies: list[Any] = []
+        for state, xid, reply in asked:
+            answered = reply.done.wait(timeout)
+            with self._lock:
+                state.replies.pop(xid, None)
+            if not answered:
+                raise TimeoutError(f"bridge {state.datapath.id:016x} did not answer a stats "
+                                   f"request within {timeout:.0f} s")
+            bodies += reply.body
+        return bodies
 
     # --- internals ----------------------------------------------------------------------
     def _sync(self, state: SwitchState, timeout: float) -> bool:

@@ -25,6 +25,7 @@ from controller.cluster import HostsWatch, site_of
 from controller.compiler import compile_pipeline
 from controller.exits import ExitFailover
 from controller.failover import Rescheduler, session_check_id
+from controller.monitor import Monitor
 from controller.report import container_rows, data_path_problem, service_rows
 from controller.runtime import start_controller
 from discovery.dnsproxy import DnsProxy, consul_health, parse_server
@@ -75,6 +76,7 @@ class DaemonConfig:
     reschedule_after: float = field(  # seconds a host stays down before its containers move
         default_factory=lambda: float(os.environ.get("SWITCHBOARD_RESCHEDULE_AFTER", "30"))
     )
+    metrics: str | None = None  # HOST:PORT of /metrics and /healthz (None: not served)
 
 
 class Daemon:
@@ -108,10 +110,12 @@ class Daemon:
         self.rescheduler = Rescheduler(
             self.store, config.host_id, session_check_id(host_inventory.service_id(config.prefix)),
             config.reschedule_after, self.stopping)
+        self.monitor = Monitor(self, config.metrics)  # metrics, /healthz, events
 
     # --- lifecycle -------------------------------------------------------------------------
     def run(self) -> None:
         """Start the controller app and the KV watch, then reconcile until stopped."""
+        self.monitor.start()
         registration.start(self.store.client, self.config.prefix, self.config.host_id,
                            {"pid": os.getpid(), "bridge": self.config.bridge,
                             "of_port": self.config.of_port, "tunnel_ip": self.config.tunnel_ip,
@@ -135,7 +139,8 @@ class Daemon:
             if self.desired is not None:
                 self.consul_ok = True  # until a call of this pass fails
                 try:
-                    self.reconcile()
+                    with self.monitor.pass_timer():
+                        self.reconcile()
                 except Exception:  # noqa: BLE001 - a bug or an outage: log, retry soon
                     LOG.exception("reconcile failed; retrying")
                     self.consul_ok = False
@@ -147,6 +152,7 @@ class Daemon:
         self.stopping.set()
         self.wake.set()
         self.dns.close()
+        self.monitor.stop()
 
     def _consul_failed(self, what: str, exc: Exception) -> None:
         if not self._outage:
@@ -241,6 +247,7 @@ class Daemon:
                 self._service_topologies = set(desired)
         self._report(desired, local, ports, errors, pending, len(compiled.flows), passing)
         self._report_refused(refused)
+        self.monitor.reported(self._reported)
 
     def _plan_services(
         self, desired: dict[str, StoredTopology], errors: dict[str, str], site: Site

@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import consul
 
@@ -82,6 +83,7 @@ class Rescheduler:
         self.session: str | None = None
         self.leading = False
         self.session_name = f"switchboard rescheduler {host_id} {store.prefix}"
+        self.events: Any = None  # controller.events.EventLog: host up/down, container moved
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="rescheduler", daemon=True).start()
@@ -160,6 +162,8 @@ class Rescheduler:
     def _tick(self) -> None:
         """Move what the gone hosts hold, in one transaction."""
         records = host_inventory.read_hosts(self.store.client, self.store.prefix)
+        if self.events is not None:
+            self.events.hosts({name: record.ready for name, record in records.items()})
         gone = self.clock.observe(records)
         if not gone:
             return
@@ -189,6 +193,11 @@ class Rescheduler:
                     LOG.warning("moved container %s of topology %s from %s (down for more "
                                 "than %.0f s) to %s", container, name, before.get(container),
                                 self.clock.grace, host)
+                    if self.events is not None:
+                        self.events.emit("container.moved", f"moved from {before.get(container)} "
+                                         f"(down for more than {self.clock.grace:.0f} s) to "
+                                         f"{host}", name, container,
+                                         source=before.get(container), target=host)
 
 
 def session_check_id(service_id: str) -> str:

@@ -105,6 +105,19 @@ def flow_stats_request(dp: Any) -> Any:
     )
 
 
+def flow_stats_by_cookie(dp: Any, cookie: int, mask: int) -> Any:
+    """Ask for the flows whose cookie has ``cookie`` under ``mask`` (one owner's flows)."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    return parser.OFPFlowStatsRequest(
+        dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, cookie, mask, parser.OFPMatch()
+    )
+
+
+def port_stats_request(dp: Any) -> Any:
+    """Ask for the counters of every port."""
+    return dp.ofproto_parser.OFPPortStatsRequest(dp, 0, dp.ofproto.OFPP_ANY)
+
+
 def group_mod(dp: Any, group: SelectGroup, command: str) -> Any:
     """OFPGroupMod adding, modifying or deleting a select group."""
     ofp, parser = dp.ofproto, dp.ofproto_parser

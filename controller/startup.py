@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -20,6 +21,7 @@ DEFAULT_RUN_DIR = Path("/run/switchboard")
 # ovsdb.bridge.DEFAULT_DB, not imported from there: ovsdbapp is slow and noisy to import, and
 # a refusal should be one line, at once.
 DEFAULT_OVSDB = "unix:/var/run/openvswitch/db.sock"
+DEFAULT_METRICS = "127.0.0.1:9469"  # /metrics and /healthz (controller.monitor)
 
 
 class StartError(RuntimeError):
@@ -60,6 +62,45 @@ def check_of_port(host: str, port: int) -> None:
             raise StartError(
                 f"the OpenFlow port {host}:{port} is in use ({why}); another controller or "
                 "program listens there: choose another with --of-port (SWITCHBOARD_OF_PORT)"
+            ) from None
+
+
+def parse_metrics(text: str) -> tuple[str, int] | None:
+    """``IP:PORT`` or ``[V6]:PORT`` -> (ip, port); None for ``off``. StartError naming the
+    value when it is neither."""
+    if text.strip().lower() in ("", "off", "none", "no"):
+        return None
+    host, sep, port = text.strip().rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
+    try:
+        number = int(port)
+        ipaddress.ip_address(host)
+        if not sep or not 0 <= number <= 65535 or (":" in host and not bracketed):
+            raise ValueError
+    except ValueError:
+        raise StartError(f"--metrics {text!r}: expected IP:PORT (e.g. {DEFAULT_METRICS}, "
+                         "[::1]:9469, 0.0.0.0:9469) or off") from None
+    return host, number
+
+
+def check_metrics(text: str) -> None:
+    """StartError when the --metrics address is malformed or something listens there."""
+    address = parse_metrics(text)
+    if address is None:
+        return
+    host, port = address
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            why = (exc.strerror or str(exc)).lower()
+            raise StartError(
+                f"the metrics address {text} cannot be used ({why}); another daemon or "
+                "program listens there: choose another with --metrics (SWITCHBOARD_METRICS), "
+                "or --metrics off"
             ) from None
 
 

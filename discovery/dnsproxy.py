@@ -206,6 +206,7 @@ class DnsProxy:
         self._tcp_slots = threading.BoundedSemaphore(_MAX_TCP_CLIENTS)
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
+        self.on_answer: Callable[[bytes], None] | None = None  # each response sent (metrics)
 
     @property
     def addresses(self) -> set[str]:
@@ -342,6 +343,8 @@ class DnsProxy:
         if answer is None:
             servers, _ = self._servers_for(query)
             answer = forward_udp(packet, servers, self.timeout) or servfail(query)
+        if self.on_answer is not None:
+            self.on_answer(answer)
         try:
             sock.sendto(answer, peer)
         except OSError as exc:
@@ -366,6 +369,8 @@ class DnsProxy:
                 if answer is None:
                     answer = forward_tcp(query, self._servers_for(query)[0], self.timeout) \
                         or servfail(query)
+                if self.on_answer is not None:
+                    self.on_answer(answer)
                 dns.query.send_tcp(conn, answer, time.time() + 10.0)
         except (OSError, EOFError, dns.exception.DNSException):
             pass

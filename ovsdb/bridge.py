@@ -151,6 +151,11 @@ class Bridge:
     def exists(self) -> bool:
         return self._read(lambda row: row is not None)
 
+    def connected(self) -> bool:
+        """Whether the IDL is connected to ovsdb-server now (it reconnects on its own)."""
+        idl = self._api.ovsdb_connection.idl
+        return bool(idl._session.is_connected())  # python-ovs's Idl has no public probe
+
     def owned_ports(self) -> dict[str, OwnedPort]:
         """Ports on this bridge marked with ``switchboard-topology``."""
 

@@ -93,20 +93,25 @@ def main(ctx: click.Context, consul: str, prefix: str, lab_host: str | None) -> 
               show_default=True, type=click.FloatRange(min=0),
               help="Seconds a host must stay down before its containers that name no host "
                    "are moved to ready hosts (decided by one daemon of the cluster).")
+@click.option("--metrics", envvar="SWITCHBOARD_METRICS", default="127.0.0.1:9469",
+              show_default=True,
+              help="IP:PORT of the HTTP server for Prometheus metrics (/metrics) and the "
+                   "daemon's health (/healthz), or off.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every change made.")
 @click.pass_context
 def controller(
     ctx: click.Context, bridge: str, of_port: int, state_dir: Path, host_id: str | None,
     ovsdb: str | None, run_dir: Path, tunnel_ip: str | None, netns_prefix: str,
-    reschedule_after: float, verbose: bool,
+    reschedule_after: float, metrics: str, verbose: bool,
 ) -> None:
     """Run the per-host daemon: os-ken app, plumbing and status reports (foreground).
 
     It refuses to start (exit status 1) when another daemon holds the bridge, ovsdb-server
-    does not answer, or the OpenFlow port is taken."""
+    does not answer, or the OpenFlow port or the metrics address is taken."""
     from controller.startup import (
         DEFAULT_OVSDB,
         StartError,
+        check_metrics,
         consul_warning,
         preflight,
         underlay_mtu,
@@ -116,6 +121,7 @@ def controller(
     try:
         mtu = underlay_mtu(tunnel_ip) if tunnel_ip else None
         ctx.obj["lock"] = preflight(bridge, ovsdb, "127.0.0.1", of_port, run_dir)
+        check_metrics(metrics)
     except StartError as exc:
         _fail(str(exc))
     if warning := consul_warning(ctx.obj["consul"]):
@@ -131,7 +137,7 @@ def controller(
     config = DaemonConfig(consul=ctx.obj["consul"], prefix=ctx.obj["prefix"], bridge=bridge,
                           of_port=of_port, state_dir=state_dir, ovsdb=ovsdb,
                           tunnel_ip=tunnel_ip, netns_prefix=netns_prefix, underlay_mtu=mtu,
-                          reschedule_after=reschedule_after)
+                          reschedule_after=reschedule_after, metrics=metrics)
     if host_id:
         config.host_id = host_id
     daemon = Daemon(config)
@@ -373,6 +379,10 @@ from switchboard.cli_ops import graph_cmd, logs_cmd, plan  # noqa: E402
 main.add_command(graph_cmd, "graph")
 main.add_command(plan)
 main.add_command(logs_cmd, "logs")
+
+from switchboard.cli_events import events_cmd  # noqa: E402
+
+main.add_command(events_cmd, "events")
 
 from lab.cli import lab  # noqa: E402
 

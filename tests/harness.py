@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -79,6 +80,11 @@ class Switchboard:
         data = json.loads(self.cli("status", topology, "--json").stdout)
         return next(iter(data["topologies"][0]["hosts"].values()))
 
+    @property
+    def metrics_url(self) -> str:
+        """Base URL of the daemon's metrics and health server (``/metrics``, ``/healthz``)."""
+        return f"http://{self.env['SWITCHBOARD_METRICS']}"
+
     def counters(self, topology: str) -> dict[str, int]:
         return self.status(topology)["counters"]
 
@@ -130,10 +136,17 @@ def private_switchboard(
         "SWITCHBOARD_PREFIX": prefix, "SWITCHBOARD_BRIDGE": bridge,
         "SWITCHBOARD_OF_PORT": str(of_port), "SWITCHBOARD_STATE": str(state),
         "SWITCHBOARD_HOST_ID": "test-host", "SWITCHBOARD_RUN": str(state),
-        "PYTHONPATH": str(ROOT),
+        "SWITCHBOARD_METRICS": f"127.0.0.1:{free_port()}", "PYTHONPATH": str(ROOT),
     })
     return Switchboard(env=env, state_dir=state, bridge=bridge, prefix=prefix,
                        log=state / "controller.log")
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (for a test daemon's metrics server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def forget_registration(prefix: str) -> None:
