@@ -255,16 +255,18 @@ def test_dead_process_turns_critical_and_leaves_dns_within_interval_plus_1s(agen
     killed = time.monotonic()
     sid = service_id("api-2")
 
-    def critical() -> bool:
-        return agent.client().agent.checks()[f"service:{sid}"]["Status"] == "critical"
+    def critical() -> bool:  # its check, or the maintenance the daemon sets at the exit
+        checks = agent.client().agent.checks().values()
+        return any(c["Status"] == "critical" for c in checks if c.get("ServiceID") == sid)
 
     def gone_from_dns() -> bool:
         return dig_in("sb-sbt-res-client") == {INSTANCES["api-1"]}
 
-    assert first_time(critical, 5) - killed <= 2.0  # interval (1 s) + 1 s
+    # The daemon sees the exit at once (see test_failover_exit.py): critical and out of DNS
+    # well within the check's interval (1 s) + 1 s, and back once its command is started
+    # again (restart: always) and its check passes.
+    assert first_time(critical, 5) - killed <= 2.0
     assert first_time(gone_from_dns, 5) - killed <= 2.0
-    assert sid not in passing(agent)
-    # The daemon starts the command again on its next pass; the instance comes back.
     assert wait_until(lambda: all_back(agent), 20, 0.2)
 
 
