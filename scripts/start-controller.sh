@@ -60,3 +60,25 @@ for _ in $(seq 1 100); do
 done
 echo "$pid" >"$pidfile"
 echo "switchboard controller started (pid $pid, log $log)"
+
+# Wait until its health endpoint (SWITCHBOARD_METRICS, 127.0.0.1:9469 by default; README,
+# "Health") says healthy: OVS connected, Consul reachable, a reconcile pass done. After
+# SWITCHBOARD_HEALTH_WAIT seconds (10) it says what is missing; the daemon runs on either way.
+metrics=${SWITCHBOARD_METRICS:-127.0.0.1:9469}
+case ${metrics,,} in off | none | no | "") exit 0 ;; esac
+body=$(mktemp)
+trap 'rm -f "$body"' EXIT
+code=000
+for _ in $(seq 1 $((${SWITCHBOARD_HEALTH_WAIT:-10} * 5))); do
+  is_alive "$pid" || { echo "switchboard controller exited; see $log" >&2; exit 1; }
+  code=$(curl -s -o "$body" -w '%{http_code}' --max-time 2 "http://$metrics/healthz" || true)
+  [ "$code" = 200 ] && break
+  sleep 0.2
+done
+if [ "$code" = 200 ]; then
+  echo "switchboard controller is healthy (http://$metrics/healthz)"
+else
+  why=$(python3 -c 'import json, sys; print("; ".join(json.load(sys.stdin)["problems"]))' \
+    <"$body" 2>/dev/null || echo "no answer from http://$metrics/healthz")
+  echo "switchboard controller runs but is not healthy yet: $why" >&2
+fi

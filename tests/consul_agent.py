@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,23 +13,9 @@ from pathlib import Path
 import consul
 import pytest
 
-from tests.harness import wait_until
+from tests.harness import free_port, wait_until
 
 PORT_NAMES = ("http-port", "dns-port", "server-port", "serf-lan-port", "serf-wan-port")
-
-
-def free_port() -> int:
-    """A port free for TCP and UDP on 127.0.0.1 (Consul's DNS and Serf use both), below the
-    ephemeral range, so that no outgoing connection takes it before its server binds it."""
-    while True:
-        port = random.randrange(20000, 32000)
-        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                tcp.bind(("127.0.0.1", port))
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 @dataclass

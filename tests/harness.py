@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -143,10 +144,17 @@ def private_switchboard(
 
 
 def free_port() -> int:
-    """A TCP port free on loopback now (for a test daemon's metrics server)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free for TCP and UDP on 127.0.0.1 (Consul's DNS and Serf use both), below the
+    ephemeral range, so that no outgoing connection takes it before its server binds it."""
+    while True:
+        port = random.randrange(20000, 32000)
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                tcp.bind(("127.0.0.1", port))
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def forget_registration(prefix: str) -> None:

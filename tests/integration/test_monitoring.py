@@ -4,6 +4,7 @@ traffic flows, /healthz, and `switchboard events` after up, a killed command and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,11 +16,21 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import consul
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from plumbing import processes
-from tests.harness import ROOT, Switchboard, in_ns, sh, wait_until
+from tests.harness import (
+    ROOT,
+    Switchboard,
+    forget_registration,
+    free_port,
+    in_ns,
+    private_switchboard,
+    sh,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -214,3 +225,47 @@ def test_a_taken_metrics_address_refuses_to_start_naming_it(switchboard: Switchb
     assert result.returncode == 1
     assert switchboard.env["SWITCHBOARD_METRICS"] in result.stderr
     assert "--metrics" in result.stderr
+
+
+@pytest.fixture()
+def private(tmp_path: Path) -> Iterator[Switchboard]:
+    """A daemon configuration of its own (started by the start script), removed afterwards."""
+    run = os.getpid()
+    sb = private_switchboard(tmp_path, prefix=f"sbmonstart-{run}", bridge=f"sbs{run}",
+                             of_port=free_port())
+    sb.env.update({"SWITCHBOARD_LOGS": str(tmp_path),
+                   "SWITCHBOARD_CMD": f"{sys.executable} -m switchboard.cli"})
+    yield sb
+    pid_file = tmp_path / "controller.pid"
+    if pid_file.exists():
+        pid = int(pid_file.read_text())
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), 10)
+    consul.Consul().kv.delete(f"{sb.prefix}/", recurse=True)
+    forget_registration(sb.prefix)
+    sh(f"ovs-vsctl --if-exists del-br {sb.bridge}")
+
+
+def start_script(sb: Switchboard) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(ROOT / "scripts" / "start-controller.sh")], env=sb.env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_the_start_script_returns_once_the_daemon_is_healthy(private: Switchboard) -> None:
+    result = start_script(private)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "switchboard controller is healthy" in result.stdout, result.stdout + result.stderr
+    assert health(private)[0] == 200
+
+
+def test_without_consul_healthz_is_503_and_the_start_script_says_why(private: Switchboard
+                                                                     ) -> None:
+    private.env.update({"SWITCHBOARD_CONSUL": f"http://127.0.0.1:{free_port()}",
+                        "SWITCHBOARD_HEALTH_WAIT": "2"})
+    result = start_script(private)
+    assert result.returncode == 0, result.stdout + result.stderr  # it runs, and catches up
+    assert "not healthy yet: the Consul agent does not answer" in result.stderr
+    code, doc = health(private)
+    assert code == 503 and not doc["healthy"] and not doc["consul"]["reachable"]
+    assert "no reconcile pass has ended yet" in doc["problems"]
