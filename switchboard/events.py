@@ -60,11 +60,14 @@ def decode(entry: Mapping[str, Any]) -> Event | None:
     try:
         data = json.loads(entry.get("Value") or b"")
         details = data.get("details") or {}
+        when = float(data["time"])
+        if not 0 <= when < 1e11:  # NaN, infinite or no date a clock gives
+            return None
         return Event(kind=str(data["kind"]), message=str(data["message"]),
                      host=str(data.get("host", "")), topology=str(data.get("topology", "")),
-                     container=str(data.get("container", "")), time=float(data["time"]),
+                     container=str(data.get("container", "")), time=when,
                      details=details if isinstance(details, dict) else {})
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
 
 

@@ -8,6 +8,7 @@ switchboard.desired)::
                                  ``placement`` (container -> host)
     P/status/<host>/<topo>       the daemon's report for its host
     P/hosts/<host>, P/slots/<n>  the host inventory (switchboard.hosts)
+    P/events/<host>/<ns>-<seq>   the host's last events, a ring (switchboard.events)
 
 Admission is optimistic, as Kubernetes does with resourceVersion: read everything in one
 transaction (``snapshot``), decide, stage a version under its digest, then switch the marker

@@ -4,9 +4,13 @@ transaction API), and a writer that never blocks its callers."""
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 from typing import Any
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from controller import events as cev
 from switchboard import events as ev
@@ -121,6 +125,19 @@ def test_events_read_back_in_time_order_and_foreign_values_are_skipped() -> None
     assert "t/a" in ev.line(earlier) and "container.stopped" in ev.line(earlier)
 
 
+@settings(max_examples=300, deadline=None)
+@example(b'{"kind": "k", "message": "m", "time": 1e300}')  # no date: localtime overflows
+@example(b'{"kind": "k", "message": "m", "time": NaN, "details": [1]}')
+@given(st.one_of(st.binary(), st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(),
+    lambda inner: st.lists(inner) | st.dictionaries(
+        st.sampled_from(["kind", "message", "time", "host", "details", "x"]), inner),
+).map(lambda v: json.dumps(v).encode())))
+def test_any_value_under_the_events_prefix_is_read_or_skipped_never_raises(value) -> None:
+    for _, event in ev.ordered([{"Key": "p/events/h/1", "Value": value}]):
+        assert ev.line(event)
+
+
 def test_event_keys_sort_by_time_within_a_host() -> None:
     keys = [ev.event_key("p", "h1", t, s) for t, s in ((10**18, 5), (2 * 10**17, 9), (10**18, 6))]
     assert sorted(keys) == [keys[1], keys[0], keys[2]]
@@ -224,8 +241,6 @@ def test_the_queue_is_bounded_and_counts_what_it_drops(monkeypatch) -> None:
 
 
 def test_a_restarted_daemon_compares_with_the_reports_it_left_behind() -> None:
-    import json
-
     kv = FakeKV()
     kv.data["p/status/h1/t"] = json.dumps(report(row("a"), row("b"))).encode()
     log = writer(kv)
