@@ -19,15 +19,20 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from switchboard.store import DEFAULT_CONSUL
+from switchboard.token import resolve as resolve_token
 
 __all__ = ["HealthLookup", "consul_health"]
 
 HealthLookup = Callable[[str, "str | None"], list[dict[str, Any]]]
 
 
-def consul_health(address: str = DEFAULT_CONSUL, timeout: float = 2.0) -> HealthLookup:
+def consul_health(address: str = DEFAULT_CONSUL, timeout: float = 2.0,
+                  token: str | None = None) -> HealthLookup:
     """``lookup(service, datacenter)``: the service's ``/v1/health/service`` entries from the
-    agent at ``address`` (``http://HOST:PORT``); OSError or HTTPException when it fails."""
+    agent at ``address`` (``http://HOST:PORT``), asked with ACL token ``token`` (default: the
+    one switchboard.token finds); OSError or HTTPException when it fails."""
+    secret = token or resolve_token().secret
+    headers = {"X-Consul-Token": secret} if secret else {}
     scheme, _, rest = address.partition("://")
     if not rest:
         scheme, rest = "http", address
@@ -41,7 +46,7 @@ def consul_health(address: str = DEFAULT_CONSUL, timeout: float = 2.0) -> Health
             if conn is None:
                 conn = local.conn = connection(host, int(port or 8500), timeout=timeout)
             try:
-                conn.request("GET", path)
+                conn.request("GET", path, headers=headers)
                 response = conn.getresponse()
                 body = response.read()
             except (OSError, http.client.HTTPException):

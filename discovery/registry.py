@@ -134,16 +134,18 @@ def registry_instance(
 # --------------------------------------------------------------------------- I/O
 
 
-def _client(consul: str | consul_api.Consul) -> consul_api.Consul:
-    return reach.consul_client(consul) if isinstance(consul, str) else consul
+def _client(consul: str | consul_api.Consul, token: str | None = None) -> consul_api.Consul:
+    return reach.consul_client(consul, token) if isinstance(consul, str) else consul
 
 
 class Registry:
     """Service instances registered by hand in the local Consul agent, under one name."""
 
-    def __init__(self, name: str, consul: str | consul_api.Consul = DEFAULT_CONSUL) -> None:
+    def __init__(self, name: str, consul: str | consul_api.Consul = DEFAULT_CONSUL,
+                 token: str | None = None) -> None:
+        """``token``: the Consul ACL token (default: as switchboard.token finds it)."""
         self.name = _text("registry name", name)
-        self.client = _client(consul)
+        self.client = _client(consul, token)
         self.sync = ServiceSync(self.client)
 
     def __repr__(self) -> str:

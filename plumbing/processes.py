@@ -32,6 +32,7 @@ from pathlib import Path
 
 from plumbing.netns import netns_inode
 from switchboard.private import open_private, private_dir, write_private
+from switchboard.token import without_secrets
 
 _wrappers: list[subprocess.Popen] = []  # wrappers this daemon started (reaped by reap())
 
@@ -146,6 +147,7 @@ def start(netns: str, command: str, log_path: Path, pid_path: Path) -> int:
                      str(exit_path(pid_path)), command],
                     stdin=write_end, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True, close_fds=True,
+                    env=without_secrets(dict(os.environ)),  # not the daemon's Consul token
                 )
             except OSError as err:
                 raise ProcessError(f"cannot start command in {netns}: {err}") from err

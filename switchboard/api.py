@@ -16,6 +16,9 @@ written to Consul KV and realised by the host's ``switchboard controller``::
 
 When the Consul agent, Open vSwitch or the controller is down, calls raise
 :class:`Unreachable`, whose text says what could not be reached, where, and how to start it.
+With Consul ACLs on, VirtualNetwork and Registry take ``token=``; without it they use the token
+switchboard.token finds (SWITCHBOARD_TOKEN, a token file, ...). A refused token raises
+``consul.ACLPermissionDenied`` (switchboard.reach.TokenRefused when it is unknown).
 """
 
 from __future__ import annotations
@@ -49,10 +52,11 @@ class VirtualNetwork:
         consul: str = DEFAULT_CONSUL,
         prefix: str = "switchboard",
         timeout: float = 60.0,
+        token: str | None = None,
     ) -> None:
         self.name = name
         self.consul = consul
-        self.store = Store(reach.consul_client(consul), prefix)
+        self.store = Store(reach.consul_client(consul, token), prefix)
         self.timeout = timeout
         self.mtu = mtu
         self.nics: dict[str, VirtualNIC] = {}

@@ -23,6 +23,9 @@ from switchboard.model import TopologyError, load_topology_file
 from switchboard.placement import PlacementError, load_of
 from switchboard.statusview import host_states, merged_rows
 from switchboard.store import DEFAULT_CONSUL, Store
+from switchboard.token import TokenError
+from switchboard.token import give as give_token
+from switchboard.token import resolve as resolve_token
 
 console = Console(width=None if sys.stdout.isatty() else 160, emoji=False)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, emoji=False)
@@ -45,8 +48,18 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except reach.Unreachable as exc:
             _fail(str(exc))
+        except TokenError as exc:
+            _fail(str(exc))
         except consul.ConsulException as exc:
-            _fail(reach.consul_refused((ctx.obj or {}).get("consul", DEFAULT_CONSUL), exc))
+            _fail(reach.consul_refused((ctx.obj or {}).get("consul", DEFAULT_CONSUL), exc,
+                                       _token_source()))
+
+
+def _token_source() -> str:
+    try:
+        return resolve_token().source
+    except TokenError:
+        return "no token"
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,13 +69,18 @@ class _Group(click.Group):
               show_default=True, help="Consul KV prefix of Switchboard's keys.")
 @click.option("--lab-host", envvar="SWITCHBOARD_LAB_HOST", default=None,
               help="Run as if on this `switchboard lab` host (enters its network namespace).")
+@click.option("--token", default=None, metavar="SECRET",
+              help="Consul ACL token [default: SWITCHBOARD_TOKEN, the file in "
+                   "SWITCHBOARD_TOKEN_FILE, CONSUL_HTTP_TOKEN, $SWITCHBOARD_STATE/token].")
 @click.pass_context
-def main(ctx: click.Context, consul: str, prefix: str, lab_host: str | None) -> None:
+def main(ctx: click.Context, consul: str, prefix: str, lab_host: str | None,
+         token: str | None) -> None:
     """Switchboard: container networks on Open vSwitch with Consul service discovery."""
     if lab_host and ctx.invoked_subcommand != "lab":  # before any thread or connection
         from lab.enter import enter_host
 
         enter_host(lab_host)
+    give_token(token)
     ctx.obj = {"consul": consul, "prefix": prefix}
 
 

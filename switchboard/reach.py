@@ -20,7 +20,7 @@ from typing import Any
 import consul
 import requests
 
-from switchboard import store
+from switchboard import store, token
 
 START_SERVICES = "scripts/start-services.sh"
 START_CONTROLLER = "scripts/start-controller.sh"
@@ -100,15 +100,56 @@ class _Session(requests.Session):
             time.sleep(0.25)
 
 
-def consul_client(address: str) -> consul.Consul:
-    """A Consul client for ``address`` that raises :class:`Unreachable` when it is down."""
-    client = store.consul_client(address)
-    client.http.session = _Session(address)
+def consul_client(address: str, token: str | None = None) -> consul.Consul:
+    """A Consul client for ``address`` that raises :class:`Unreachable` when it is down,
+    sending ``token`` or the one switchboard.token finds."""
+    client = store.consul_client(address, token)
+    session = _Session(address)
+    session.headers.update(client.http.session.headers)  # the token
+    client.http.session = session
+    if (address, client.token) not in _checked:
+        check_token(client, address)
     return client
 
 
-def consul_refused(address: str, exc: consul.ConsulException) -> str:
+_checked: set[tuple[str, str | None]] = set()  # (address, token) the agent accepted
+
+
+class TokenRefused(consul.ACLPermissionDenied):
+    """The Consul agent refused Switchboard's ACL token (unknown, or none sent)."""
+
+
+def check_token(client: consul.Consul, address: str) -> None:
+    """Raise :class:`TokenRefused` when the agent has ACLs on and does not know the token
+    (a wrong one, or none: reads would silently come back empty). One request
+    (``/v1/acl/token/self``); nothing when ACLs are off or the agent is down."""
+    try:
+        reply = client.http.session.get(f"{client.http.base_uri}/v1/acl/token/self",
+                                        headers=client.prepare_headers(), timeout=5)
+    except (Unreachable, requests.RequestException):
+        return  # down: the first real request says so
+    if reply.status_code == 403:
+        raise TokenRefused(f"{reply.text.strip() or 'ACL not found'}")
+    if reply.status_code in (200, 401):  # known, or ACLs off
+        _checked.add((address, client.token))
+
+
+def token_refused(address: str, source: str, why: str) -> str:
+    """The line for a token the agent refused, naming its source and what to do."""
+    what = ("Switchboard sent no token" if source.startswith("no token")
+            else f"it refused Switchboard's token from {source}")
+    extra = f" ({source})" if source.startswith("no token (") else ""
+    policy = (" (the token's policy must allow Switchboard's KV prefix, services and "
+              "sessions: scripts/consul-security.sh policy PREFIX prints it)"
+              if "Permission denied" in why and not source.startswith("no token") else "")
+    return (f"the Consul agent at {address} has ACLs on and {what}{extra}: {why}{policy}; "
+            f"nothing was changed. {token.HOW}")
+
+
+def consul_refused(address: str, exc: consul.ConsulException, source: str = "") -> str:
     """The line for an agent that answers but refuses (no leader, ACL, a bad request)."""
+    if isinstance(exc, consul.ACLPermissionDenied):
+        return token_refused(address, source or "no token", str(exc).strip() or "denied")
     if no_leader(500, str(exc)):
         return (f"the Consul cluster of the agent at {address} has no leader after "
                 f"{LEADER_WAIT:.0f} s: most of its servers are down or cut off (see `consul "

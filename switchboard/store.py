@@ -41,6 +41,8 @@ from switchboard.desired import (
     parse_desired,
     raw_value,
 )
+from switchboard.token import Token
+from switchboard.token import resolve as resolve_token
 
 __all__ = ["DEFAULT_CONSUL", "DesiredState", "Store", "StoredTopology", "consul_client"]
 
@@ -49,13 +51,21 @@ TXN_LIMIT = 64  # Consul's limit of operations in one transaction
 ADMISSION = "admission"
 
 
-def consul_client(address: str) -> consul.Consul:
-    """Client for a Consul HTTP address such as ``http://127.0.0.1:8500``."""
+def consul_client(address: str, token: str | Token | None = None) -> consul.Consul:
+    """Client for a Consul HTTP address such as ``http://127.0.0.1:8500``, sending the ACL
+    token ``token`` or, without one, the token switchboard.token finds (its source is kept
+    in ``client.token_source``). TokenError when a named token file cannot be read."""
     scheme, _, rest = address.partition("://")
     if not rest:
         scheme, rest = "http", address
     host, _, port = rest.partition(":")
-    return consul.Consul(host=host, port=int(port or 8500), scheme=scheme)
+    found = token if isinstance(token, Token) else resolve_token(token)
+    client = consul.Consul(host=host, port=int(port or 8500), scheme=scheme)
+    client.token = found.secret  # py-consul would prefer CONSUL_HTTP_TOKEN to its argument
+    client.token_source = found.source
+    if found.secret:  # on every request: py-consul's txn.put sends no token of its own
+        client.http.session.headers["X-Consul-Token"] = found.secret
+    return client
 
 
 class Store:
@@ -102,7 +112,7 @@ class Store:
         """The admission key, every topology key and the host records, read in one
         transaction."""
         hosts = f"{self.prefix}/hosts/"
-        reply = self.client.txn.put([
+        reply = self._txn([
             kv_op("get-tree", f"{self.prefix}/{ADMISSION}"),
             kv_op("get-tree", self._topo_prefix()),
             kv_op("get-tree", hosts),
@@ -132,8 +142,8 @@ class Store:
         ops += [kv_op("delete", base + path)
                 for path in have if path not in objects and path != SEALED]
         for chunk in _chunks(ops, TXN_LIMIT):
-            self.client.txn.put(chunk)
-        reply = self.client.txn.put([kv_op("set", base + SEALED,
+            self._txn(chunk)
+        reply = self._txn([kv_op("set", base + SEALED,
                                             encode({"objects": len(objects)}))])
         return int(reply["Results"][0]["KV"]["ModifyIndex"])
 
@@ -188,13 +198,25 @@ class Store:
                 for name, placement in sorted(placements.items())]
         return self._try(ops)
 
+    def _txn(self, ops: list[dict[str, Any]]) -> Any:
+        """One KV transaction; an ACL refusal (Consul answers it as a failed transaction,
+        409) raises consul.ACLPermissionDenied, not a conflict."""
+        try:
+            return self.client.txn.put(ops)
+        except consul.ConsulException as exc:
+            if str(exc).startswith("409") and '"Permission denied"' in str(exc):
+                raise consul.ACLPermissionDenied(
+                    "Permission denied (a KV transaction under the prefix "
+                    f"{self.prefix}/)") from None
+            raise
+
     def _admission_op(self, state: DesiredState, change: str) -> dict[str, Any]:
         value = encode({"generation": state.generation + 1, "change": change})
         return kv_op("cas", f"{self.prefix}/{ADMISSION}", value, index=state.admission_index)
 
     def _try(self, ops: list[dict[str, Any]]) -> bool:
         try:
-            self.client.txn.put(ops)
+            self._txn(ops)
         except consul.ConsulException as exc:
             if str(exc).startswith("409"):  # a check failed: someone admitted something
                 return False

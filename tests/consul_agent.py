@@ -26,6 +26,7 @@ class Agent:
     log: Path
     ports: dict[str, int] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    extra: list[str] = field(default_factory=list)  # more arguments (-config-file=...)
 
     @property
     def argv(self) -> list[str]:
@@ -33,7 +34,7 @@ class Agent:
             "consul", "agent", "-server", "-bootstrap-expect=1",
             f"-node=sbtest-{os.getpid()}", f"-data-dir={self.data_dir}",
             "-bind=127.0.0.1", "-client=127.0.0.1",
-            *(f"-{name}={port}" for name, port in self.ports.items()),
+            *(f"-{name}={port}" for name, port in self.ports.items()), *self.extra,
         ]
 
     @property
@@ -66,10 +67,11 @@ class Agent:
 
 
 @contextmanager
-def running_agent(root: Path) -> Iterator[Agent]:
-    """A started agent that has elected itself, with its data and log under ``root``;
-    stopped on exit."""
-    agent = Agent(root / "data", root / "consul.log", {n: free_port() for n in PORT_NAMES})
+def running_agent(root: Path, extra: list[str] | None = None) -> Iterator[Agent]:
+    """A started agent that has elected itself, with its data and log under ``root`` (and
+    ``extra`` arguments); stopped on exit."""
+    agent = Agent(root / "data", root / "consul.log", {n: free_port() for n in PORT_NAMES},
+                  extra=list(extra or []))
     agent.start()
     try:
         if not wait_until(agent.answering, 30, 0.2):
