@@ -95,7 +95,9 @@ def healthy(run: LabRun, timeout: float = 90) -> None:
     run.wait_hosts_ready(timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = run.run("h1", "curl", "-fsS", "--max-time", "1",
+        token = Path(f"/var/lib/switchboard/lab/{run.name}/secrets/management.token")
+        header = ["-H", f"X-Consul-Token: {token.read_text().strip()}"] if token.exists() else []
+        out = run.run("h1", "curl", "-fsS", "--max-time", "1", *header,  # operator:read
                       "http://127.0.0.1:8500/v1/operator/autopilot/health", check=False)
         try:
             servers = json.loads(out.stdout)["Servers"]

@@ -9,6 +9,7 @@ import sys
 
 from lab import state
 from lab.config import NETNS_DIR, LabError, lab_name
+from switchboard.token import CHILD_SECRETS
 
 CLONE_NEWNET = 0x40000000
 
@@ -37,5 +38,7 @@ def enter_host(host_name: str) -> None:
     except LabError as exc:
         print(f"error: {exc} (from SWITCHBOARD_LAB_HOST/--lab-host)", file=sys.stderr)
         sys.exit(1)
+    for key in CHILD_SECRETS:  # the host's own token is its $SWITCHBOARD_STATE/token
+        os.environ.pop(key, None)
     for key, value in host.env().items():
         os.environ[key] = value

@@ -9,10 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lab.config import MAX_SERVERS, NETNS_DIR, Host, Lab
+from lab.config import MAX_SERVERS, NETNS_DIR, Host, Lab, LabError
 
 ROOT = Path(__file__).resolve().parents[1]
 START_HOST = ROOT / "scripts" / "start-host.sh"
+SECURITY = ROOT / "scripts" / "consul-security.sh"
 
 
 def switchboard_command() -> str:
@@ -38,10 +39,36 @@ def in_netns(host: Host, *command: str) -> list[str]:
     return ["nsenter", f"--net={NETNS_DIR / host.netns}", "--", *command]
 
 
+def secrets_dir(lab: Lab) -> Path:
+    """Where the lab keeps what ``consul-security.sh secrets`` made (the CA, the gossip key,
+    the ACL secrets and a bundle per host): the operator's machine of a real cluster."""
+    return lab.state_dir / "secrets"
+
+
+def make_secrets(lab: Lab) -> None:
+    """Gossip key, CA, certificates and ACL secrets, one bundle per host (as a real
+    cluster's set-up makes them once and copies each host's bundle to it)."""
+    servers = len(lab.servers)
+    made = subprocess.run(["bash", str(SECURITY), "secrets", str(secrets_dir(lab)), "--servers",
+                           str(servers), "--clients", str(len(lab.hosts) - servers)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        why = (made.stderr.strip().splitlines() or ["no output"])[-1]
+        raise LabError(f"cannot make the lab's Consul secrets ({SECURITY.name}): {why}")
+
+
+def bundle(lab: Lab, host: Host) -> Path:
+    """The host's bundle: ``server-K`` for the K-th server, ``client-K`` for the K-th client."""
+    kind = [h for h in lab.hosts if h.server == host.server]
+    return secrets_dir(lab) / f"{'server' if host.server else 'client'}-{kind.index(host)}"
+
+
 def start_host_args(lab: Lab, host: Host) -> list[str]:
     """The start-host.sh command line a real host with these addresses would use."""
     args = ["bash", str(START_HOST), "--no-install", "--host-id", host.name,
             "--bind", host.control_ip, "--tunnel-ip", f"{host.tunnel_ip}/{host.prefixlen_tunnel}"]
+    if bundle(lab, host).exists():  # labs made before Consul's security have none
+        args += ["--secrets", str(bundle(lab, host))]
     if lab.datapath == "netdev":
         args += ["--tunnel-port", "ul1"]
     if host.server:

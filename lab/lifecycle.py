@@ -38,6 +38,7 @@ def up(name: str, count: int, say: Say, control_subnet: str = CONTROL_SUBNET,
             underlay.create_host(lab, host)
         say(f"namespaces {lab.underlay_netns}, "
             + ", ".join(h.netns for h in lab.hosts) + " and their veths are made")
+        hosts.make_secrets(lab)
         started = {h.name: (h, hosts.spawn(lab, h)) for h in lab.hosts}
         readiness.wait_ready(started, say)
         state.save(lab)

@@ -4,7 +4,7 @@
 #
 #   scripts/start-host.sh [--join ADDR]... [--bind ADDR] [--tunnel-ip ADDR[/LEN]]
 #                         [--tunnel-port IFACE] [--server] [--bootstrap-expect N]
-#                         [--host-id NAME] [--no-install]
+#                         [--host-id NAME] [--secrets DIR] [--prefix P] [--no-install]
 #
 # --join       a Consul agent to join (repeat it; the first three servers, usually)
 # --bind       this host's address for Consul's gossip and RPC (default: Consul picks one)
@@ -15,6 +15,12 @@
 #              address must already be on an interface (the kernel datapath's case).
 # --server     run a Consul server (default: a client); --bootstrap-expect N (default 3)
 # --host-id    the name this host reports under (default: the host name)
+# --secrets    this host's bundle from `scripts/consul-security.sh secrets` (ca.pem, cert.pem,
+#              key.pem, gossip.key, agent.token, token; a server's also management.token):
+#              Consul then encrypts gossip, uses TLS for RPC (verify_incoming, _outgoing,
+#              verify_server_hostname) and ACLs with default deny. A server sets up the
+#              policies and tokens (--prefix, the KV prefix, default switchboard); every host
+#              waits for its token and installs it as $SWITCHBOARD_STATE/token (0600).
 # --no-install skip scripts/install-deps.sh
 #
 # Open vSwitch uses the kernel datapath (system) where the openvswitch module is loaded, and
@@ -32,7 +38,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() { sed -n '5,7p' "$0" | sed 's/^# *//' >&2; exit 2; }
-joins=() bind="" tunnel_ip="" tunnel_port="" server=0 expect=3 host_id="" install=1
+joins=() bind="" tunnel_ip="" tunnel_port="" server=0 expect=3 host_id="" install=1 secrets=""
+prefix=${SWITCHBOARD_PREFIX:-switchboard}
 while [ $# -gt 0 ]; do
   case $1 in
     --join) joins+=("${2:?--join needs an address}"); shift 2 ;;
@@ -42,8 +49,10 @@ while [ $# -gt 0 ]; do
     --server) server=1; shift ;;
     --bootstrap-expect) expect=${2:?--bootstrap-expect needs a number}; shift 2 ;;
     --host-id) host_id=${2:?--host-id needs a name}; shift 2 ;;
+    --secrets) secrets=$(realpath "${2:?--secrets needs a directory}"); shift 2 ;;
+    --prefix) prefix=${2:?--prefix needs a KV prefix}; shift 2 ;;
     --no-install) install=0; shift ;;
-    -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "start-host.sh: unknown argument $1" >&2; usage ;;
   esac
 done
@@ -135,7 +144,17 @@ consul_args=(agent -node="$host_id" -data-dir="$STATE/consul" -client=127.0.0.1)
 [ "$server" = 1 ] && consul_args+=(-server -bootstrap-expect="$expect"
                                    -hcl 'performance { raft_multiplier = 1 }')
 for j in "${joins[@]}"; do consul_args+=(-retry-join="$j"); done
-agent_up() { curl -fsS --max-time 1 http://127.0.0.1:8500/v1/agent/self >/dev/null 2>&1; }
+if [ -n "$secrets" ]; then
+  for f in ca.pem cert.pem key.pem gossip.key agent.token token; do
+    [ -s "$secrets/$f" ] || { echo "start-host.sh: $secrets/$f is missing (see --secrets)" >&2; exit 1; }
+  done
+  # encrypt key, TLS and ACL settings with tokens: root's only, like Consul's data
+  (umask 077 && bash scripts/consul-security.sh config "$secrets" >"$STATE/consul-security.hcl")
+  chmod 600 "$STATE/consul-security.hcl"
+  consul_args+=(-config-file="$STATE/consul-security.hcl")
+fi
+# /v1/status/leader answers without a token (ACLs on) and before a leader is elected
+agent_up() { curl -fsS --max-time 1 http://127.0.0.1:8500/v1/status/leader >/dev/null 2>&1; }
 if [ "$systemd" = 1 ]; then
   cat >/etc/systemd/system/switchboard-consul.service <<UNIT
 [Unit]
@@ -164,6 +183,15 @@ for _ in $(seq 1 100); do
 done
 agent_up || { echo "the Consul agent does not answer; see $LOGS/consul.log" >&2; exit 1; }
 echo "Consul agent runs (node $host_id, $([ "$server" = 1 ] && echo server || echo client))"
+if [ -n "$secrets" ]; then
+  # ACL policies and tokens: made by the servers once a leader is elected (idempotent)
+  if [ -s "$secrets/management.token" ]; then
+    bash scripts/consul-security.sh acl "$secrets" "$prefix"
+  fi
+  bash scripts/consul-security.sh wait-token "$secrets" 120
+  (umask 077 && cp "$secrets/token" "$STATE/token") && chmod 600 "$STATE/token"
+  echo "Consul: gossip encrypted, TLS for RPC, ACLs default deny; token in $STATE/token"
+fi
 
 # --- The controller -------------------------------------------------------------------------
 export SWITCHBOARD_HOST_ID=$host_id SWITCHBOARD_STATE=$STATE SWITCHBOARD_LOGS=$LOGS \

@@ -85,8 +85,9 @@ def policies(agent: Agent, secrets: Path, prefix: str) -> Path:
 
 def admin(agent: Agent, secrets: Path) -> consul.Consul:
     """A management client (what an operator holds), to look without Switchboard's eyes."""
-    return consul.Consul(port=agent.ports["http-port"],
-                         token=(secrets / "management.token").read_text().strip())
+    client = consul.Consul(port=agent.ports["http-port"])
+    client.token = (secrets / "management.token").read_text().strip()  # not CONSUL_HTTP_TOKEN
+    return client
 
 
 def keys(agent: Agent, secrets: Path, prefix: str) -> list[str]:

@@ -111,7 +111,10 @@ def host_state(name: str, asked: str = "h1") -> str:
 
 
 def consul(host: str, path: str) -> object:
-    out = LAB.lab("exec", host, "--", "curl", "-fsS", "--max-time", "5",
+    """GET the host's agent as the operator (the lab's management token: ACLs are on)."""
+    token = Path(f"/var/lib/switchboard/lab/{LAB.name}/secrets/management.token")
+    header = ["-H", f"X-Consul-Token: {token.read_text().strip()}"] if token.exists() else []
+    out = LAB.lab("exec", host, "--", "curl", "-fsS", "--max-time", "5", *header,
                   f"http://127.0.0.1:8500{path}")
     return json.loads(out.stdout) if out.returncode == 0 else None
 

@@ -86,6 +86,29 @@ def test_consul_agents_form_one_cluster_with_a_leader(three_hosts: dict) -> None
     assert sorted(alive) == list(HOSTS), out.stdout
 
 
+def test_consul_gossip_is_encrypted_rpc_needs_tls_and_acls_deny(three_hosts: dict) -> None:
+    """The lab's agents run as start-host.sh --secrets makes them: gossip encrypted, RPC only
+    over TLS with verified certificates, ACLs default deny with each host's token installed."""
+    info = lab("exec", "h3", "--", "sh", "-c",
+               'CONSUL_HTTP_TOKEN=$(cat "$SWITCHBOARD_STATE/token") consul info')
+    assert info.returncode == 0, info.stderr
+    serf = [line.strip() for line in info.stdout.splitlines() if "encrypted" in line]
+    assert serf == ["encrypted = true", "encrypted = true"], info.stdout  # LAN and WAN
+    mode = os.stat(f"{STATE_ROOT}/{NAME}/h3/token").st_mode & 0o777
+    assert mode == 0o600
+    plain = ("import socket; s = socket.create_connection(('10.99.0.1', 8300), 3); "
+             "s.sendall(b'\\x00'); s.settimeout(5); print(repr(s.recv(64)))")
+    out = lab("exec", "h2", "--", sys.executable, "-c", plain)
+    assert out.stdout.strip() == "b''", out  # a plaintext RPC connection is closed at once
+    log = Path(f"{STATE_ROOT}/{NAME}/h1/log/consul.log").read_text()
+    assert "Non-TLS connection attempted with VerifyIncoming set" in log
+    anonymous = lab("exec", "h1", "--", "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                    "-X", "PUT", "-d", "x", "http://127.0.0.1:8500/v1/kv/switchboard/evil")
+    assert anonymous.stdout == "403", anonymous  # no token: no write
+    hosts = lab("exec", "h2", "--", sys.executable, "-m", "switchboard.cli", "hosts")
+    assert hosts.returncode == 0 and hosts.stdout.count("ready") == 3, hosts
+
+
 def test_each_host_has_its_own_ovs_with_the_tunnel_address(three_hosts: dict) -> None:
     system_ids = set()
     for k, host in enumerate(HOSTS, 1):
