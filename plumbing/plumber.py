@@ -334,11 +334,12 @@ class Plumber:
         netns.configure_host_interfaces(_iface(leg, leg.port, None) for leg in legs)
         netns.configure_namespaces(_iface(ep, ep.ifname, ep.netns) for ep in endpoints)
 
-        for cmd in plan.start_commands:
-            pid_path = self.pid_path(cmd.topology, cmd.container)
-            created.pid_paths.append(pid_path)
-            processes.start(cmd.netns, cmd.command, self.log_path(cmd.topology, cmd.container),
-                            pid_path)
+        starts = [processes.Start(cmd.netns, cmd.command,
+                                  self.log_path(cmd.topology, cmd.container),
+                                  self.pid_path(cmd.topology, cmd.container))
+                  for cmd in plan.start_commands]
+        created.pid_paths += [one.pid_path for one in starts]
+        processes.start_all(starts)
         return ofports
 
     def _rollback(self, created: _Created) -> list[str]:

@@ -25,7 +25,7 @@ import select
 import signal
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,46 +124,79 @@ def read_exit(pid_path: Path, pid: int) -> int | None:
         return None
 
 
+@dataclass(frozen=True)
+class Start:
+    """A command to start in a namespace, with its log and pid file."""
+
+    netns: str
+    command: str
+    log_path: Path
+    pid_path: Path
+
+
 def start(netns: str, command: str, log_path: Path, pid_path: Path) -> int:
     """Run ``sh -c command`` in ``netns`` (through ``ip netns exec``, under :data:`WRAPPER`)
     in a new session, output appended to ``log_path``; the command's PID. The log and the
     PID file (which holds the command) are root's only (switchboard.private): a command's
     output or arguments may hold secrets."""
-    if netns_inode(netns) is None:
-        raise ProcessError(f"cannot start command in {netns}: no such namespace")
-    log_path, pid_path = Path(log_path), Path(pid_path)
-    private_dir(pid_path.parent)
-    exit_path(pid_path).unlink(missing_ok=True)
+    return start_all([Start(netns, command, Path(log_path), Path(pid_path))])[0]
+
+
+def start_all(starts: Sequence[Start]) -> list[int]:
+    """Start several commands as :func:`start` does; their PIDs. Every wrapper is launched
+    before any PID is read, so that their start-ups overlap. A command that cannot start
+    raises ProcessError, once every other one has started and has its pid file."""
     reap()
+    launched, errors = [], []
+    for one in starts:
+        try:
+            launched.append((one, *_launch(one)))
+        except ProcessError as err:
+            errors.append(err)
+    pids = []
+    for one, proc, read_end in launched:
+        try:
+            pids.append((one, _read_pid(read_end, proc, one.netns)))
+        except ProcessError as err:
+            errors.append(err)
+        finally:
+            os.close(read_end)
+    for one, pid in pids:
+        _settle(pid)
+        record = {"starttime": _starttime(pid) or 0, "netns": one.netns,
+                  "command": one.command}
+        write_private(one.pid_path, f"{pid}\n{json.dumps(record)}\n")
+    if errors:
+        raise errors[0]
+    return [pid for _, pid in pids]
+
+
+def _launch(one: Start) -> tuple[subprocess.Popen, int]:
+    """Start the wrapper of one command; it and the pipe on which it sends the PID."""
+    if netns_inode(one.netns) is None:
+        raise ProcessError(f"cannot start command in {one.netns}: no such namespace")
+    private_dir(one.pid_path.parent)
+    exit_path(one.pid_path).unlink(missing_ok=True)
     read_end, write_end = os.pipe()
     try:
-        with os.fdopen(open_private(log_path), "ab") as log:
+        with os.fdopen(open_private(one.log_path), "ab") as log:
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
-            log.write(f"--- {stamp} starting in {netns}: {command}\n".encode())
+            log.write(f"--- {stamp} starting in {one.netns}: {one.command}\n".encode())
             log.flush()
-            try:
-                proc = subprocess.Popen(
-                    ["ip", "netns", "exec", netns, "sh", "-c", WRAPPER, "switchboard-run",
-                     str(exit_path(pid_path)), command],
-                    stdin=write_end, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True, close_fds=True,
-                    env=without_secrets(dict(os.environ)),  # not the daemon's Consul token
-                )
-            except OSError as err:
-                raise ProcessError(f"cannot start command in {netns}: {err}") from err
-        os.close(write_end)
-        write_end = -1
-        _wrappers.append(proc)
-        pid = _read_pid(read_end, proc, netns)
-        _settle(pid)
-    finally:
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", one.netns, "sh", "-c", WRAPPER, "switchboard-run",
+                 str(exit_path(one.pid_path)), one.command],
+                stdin=write_end, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True,
+                env=without_secrets(dict(os.environ)),  # not the daemon's Consul token
+            )
+    except OSError as err:
         os.close(read_end)
-        if write_end >= 0:
-            os.close(write_end)
-    starttime = _starttime(pid)
-    record = {"starttime": starttime or 0, "netns": netns, "command": command}
-    write_private(pid_path, f"{pid}\n{json.dumps(record)}\n")
-    return pid
+        raise ProcessError(f"cannot start command in {one.netns}: {err}") from err
+    finally:
+        os.close(write_end)
+    _wrappers.append(proc)
+    return proc, read_end
 
 
 def _read_pid(fd: int, proc: subprocess.Popen, netns: str, timeout: float = 5.0) -> int:
