@@ -22,6 +22,14 @@ import consul
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The shared agent (scripts/start-services.sh) runs with ACLs, default deny. Tests and
+# benchmarks use KV prefixes, services and checks of their own, so they hold the operator's
+# management token (root's only); test_consul_acl.py checks Switchboard's least-privilege
+# token on an agent of its own. Daemons and CLI runs started here inherit it.
+MANAGEMENT_TOKEN = Path("/var/lib/switchboard/consul-secrets/management.token")
+if "CONSUL_HTTP_TOKEN" not in os.environ and os.access(MANAGEMENT_TOKEN, os.R_OK):
+    os.environ["CONSUL_HTTP_TOKEN"] = MANAGEMENT_TOKEN.read_text().strip()
+
 
 @dataclass
 class Switchboard:
