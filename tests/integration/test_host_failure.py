@@ -220,6 +220,10 @@ def test_unpinned_containers_move_with_their_addresses_pinned_ones_show_host_dow
     for name in moved:  # one decider: each move made once, by one daemon
         assert logs.count(f"moved container {name} of topology fo from h2") == 1, logs[-3000:]
     assert after["pinned"]["host"] == "h2" and after["pinned"]["state"] == "host down"
+    out = LAB.sb("h3", "events", "-n", "200", "--json")
+    events = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    assert any(e["kind"] == "host.down" and "h2" in e["message"] for e in events), out.stdout
+    assert {e["container"] for e in events if e["kind"] == "container.moved"} >= set(moved)
     status = LAB.sb("h3", "status", "fo")
     assert "h2: down" in status.stdout and "names its host" in status.stdout, status.stdout
     ip = before[moved[0]]["ip"]
