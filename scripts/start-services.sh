@@ -19,14 +19,42 @@ if ! pgrep -x ovs-vswitchd >/dev/null; then
   /usr/share/openvswitch/scripts/ovs-ctl start --no-ovsdb-server >/dev/null
 fi
 
+# Consul with ACLs, default deny (README, Security: Consul ACLs). The secrets (management,
+# agent and Switchboard tokens) are made once in $SECRETS; Switchboard's token is installed
+# as $STATE/token, where the daemon and the CLI find it. All root's only.
+SECURITY=$(dirname "$0")/consul-security.sh
+SECRETS=$STATE/consul-secrets
+BUNDLE=$SECRETS/server-0
+[ -s "$BUNDLE/token" ] || bash "$SECURITY" secrets "$SECRETS" --servers 1 >/dev/null
+(umask 077 && bash "$SECURITY" config "$BUNDLE" --acl-only >"$STATE/consul-acl.hcl")
+chmod 600 "$STATE/consul-acl.hcl"
+
 consul_up() { curl -fsS --max-time 1 http://127.0.0.1:8500/v1/status/leader 2>/dev/null | grep -q ':'; }
+answers() { curl -sS --max-time 1 http://127.0.0.1:8500/v1/status/leader >/dev/null 2>&1; }
+acl_off() { curl -sS --max-time 1 http://127.0.0.1:8500/v1/acl/token/self 2>/dev/null |
+              grep -q 'ACL support disabled'; }
+if answers && acl_off; then  # an agent this script started before ACLs: start it again
+  pid=$(head -c 32 "$STATE/consul.pid" 2>/dev/null | tr -dc 0-9)
+  if [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "consul agent"; then
+    echo "restarting the Consul agent (pid $pid) with ACLs on"
+    kill "$pid"
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  else
+    echo "a Consul agent without ACLs answers on 127.0.0.1:8500 and was not started here;" \
+      "stop it, then run this again" >&2
+    exit 1
+  fi
+fi
 if ! consul_up; then
-  if ! curl -fsS --max-time 1 http://127.0.0.1:8500/v1/agent/self >/dev/null 2>&1; then
+  if ! answers; then
     nohup consul agent -server -bootstrap-expect=1 -node="$(hostname -s)" \
       -data-dir="$STATE/consul" -bind=127.0.0.1 -client=127.0.0.1 \
-      >>"$LOGS/consul.log" 2>&1 </dev/null &
+      -config-file="$STATE/consul-acl.hcl" >>"$LOGS/consul.log" 2>&1 </dev/null &
     echo $! > "$STATE/consul.pid"
   fi
   for _ in $(seq 1 60); do consul_up && break; sleep 0.5; done
   consul_up || { echo "Consul did not elect a leader; see $LOGS/consul.log" >&2; exit 1; }
 fi
+# policies switchboard (KV prefix $SWITCHBOARD_PREFIX), agent and dns; the tokens (idempotent)
+bash "$SECURITY" acl "$BUNDLE" "${SWITCHBOARD_PREFIX:-switchboard}"
+(umask 077 && cp "$BUNDLE/token" "$STATE/token") && chmod 600 "$STATE/token"
