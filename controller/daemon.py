@@ -90,7 +90,10 @@ class Daemon:
         self.store = Store(client, config.prefix)
         self.bridge = Bridge(config.bridge, config.ovsdb, detect_datapath())
         self.wake = threading.Event()
-        self.failover = ExitFailover(client, self.wake.set)  # a command exits: out at once
+        self.failover = ExitFailover(  # a command exits: out of VIPs and Consul at once
+            client, self.wake.set,
+            register=lambda inst, passing: self.discovery.register(inst, passing))
+        self._ports: dict[str, int] | None = None  # port name -> ofport, of the last pass
         self.plumber = Plumber(self.bridge, config.state_dir, netns_prefix=config.netns_prefix,
                                on_exit=self.failover.exited, wake=self.wake.set)
         self.stopping = threading.Event()
@@ -209,6 +212,8 @@ class Daemon:
                                            stored.placement, site))
             except Exception as exc:  # noqa: BLE001 - reported to the user through `up`
                 errors[name] = f"cannot plan topology: {exc}"
+        if self.failover.take_news():  # a command exited: out of its VIPs before the rest
+            self._program_now(plans)
         services = self._plan_services(desired, errors, site)
         removed = services is not None and self._apply_services(
             SyncPlan([], services.deregister), desired, errors
@@ -224,6 +229,7 @@ class Daemon:
                 name: port.ofport for name, port in self.bridge.owned_ports().items()
                 if port.ofport and port.ofport > 0
             }
+        self._ports = ports
         self.failover.settle(self.plumber.running)
         self._serve_dns(plans, errors)
         self.health.watch((p.name, s.name) for p in plans for s in p.services)
@@ -248,6 +254,16 @@ class Daemon:
         self._report(desired, local, ports, errors, pending, len(compiled.flows), passing)
         self._report_refused(refused)
         self.monitor.reported(self._reported)
+
+    def _program_now(self, plans: list[TopologyPlan]) -> None:
+        """Program the flows with the ports of the last pass and without the instances whose
+        command exited: the VIPs let them go without waiting for the plumbing."""
+        if self._ports is not None and self.app.connected.is_set():
+            passing = self.failover.adjust(plans, self.health.passing())
+            compiled = compile_pipeline(
+                plans, self._ports, passing,
+                self.bridge.tunnel_ofport() if self.config.tunnel_ip else None)
+            self.app.program(compiled.flows, compiled.groups)
 
     def _plan_services(
         self, desired: dict[str, StoredTopology], errors: dict[str, str], site: Site

@@ -12,8 +12,13 @@ The moment the exit watch (plumbing.exitwatch) reports an exit, the container is
 
 It stays down until its command runs again and its check passes when run from the host
 (as :mod:`discovery.readiness` does), or for at most :data:`PROBE_FOR` seconds, after which
-Consul's own check decides. Then the maintenance is lifted. A daemon that starts lifts the
-maintenance an earlier one left on instances whose command runs.
+Consul's own check decides. Then the maintenance is lifted. A check that passed from the
+host is also made passing in Consul at once: Consul keeps a check's status when a service is
+registered again, so its check is removed, then the instance registered again with the
+status the daemon saw (under the maintenance, so it is never seen passing too early); a
+check that ran while the command was dead would otherwise hold it out for an interval.
+A daemon that starts lifts the maintenance an earlier one left on instances whose command
+runs.
 """
 
 from __future__ import annotations
@@ -43,8 +48,12 @@ class ExitFailover:
     """The containers of this host whose command exited, and their instances' maintenance."""
 
     def __init__(self, client: consul.Consul, wake: Callable[[], None],
-                 probe: Callable[..., bool] = check_passes) -> None:
+                 probe: Callable[..., bool] = check_passes,
+                 register: Callable[[Instance, bool], None] | None = None) -> None:
+        """``register(instance, passing)``: registers an instance in the local agent (the
+        daemon's :meth:`discovery.sync.ServiceSync.register`)."""
         self.client = client
+        self.register = register
         self.wake = wake
         self.probe = probe
         self._lock = threading.Lock()
@@ -53,6 +62,7 @@ class ExitFailover:
         self._probing: set[str] = set()
         self._instances: dict[str, list[Instance]] = {}  # process key -> its instances
         self._cleaned = False
+        self._news = False  # an exit since take_news() last looked
 
     # --- what the daemon tells it ------------------------------------------------------------
     def know(self, instances: Iterable[Instance]) -> None:
@@ -72,6 +82,7 @@ class ExitFailover:
         with self._lock:
             self._generation += 1
             self._down[key] = self._generation
+            self._news = True
             instances = list(self._instances.get(key, []))
         if wake:
             self.wake()
@@ -93,6 +104,13 @@ class ExitFailover:
         for key, generation in again:
             threading.Thread(target=self._come_back, args=(key, generation), daemon=True,
                              name=f"probe-{key}").start()
+
+    def take_news(self) -> bool:
+        """Whether a command exited since the last call (the daemon then programs the
+        switch first thing in its pass)."""
+        with self._lock:
+            news, self._news = self._news, False
+            return news
 
     def adjust(self, plans: Iterable[TopologyPlan], passing: Passing) -> dict[
             tuple[str, str], frozenset[str]]:
@@ -122,12 +140,14 @@ class ExitFailover:
         """Probe a restarted command's checks; once they pass, it is up again."""
         try:
             deadline = time.monotonic() + PROBE_FOR
+            passed = False
             while time.monotonic() < deadline:
                 with self._lock:
                     if self._down.get(key) != generation:
                         return  # it exited again (or went away): a later pass probes again
                     checks = [i.check for i in self._instances.get(key, []) if i.check]
                 if all(self.probe(check) for check in checks):
+                    passed = True
                     break
                 time.sleep(PROBE_EVERY)
             with self._lock:
@@ -136,12 +156,24 @@ class ExitFailover:
                 del self._down[key]
                 instances = list(self._instances.get(key, []))
             LOG.info("%s runs again: back in its services", key)
-            self.wake()
             for inst in instances:
+                if passed:
+                    self._passing_now(inst)
                 self._maintenance(inst.id, False)
+            self.wake()
         finally:
             with self._lock:
                 self._probing.discard(key)
+
+    def _passing_now(self, inst: Instance) -> None:
+        """Make the instance's own check passing in the agent (its check passed from here)."""
+        if inst.check is None or self.register is None:
+            return
+        try:
+            self.client.agent.check.deregister(f"service:{inst.id}")
+            self.register(inst, True)
+        except Exception as exc:  # noqa: BLE001 - Consul's own check decides, then
+            LOG.warning("cannot mark %s passing: %s", inst.id, exc)
 
     def _maintenance(self, service_id: str, enable: bool, reason: str | None = None) -> None:
         try:

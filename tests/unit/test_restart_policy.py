@@ -160,9 +160,15 @@ class _Agent:
     def __init__(self) -> None:
         self.calls: list[tuple[str, bool]] = []
         self.service = self
+        self.check = self
+        self.log: list[str] = []
+
+    def deregister(self, check_id: str) -> None:
+        self.log.append(f"deregister {check_id}")
 
     def maintenance(self, service_id: str, enable: bool, reason: str | None = None) -> None:
         self.calls.append((service_id, enable))
+        self.log.append(f"maintenance {service_id} {enable}")
 
     def checks(self) -> dict:
         return {}
@@ -201,3 +207,27 @@ def test_an_instance_running_again_returns_once_its_check_passes():
     assert failover.down() == set()
     assert [enable for _, enable in client.agent.calls] == [True, False]
     assert failover.adjust(plans, {}) == {}
+
+
+def test_a_check_that_passed_from_the_host_is_made_passing_in_consul_under_maintenance():
+    text = VIP.replace("services: [{name: s, port: 8080}]}",
+                       "services: [{name: s, port: 8080, check: {tcp: 8080}}]}", 1)
+    plans = _plans(text)
+    client = _Client()
+    registered = []
+
+    def register(inst, passing):
+        registered.append((inst.id, passing))
+        client.agent.log.append(f"register {inst.id} {passing}")
+
+    failover = ExitFailover(client, lambda: None, probe=lambda check: True, register=register)
+    failover.know(desired_instances(load_topology(text), plans[0].allocation))
+    failover.exited("v/i1")
+    failover.settle({"v/i1": True, "v/i2": True})
+    deadline = time.monotonic() + 2
+    while failover.down() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sid = registered[0][0]
+    assert registered == [(sid, True)]
+    assert client.agent.log == [f"maintenance {sid} True", f"deregister service:{sid}",
+                                f"register {sid} True", f"maintenance {sid} False"]
