@@ -56,5 +56,13 @@ if ! consul_up; then
   consul_up || { echo "Consul did not elect a leader; see $LOGS/consul.log" >&2; exit 1; }
 fi
 # policies switchboard (KV prefix $SWITCHBOARD_PREFIX), agent and dns; the tokens (idempotent)
-bash "$SECURITY" acl "$BUNDLE" "${SWITCHBOARD_PREFIX:-switchboard}"
-(umask 077 && cp "$BUNDLE/token" "$STATE/token") && chmod 600 "$STATE/token"
+known=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 \
+  -H "X-Consul-Token: $(cat "$BUNDLE/management.token")" \
+  http://127.0.0.1:8500/v1/acl/token/self 2>/dev/null || true)
+if [ "$known" = 403 ]; then  # ACLs set up from another state directory: leave them alone
+  echo "the Consul agent on 127.0.0.1:8500 has ACLs from another state directory" \
+    "(not $STATE); its tokens are left as they are"
+else
+  bash "$SECURITY" acl "$BUNDLE" "${SWITCHBOARD_PREFIX:-switchboard}"
+  (umask 077 && cp "$BUNDLE/token" "$STATE/token") && chmod 600 "$STATE/token"
+fi

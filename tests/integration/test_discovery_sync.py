@@ -22,6 +22,7 @@ from discovery.registry import Discoverer, Registry
 from discovery.sync import ServiceSync
 from switchboard.ipam import allocate
 from switchboard.model import load_topology
+from switchboard.store import consul_client
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +69,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
 
 @pytest.fixture
 def client() -> consul.Consul:
-    c = consul.Consul(host="127.0.0.1", port=8500)
+    c = consul_client("http://127.0.0.1:8500")  # the token on every request (ACLs are on)
     try:
         c.agent.self()
     except Exception as exc:  # noqa: BLE001 - any failure means no agent to test against
@@ -82,7 +83,16 @@ def cleanup(client: consul.Consul) -> Iterator[list[str]]:
     ids: list[str] = []
     yield ids
     for sid in ids:
+        forget(client, sid)
+
+
+def forget(client: consul.Consul, sid: str) -> None:
+    """Deregister ``sid`` if it is there (with ACLs on, Consul refuses an unknown one)."""
+    try:
         client.agent.service.deregister(sid)
+    except consul.ConsulException as exc:
+        if "Unknown service" not in str(exc):
+            raise
 
 
 @pytest.fixture
@@ -113,7 +123,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def start(client: consul.Consul, cleanup: list[str], desired: list[Instance]) -> ServiceSync:
     cleanup.extend(i.id for i in desired)
     for sid in cleanup:  # leftovers of a killed run
-        client.agent.service.deregister(sid)
+        forget(client, sid)
     return ServiceSync(client)
 
 
