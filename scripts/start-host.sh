@@ -21,6 +21,9 @@
 #              verify_server_hostname) and ACLs with default deny. A server sets up the
 #              policies and tokens (--prefix, the KV prefix, default switchboard); every host
 #              waits for its token and installs it as $SWITCHBOARD_STATE/token (0600).
+#              Without a Consul leader after --leader-wait seconds (20; servers started
+#              one by one), the rest (ACLs, token, controller) finishes in the background
+#              once there is one: $SWITCHBOARD_LOGS/start-host-finish.log.
 # --no-install skip scripts/install-deps.sh
 #
 # Open vSwitch uses the kernel datapath (system) where the openvswitch module is loaded, and
@@ -38,6 +41,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() { sed -n '5,7p' "$0" | sed 's/^# *//' >&2; exit 2; }
+ARGS=("$@")
+leader_wait=20
 joins=() bind="" tunnel_ip="" tunnel_port="" server=0 expect=3 host_id="" install=1 secrets=""
 prefix=${SWITCHBOARD_PREFIX:-switchboard}
 while [ $# -gt 0 ]; do
@@ -51,8 +56,9 @@ while [ $# -gt 0 ]; do
     --host-id) host_id=${2:?--host-id needs a name}; shift 2 ;;
     --secrets) secrets=$(realpath "${2:?--secrets needs a directory}"); shift 2 ;;
     --prefix) prefix=${2:?--prefix needs a KV prefix}; shift 2 ;;
+    --leader-wait) leader_wait=${2:?--leader-wait needs seconds}; shift 2 ;;
     --no-install) install=0; shift ;;
-    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "start-host.sh: unknown argument $1" >&2; usage ;;
   esac
 done
@@ -184,6 +190,16 @@ done
 agent_up || { echo "the Consul agent does not answer; see $LOGS/consul.log" >&2; exit 1; }
 echo "Consul agent runs (node $host_id, $([ "$server" = 1 ] && echo server || echo client))"
 if [ -n "$secrets" ]; then
+  leader() { curl -fsS --max-time 1 http://127.0.0.1:8500/v1/status/leader 2>/dev/null | grep -q ':'; }
+  for _ in $(seq 1 $((leader_wait * 5))); do leader && break; sleep 0.2; done
+  if ! leader; then
+    echo "no Consul leader yet (the other servers?): ACLs, the token and the controller" \
+      "finish in the background once there is one; see $LOGS/start-host-finish.log"
+    (umask 077 && : >>"$LOGS/start-host-finish.log")
+    setsid nohup bash "$0" "${ARGS[@]}" --leader-wait 3600 >>"$LOGS/start-host-finish.log" \
+      2>&1 </dev/null &
+    exit 0
+  fi
   # ACL policies and tokens: made by the servers once a leader is elected (idempotent)
   if [ -s "$secrets/management.token" ]; then
     bash scripts/consul-security.sh acl "$secrets" "$prefix"
