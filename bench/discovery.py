@@ -11,10 +11,16 @@ moment ``switchboard up`` starts, three observers run side by side:
 - registered: ``/v1/agent/services`` lists the instance (polled);
 - resolves: from inside ``probe`` (a UDP socket made in its namespace), an SRV query for
   ``sbbdisc-cI.service.consul`` to the container's nameserver (the daemon's forwarder on the
-  host address) includes the instance; queries go in closed-loop rounds.
+  host address) includes the instance. Each name is asked every 25 ms, closed-loop (again
+  once answered; or after 0.25 s unanswered), from the moment ``probe`` answers a ping.
 
 Then K instances' processes are killed at once; removal is the time until their SRV answer no
-longer includes them. Run as root with OVS and Consul started (scripts/start-services.sh):
+longer includes them.
+
+The baseline, in the same run, is Consul's own floor: N instances registered straight into
+the agent (passing, from as many threads as the daemon uses) until Consul's DNS answers each,
+and one registration at a time until Consul's DNS answers it. Run as root with OVS and
+Consul started (scripts/start-services.sh):
 
     /opt/switchboard/venv/bin/python bench/discovery.py [-n 100] [-k 20] [--subnet CIDR]
 
@@ -37,7 +43,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Network
 from pathlib import Path
 
@@ -55,6 +61,7 @@ from switchboard.model import load_topology  # noqa: E402
 from tests.harness import Switchboard, private_switchboard, teardown  # noqa: E402
 
 SUBNET = IPv4Network("10.234.0.0/16")  # the default; --subnet to change it
+AGENT_CALLS = 4  # the daemon's registrations in flight at once (discovery.sync.AGENT_CALLS)
 TOPOLOGY = "sbbdisc"
 CHECK_INTERVAL = "1s"
 LISTENER = ("perl -MIO::Socket::INET -e '$s = IO::Socket::INET->new(LocalPort => 8080, "
@@ -129,33 +136,55 @@ def socket_in_netns(netns: str, timeout: float = 60) -> socket.socket:
 
 
 class SrvProber:
-    """Asks a nameserver for the SRV records of names in closed-loop rounds."""
+    """Asks a nameserver for the SRV records of names, each name closed-loop: a name is
+    asked again ``every`` seconds once its last question was answered, or when it went
+    unanswered for ``retry`` seconds (lost, or the server is slow). So the answers are
+    timed to within ``every``, and a slow server is measured, not flooded with questions it
+    has not got to yet."""
 
-    def __init__(self, sock: socket.socket, server: tuple[str, int]) -> None:
+    def __init__(self, sock: socket.socket, server: tuple[str, int], every: float = 0.025,
+                 retry: float = 0.25) -> None:
         self.sock = sock
         self.server = server
-        self.rounds: list[float] = []
+        self.every = every
+        self.retry = retry
+        self.latencies: list[float] = []  # question -> its answer
+        self.answered: dict[str, float] = {}  # name -> when its last answer arrived
+        self._next_id = 0
+        self._asked: dict[int, tuple[str, float]] = {}  # question ID -> (name, sent)
+        self._last: dict[str, float] = {}  # name -> when its last answer arrived
 
-    def ask(self, names: dict[str, str], timeout: float = 0.2) -> dict[str, set[str]]:
-        """One round: name -> addresses its SRV answer includes (names not answered: absent)."""
-        start = time.monotonic()
-        by_id = {}
-        for qid, name in enumerate(sorted(names), start=1):
-            by_id[qid] = name
+    def ask(self, names: Iterable[str], wait: float = 0.005) -> dict[str, set[str]]:
+        """One step: ask the names that are due, then take the answers (to this step's
+        questions or earlier ones) that arrive within ``wait`` seconds: name -> addresses
+        its SRV answer includes; the moment each arrived is in ``answered``. Question IDs
+        are never reused while out, so an answer is never taken for another name's."""
+        now = time.monotonic()
+        out = {name for name, sent in self._asked.values() if now - sent < self.retry}
+        self._asked = {i: (n, t) for i, (n, t) in self._asked.items() if n in out}
+        for name in sorted(set(names) - out):
+            if now - self._last.get(name, 0.0) < self.every:
+                continue
+            self._next_id = self._next_id % 65535 + 1
+            self._asked[self._next_id] = (name, time.monotonic())
             with contextlib.suppress(OSError):  # the probe's interface is not up yet
-                self.sock.sendto(
-                    dns.message.make_query(f"{name}.service.consul", "SRV", id=qid).to_wire(),
-                    self.server)
+                self.sock.sendto(dns.message.make_query(
+                    f"{name}.service.consul", "SRV", id=self._next_id).to_wire(), self.server)
         found: dict[str, set[str]] = {}
-        self.sock.settimeout(0.01)
-        while len(found) < len(by_id) and time.monotonic() - start < timeout:
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
             try:
                 msg = dns.message.from_wire(self.sock.recv(65535))
             except (OSError, dns.exception.DNSException):
                 continue
-            if msg.id in by_id:
-                found[by_id[msg.id]] = {a for a, _ in lookup.srv_endpoints(msg)}
-        self.rounds.append(time.monotonic() - start)
+            name, sent = self._asked.pop(msg.id, (None, 0.0))
+            if name is None:
+                continue
+            arrived = time.monotonic()
+            self.latencies.append(arrived - sent)
+            self._last[name] = self.answered[name] = arrived
+            found[name] = {a for a, _ in lookup.srv_endpoints(msg)}
         return found
 
 
@@ -183,13 +212,14 @@ def bring_up(
     allocation = ipam.allocate(topology)  # what the daemon will use: IPAM is deterministic
     address = {f"c{i}": str(allocation[(f"c{i}", "lan")]) for i in range(n)}
     nameserver = str(ipam.host_leg_address(topology, "lan"))
-    pinger = Pinger(list(address.values()))
+    probe = str(allocation[("probe", "lan")])  # asks only once it answers a ping itself
+    pinger = Pinger([*address.values(), probe])
     start = time.monotonic()
     up = subprocess.Popen([sys.executable, "-m", "switchboard.cli", "up", str(topo),
                            "--timeout", "600"], env=sb.env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT)
     try:
-        return _observe(sb, n, up, start, pinger, address, nameserver)
+        return _observe(sb, n, up, start, pinger, address, nameserver, probe)
     finally:  # let `up` finish even on failure: `down` before the first report is a no-op
         try:
             up.communicate(timeout=600)
@@ -200,7 +230,7 @@ def bring_up(
 
 def _observe(
     sb: Switchboard, n: int, up: subprocess.Popen[bytes], start: float, pinger: Pinger,
-    address: dict[str, str], nameserver: str,
+    address: dict[str, str], nameserver: str, probe: str,
 ) -> tuple[dict[str, list[float]], SrvProber, dict[str, str]]:
     name_of = {f"sbbdisc-{c}": c for c in address}
     agent = consul.Consul()
@@ -221,13 +251,14 @@ def _observe(
     prober = SrvProber(socket_in_netns(f"sb-{TOPOLOGY}-probe"), (nameserver, 53))
 
     def probe_round() -> None:
+        if probe not in pinger.seen:  # its questions would be lost: the network is not up
+            time.sleep(0.001)
+            return
         pending = {name: address[c] for name, c in name_of.items() if c not in resolved}
         answers = prober.ask(pending)
-        now = time.monotonic()
         for name, found in answers.items():
             if pending[name] in found:
-                resolved[name_of[name]] = now
-        time.sleep(0.01)
+                resolved[name_of[name]] = prober.answered[name]
 
     watch_until(lambda: len(resolved) == n, probe_round, 120, lambda: (
         f"{len(pinger.seen)} reachable, {len(registered)} registered, {len(resolved)} "
@@ -243,7 +274,7 @@ def _observe(
         "up -> resolves": [resolved[c] - start for c in address],
         "reachable -> registered": [registered[c] - reachable[c] for c in address],
         "reachable -> resolves": [resolved[c] - reachable[c] for c in address],
-        "probe round": prober.rounds,
+        "question -> answer": prober.latencies,
     }, prober, address
 
 
@@ -260,15 +291,59 @@ def removal(sb: Switchboard, prober: SrvProber, address: dict[str, str], k: int)
     def probe_round() -> None:
         pending = {f"sbbdisc-{c}": address[c] for c in victims if c not in gone}
         answers = prober.ask(pending)
-        now = time.monotonic()
         for name, found in answers.items():
             if pending[name] not in found:
-                gone[name.removeprefix("sbbdisc-")] = now
-        time.sleep(0.01)
+                gone[name.removeprefix("sbbdisc-")] = prober.answered[name]
 
     watch_until(lambda: len(gone) == k, probe_round, 60,
                 lambda: f"{len(gone)} of {k} gone from DNS")
     return [gone[c] - killed[c] for c in victims]
+
+
+def consul_floor(n: int, single: int = 10) -> dict[str, list[float]]:
+    """Consul alone: seconds from registering (N at once, then one at a time) until Consul's
+    DNS answers each instance. TTL checks registered passing: nothing turns them critical."""
+    agent = consul.Consul()
+    prober = SrvProber(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), ("127.0.0.1", 8600))
+    names = [f"sbbdisc-floor-{os.getpid()}-{i}" for i in range(n)]
+
+    def register(name: str) -> None:
+        agent.agent.service.register(name, service_id=name, address="127.0.0.1", port=8080,
+                                     check={"TTL": "600s", "Status": "passing"})
+
+    def resolved_after(pending: list[str], start: float) -> dict[str, float]:
+        seen: dict[str, float] = {}
+
+        def step() -> None:
+            answers = prober.ask({name: "" for name in pending if name not in seen})
+            seen.update({name: prober.answered[name] - start
+                         for name, found in answers.items() if found})
+
+        watch_until(lambda: len(seen) == len(pending), step, 120,
+                    lambda: f"Consul's DNS answers {len(seen)} of {len(pending)}")
+        return seen
+
+    try:
+        start = time.monotonic()
+        workers = [threading.Thread(target=lambda part=names[i::AGENT_CALLS]: [
+            register(name) for name in part]) for i in range(min(AGENT_CALLS, n))]
+        for worker in workers:
+            worker.start()
+        burst = resolved_after(names, start)
+        for worker in workers:
+            worker.join()
+        one = []
+        for name in names[:single]:
+            agent.agent.service.deregister(name)
+        for name in names[:single]:
+            start = time.monotonic()
+            register(name)
+            one.append(resolved_after([name], start)[name])
+    finally:
+        for name in names:
+            with contextlib.suppress(Exception):
+                agent.agent.service.deregister(name)
+    return {"N at once -> resolves": list(burst.values()), "one -> resolves": one}
 
 
 def report(label: str, values: list[float]) -> None:
@@ -305,6 +380,14 @@ def main(n: int, k: int, subnet: IPv4Network, log: Path | None = None) -> None:
             print(f"{n} containers, one service each, TCP check every {CHECK_INTERVAL}:")
             for label, values in figures.items():
                 report(label, values)
+            floor = consul_floor(n)
+            print(f"Consul's floor ({n} registered straight into the agent at once from "
+                  f"{AGENT_CALLS} threads; then one at a time):")
+            for label, values in floor.items():
+                report(label, values)
+            ours = percentile(figures["reachable -> resolves"], 95)
+            theirs = percentile(floor["N at once -> resolves"], 95)
+            print(f"reachable -> resolves p95 / Consul's N-at-once p95: {ours / theirs:.2f}")
             gone = removal(sb, prober, address, k)
             print(f"{k} instances killed at once:")
             report("kill -> gone from DNS", gone)

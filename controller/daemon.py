@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,11 @@ from controller.monitor import Monitor
 from controller.report import container_rows, data_path_problem, service_rows
 from controller.runtime import start_controller
 from discovery.dnsproxy import DnsProxy, consul_health, parse_server
+from discovery.fresh import FreshInstances
 from discovery.health import HealthWatch, ServiceKey
 from discovery.instances import CONTAINER_KEY, desired_instances
 from discovery.plan import SyncPlan
-from discovery.readiness import register_when_ready
+from discovery.readiness import container_netns, register_when_ready
 from discovery.scope import scopes_of
 from discovery.sync import ReadyGate, ServiceSync, SyncError
 from ovsdb.bridge import DEFAULT_DB, Bridge, detect_datapath
@@ -102,11 +104,14 @@ class Daemon:
         self._refused: set[str] = set()  # desired topologies this host does not realise
         self._reported: dict[str, dict[str, Any]] = {}
         self._earlier_reports_read = False  # reports an earlier daemon left (see _report)
-        self.discovery = ServiceSync(self.store.client)
+        self.fresh = FreshInstances(self.failover.down)  # seen answering, not in Consul yet
+        self.discovery = ServiceSync(self.store.client, self.fresh)
+        self._ready = partial(register_when_ready, netns=container_netns(config.netns_prefix))
         self.health = HealthWatch(self.store.client, self.wake.set)
         self._service_topologies: set[str] = set()  # topologies whose services we registered
         self.dns = DnsProxy(parse_server(config.consul_dns, 8600), port=config.dns_port,
                             health=consul_health(config.consul, config.consul_timeout))
+        self.dns.fresh = self.fresh
         self.consul_ok = True  # False once a Consul call of the current pass failed
         self._outage = False  # Consul calls have been failing (logged once per outage)
         self.app: Any = None
@@ -248,7 +253,7 @@ class Daemon:
                                   "(see the controller log)")
         if services is not None:  # instances with checks: once they pass, or after 1 s
             added = self._apply_services(SyncPlan(services.register, []), desired, errors,
-                                         ready=register_when_ready)
+                                         ready=self._ready)
             if removed and added:
                 self._service_topologies = set(desired)
         self._report(desired, local, ports, errors, pending, len(compiled.flows), passing)

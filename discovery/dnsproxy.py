@@ -9,7 +9,9 @@ query arrives on says which topology asks (a :class:`discovery.scope.Scope`):
   a service NAME too, is answered here from Consul's health API asked at that moment
   (:mod:`discovery.healthapi`): the asking topology's instances and those of no topology,
   never another topology's. When no other topology declares NAME, Consul holds only such
-  instances of it, and the query goes to Consul's DNS like any other ``.consul`` name;
+  instances of it, and the query goes to Consul's DNS like any other ``.consul`` name,
+  unless this host is registering instances of NAME that it has seen answering
+  (:mod:`discovery.fresh`): then the answer is built here, with them;
 - other names under ``.consul`` go to Consul's DNS interface, everything else to the host's
   resolvers (``/etc/resolv.conf``, read again when it changes); their answers come back
   as they are.
@@ -39,6 +41,7 @@ import dns.query
 import dns.rcode
 
 from discovery import scope as scoping
+from discovery.fresh import FreshInstances, with_fresh
 from discovery.healthapi import HealthLookup, consul_health
 from discovery.scope import Scope
 
@@ -207,6 +210,7 @@ class DnsProxy:
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
         self.on_answer: Callable[[bytes], None] | None = None  # each response sent (metrics)
+        self.fresh: FreshInstances | None = None  # seen answering, not in Consul yet
 
     @property
     def addresses(self) -> set[str]:
@@ -285,14 +289,16 @@ class DnsProxy:
         if isinstance(asked, scoping.VipQuestion):
             return scoping.to_wire(scoping.vip_answer(query, scope.vips.get(asked.service),
                                                       self.domain), limit)
-        if asked.service not in scope.shared:
+        fresh = self.fresh.of(scope.topology, asked.service) \
+            if self.fresh is not None and asked.datacenter is None else []
+        if asked.service not in scope.shared and not fresh:
             return None
         try:
             entries = self.health(asked.service, asked.datacenter)
         except Exception as exc:  # noqa: BLE001 - Consul down or refusing: SERVFAIL
             LOG.debug("DNS: cannot read %s from Consul: %s", asked.service, exc)
             return servfail(query)
-        found = scoping.endpoints(entries, scope.topology, asked.tag)
+        found = scoping.endpoints(with_fresh(entries, fresh), scope.topology, asked.tag)
         response, fewer = scoping.service_answer(query, found, self.domain)
         return scoping.to_wire(response, limit, fewer, len(found))
 

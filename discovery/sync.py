@@ -5,16 +5,19 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import consul
 
+from discovery.fresh import FreshInstances
 from discovery.instances import CheckSpec, Instance, consul_meta
 from discovery.plan import SyncPlan, plan_sync
 
 __all__ = ["ReadyGate", "ServiceSync", "SyncError", "consul_check"]
 
 LOG = logging.getLogger("switchboard.discovery")
+AGENT_CALLS = 4  # registrations in flight at once (the agent applies them one at a time)
 
 # Given instances with checks and a register(instance, passing) function, calls it for each.
 ReadyGate = Callable[[list[Instance], Callable[[Instance, bool], None]], None]
@@ -43,11 +46,14 @@ class ServiceSync:
     """Keeps the local agent's registrations in line with desired instances.
 
     ``registrations`` and ``deregistrations`` count the agent calls made, so a repeated
-    reconcile with the same desired state can be shown to change nothing.
+    reconcile with the same desired state can be shown to change nothing. ``fresh``, when
+    given, holds the instances seen answering until the agent has them (see
+    :mod:`discovery.fresh`).
     """
 
-    def __init__(self, client: consul.Consul) -> None:
+    def __init__(self, client: consul.Consul, fresh: FreshInstances | None = None) -> None:
         self.client = client
+        self.fresh = fresh
         self.registrations = 0
         self.deregistrations = 0
         self._count = threading.Lock()  # register() may run on several threads
@@ -85,23 +91,42 @@ class ServiceSync:
         """Register and deregister as planned; raise SyncError listing what failed.
 
         ``ready`` (e.g. :func:`discovery.readiness.register_when_ready`) decides when each
-        instance with a check is registered, and with which initial status.
+        instance with a check is registered, and with which initial status; the caller
+        passes it once the instances' containers are plumbed and their flows are in. Then
+        an instance without a check, or whose check passed, is fresh (in the daemon's DNS
+        answers) from that moment until Consul has it; the others are registered meanwhile.
         """
         errors: dict[str, str] = {}
+        fresh = self.fresh if ready is not None else None
 
-        def register(inst: Instance, passing: bool) -> None:
+        def call(inst: Instance, passing: bool) -> None:
             try:
                 self.register(inst, passing)
             except (consul.ConsulException, OSError) as exc:
                 errors[inst.id] = f"cannot register: {exc}"
+                if fresh is not None:
+                    fresh.drop(inst.id)
+                return
+            if fresh is not None:
+                fresh.registered(inst.id)
 
-        gated = [i for i in plan.register if i.check is not None] if ready else []
-        for inst in plan.register:
-            if inst not in gated:
-                register(inst, False)
-        if ready is not None and gated:
-            ready(gated, register)
+        workers = AGENT_CALLS if ready is not None else 1  # otherwise one by one, in order
+        with ThreadPoolExecutor(workers, thread_name_prefix="register") as calls:
+
+            def register(inst: Instance, passing: bool) -> None:  # queued: returns at once
+                if fresh is not None and (passing or inst.check is None):
+                    fresh.add(inst)
+                calls.submit(call, inst, passing)
+
+            gated = [i for i in plan.register if i.check is not None] if ready else []
+            for inst in plan.register:
+                if inst not in gated:
+                    register(inst, False)
+            if ready is not None and gated:
+                ready(gated, register)
         for service_id in plan.deregister:
+            if self.fresh is not None:
+                self.fresh.drop(service_id)
             try:
                 self.deregister(service_id)
             except (consul.ConsulException, OSError) as exc:
