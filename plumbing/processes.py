@@ -142,33 +142,39 @@ def start(netns: str, command: str, log_path: Path, pid_path: Path) -> int:
     return start_all([Start(netns, command, Path(log_path), Path(pid_path))])[0]
 
 
-def start_all(starts: Sequence[Start]) -> list[int]:
-    """Start several commands as :func:`start` does; their PIDs. Every wrapper is launched
-    before any PID is read, so that their start-ups overlap. A command that cannot start
-    raises ProcessError, once every other one has started and has its pid file."""
+def start_all(starts: Sequence[Start], batch: int = 16) -> list[int]:
+    """Start several commands as :func:`start` does; their PIDs. ``batch`` wrappers at a time
+    are launched before their PIDs are read, so that their start-ups overlap, and each pid
+    file is written as soon as its PID is known (a daemon killed meanwhile leaves at most a
+    batch of commands it has no pid file for). A command that cannot start raises
+    ProcessError, once every other one has started and has its pid file."""
     reap()
-    launched, errors = [], []
-    for one in starts:
-        try:
-            launched.append((one, *_launch(one)))
-        except ProcessError as err:
-            errors.append(err)
-    pids = []
-    for one, proc, read_end in launched:
-        try:
-            pids.append((one, _read_pid(read_end, proc, one.netns)))
-        except ProcessError as err:
-            errors.append(err)
-        finally:
-            os.close(read_end)
-    for one, pid in pids:
+    errors: list[ProcessError] = []
+    pids: list[int] = []
+    for first in range(0, len(starts), batch):
+        launched = []
+        for one in starts[first:first + batch]:
+            try:
+                launched.append((one, *_launch(one)))
+            except ProcessError as err:
+                errors.append(err)
+        for one, proc, read_end in launched:
+            try:
+                pid = _read_pid(read_end, proc, one.netns)
+            except ProcessError as err:
+                errors.append(err)
+                continue
+            finally:
+                os.close(read_end)
+            record = {"starttime": _starttime(pid) or 0, "netns": one.netns,
+                      "command": one.command}
+            write_private(one.pid_path, f"{pid}\n{json.dumps(record)}\n")
+            pids.append(pid)
+    for pid in pids:
         _settle(pid)
-        record = {"starttime": _starttime(pid) or 0, "netns": one.netns,
-                  "command": one.command}
-        write_private(one.pid_path, f"{pid}\n{json.dumps(record)}\n")
     if errors:
         raise errors[0]
-    return [pid for _, pid in pids]
+    return pids
 
 
 def _launch(one: Start) -> tuple[subprocess.Popen, int]:
