@@ -231,3 +231,15 @@ def test_a_check_that_passed_from_the_host_is_made_passing_in_consul_under_maint
     assert registered == [(sid, True)]
     assert client.agent.log == [f"maintenance {sid} True", f"deregister service:{sid}",
                                 f"register {sid} True", f"maintenance {sid} False"]
+
+
+def test_plan_shows_a_changed_restart_policy_and_restarts_nothing():
+    from switchboard.changes import diff, render
+    from tests.unit.test_changes import side
+
+    before = side(TOPO)
+    after = side(TOPO.replace('command: "sleep 1"}', 'command: "sleep 1", restart: never}'),
+                 before)
+    lines = render(diff(before, after))
+    assert '      restart: "never" (new)' in lines
+    assert not any(line.startswith("containers that restart") for line in lines)
