@@ -12,7 +12,8 @@
    registration (a restart with no data), the pass fails and the service is registered again.
 
 No Consul call holds the daemon: they all run on this thread, with the client's timeout;
-a failure is retried on the next beat and logged once per outage.
+a failure is retried every half second (an agent that restarts has the registration back
+within that of answering) and logged once per outage.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from switchboard.store import kv_op
 LOG = logging.getLogger("switchboard.registration")
 TTL = 10.0  # seconds without a pass before Consul marks the daemon critical
 INTERVAL = 2.0  # seconds between passes
+RETRY = 0.5  # seconds between tries while the agent does not answer (a restart: back soon)
 REAP_AFTER = "10m"  # the agent removes a registration critical for this long
 
 
@@ -112,12 +114,12 @@ def start(
                 if failing:
                     LOG.warning("host registration: the Consul agent answers again")
                 failing = False
-            except Exception as exc:  # noqa: BLE001 - Consul down: retried on the next beat
+            except Exception as exc:  # noqa: BLE001 - Consul down: retried soon
                 if not failing:
                     LOG.warning("host registration: cannot reach Consul: %s (retrying every "
-                                "%.0f s)", exc, interval)
+                                "%g s)", exc, min(interval, RETRY))
                 failing = True
-            stopping.wait(interval)
+            stopping.wait(min(interval, RETRY) if failing else interval)
         with contextlib.suppress(Exception):  # stopped cleanly: say so now, not after the TTL
             if owner_of(client, sid) == host_id:
                 client.agent.check.ttl_fail(f"service:{sid}", "daemon stopped")
