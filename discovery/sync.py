@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import consul
@@ -111,12 +111,13 @@ class ServiceSync:
                 fresh.registered(inst.id)
 
         workers = AGENT_CALLS if ready is not None else 1  # otherwise one by one, in order
+        queued: list[Future[None]] = []
         with ThreadPoolExecutor(workers, thread_name_prefix="register") as calls:
 
             def register(inst: Instance, passing: bool) -> None:  # queued: returns at once
                 if fresh is not None and (passing or inst.check is None):
                     fresh.add(inst)
-                calls.submit(call, inst, passing)
+                queued.append(calls.submit(call, inst, passing))
 
             gated = [i for i in plan.register if i.check is not None] if ready else []
             for inst in plan.register:
@@ -124,6 +125,8 @@ class ServiceSync:
                     register(inst, False)
             if ready is not None and gated:
                 ready(gated, register)
+        for future in queued:
+            future.result()  # a bug in a registration surfaces here, as it did inline
         for service_id in plan.deregister:
             if self.fresh is not None:
                 self.fresh.drop(service_id)

@@ -197,3 +197,19 @@ def test_probing_never_waits_for_other_instances_registrations():
         SyncPlan(instances, []), lambda gated, register: register_when_ready(
             gated, register, probe=probe))
     assert agent.seen_fresh == {i.id: True for i in instances}
+
+
+def test_a_bug_in_a_queued_registration_is_not_swallowed():
+    fresh = FreshInstances()
+
+    class Broken(SlowAgent):
+        def register(self, name: str, service_id: str, **kwargs: Any) -> None:
+            raise ValueError("a bug")
+
+    sync = ServiceSync(Broken(fresh), fresh)  # type: ignore[arg-type]
+    try:
+        sync.apply(SyncPlan([inst("ok")], []), lambda gated, register: register(gated[0], True))
+    except ValueError as exc:
+        assert str(exc) == "a bug"
+    else:
+        raise AssertionError("the registration's error was swallowed")
