@@ -107,6 +107,10 @@ class ServiceSync:
                 if fresh is not None:
                     fresh.drop(inst.id)
                 return
+            except BaseException:
+                if fresh is not None:
+                    fresh.drop(inst.id)
+                raise
             if fresh is not None:
                 fresh.registered(inst.id)
 

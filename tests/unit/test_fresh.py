@@ -213,3 +213,4 @@ def test_a_bug_in_a_queued_registration_is_not_swallowed():
         assert str(exc) == "a bug"
     else:
         raise AssertionError("the registration's error was swallowed")
+    assert fresh.of("shop", "api") == []  # not answered: Consul will not have it
