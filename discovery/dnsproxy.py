@@ -24,7 +24,6 @@ Messages are read and built with dnspython; deciding where a query goes is pure,
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import selectors
 import socket
@@ -32,7 +31,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import dns.exception
 import dns.flags
@@ -43,7 +41,16 @@ import dns.rcode
 from discovery import scope as scoping
 from discovery.fresh import FreshInstances, with_fresh
 from discovery.healthapi import HealthLookup, consul_health
+from discovery.ratelimit import SourceLimiter
 from discovery.scope import Scope
+from discovery.upstream import (
+    Server,
+    address_family,
+    forward_tcp,
+    forward_udp,
+    host_resolvers,
+    system_resolvers,
+)
 
 __all__ = [
     "DnsProxy",
@@ -58,9 +65,8 @@ __all__ = [
 
 LOG = logging.getLogger("switchboard.dnsproxy")
 
-Server = tuple[str, int]
-RESOLV_CONF = Path("/etc/resolv.conf")
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux; absent from Python's constants
+RECEIVE_BUFFER = 4 << 20  # bytes queued per listener: a flood's burst does not crowd others out
 _MAX_TCP_CLIENTS = 64
 
 
@@ -79,16 +85,6 @@ def parse_server(text: str, default_port: int = 53) -> Server:
     return text, default_port
 
 
-def host_resolvers(resolv_conf: str) -> list[Server]:
-    """The ``nameserver`` entries of a resolv.conf (glibc's 127.0.0.1 when there is none)."""
-    servers = []
-    for line in resolv_conf.splitlines():
-        words = line.split()
-        if len(words) >= 2 and words[0] == "nameserver":
-            servers.append((words[1].split("%")[0], 53))
-    return servers or [("127.0.0.1", 53)]
-
-
 def is_consul_name(qname: str, domain: str = "consul") -> bool:
     """Whether a queried name is Consul's (the domain itself or below it)."""
     name = qname.rstrip(".").lower()
@@ -99,7 +95,7 @@ def parse_query(packet: bytes) -> dns.message.Message | None:
     """A query with exactly one question; None for anything else (answers, garbage)."""
     try:
         msg = dns.message.from_wire(packet)
-    except (dns.exception.DNSException, ValueError):
+    except Exception:  # noqa: BLE001 - any bytes from a container: not a query
         return None
     if msg.flags & dns.flags.QR or len(msg.question) != 1:
         return None
@@ -119,58 +115,6 @@ def udp_limit(query: dns.message.Message) -> int:
 
 
 # --------------------------------------------------------------------------- upstreams
-
-
-def _family(host: str) -> int:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
-def forward_udp(packet: bytes, servers: Iterable[Server], timeout: float) -> bytes | None:
-    """Ask each server in turn over UDP; the first answer with the query's ID, or None."""
-    qid = packet[:2]
-    for server in servers:
-        try:
-            with socket.socket(_family(server[0]), socket.SOCK_DGRAM) as sock:
-                sock.settimeout(timeout)
-                sock.connect(server)
-                sock.send(packet)
-                while True:
-                    answer = sock.recv(65535)
-                    if answer[:2] == qid:
-                        return answer
-        except OSError as exc:
-            LOG.debug("no UDP answer from %s:%d: %s", *server, exc)
-    return None
-
-
-def forward_tcp(
-    query: dns.message.Message, servers: Iterable[Server], timeout: float
-) -> bytes | None:
-    """Ask each server in turn over TCP; the first answer, or None."""
-    for host, port in servers:
-        try:
-            return dns.query.tcp(query, host, timeout, port).to_wire()
-        except (OSError, dns.exception.DNSException) as exc:
-            LOG.debug("no TCP answer from %s:%d: %s", host, port, exc)
-    return None
-
-
-def system_resolvers(path: Path = RESOLV_CONF) -> Callable[[], list[Server]]:
-    """A function returning the host's resolvers, reading ``path`` again when it changes."""
-    cache: dict[str, object] = {"stamp": None, "servers": [("127.0.0.1", 53)]}
-
-    def servers() -> list[Server]:
-        try:
-            st = path.stat()
-            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
-            if stamp != cache["stamp"]:
-                cache["servers"] = host_resolvers(path.read_text())
-                cache["stamp"] = stamp
-        except OSError:
-            pass
-        return list(cache["servers"])  # type: ignore[call-overload]
-
-    return servers
 
 
 # --------------------------------------------------------------------------- the server
@@ -211,6 +155,7 @@ class DnsProxy:
         self._thread: threading.Thread | None = None
         self.on_answer: Callable[[bytes], None] | None = None  # each response sent (metrics)
         self.fresh: FreshInstances | None = None  # seen answering, not in Consul yet
+        self.limiter = SourceLimiter()  # per container: a flood never starves the others
 
     @property
     def addresses(self) -> set[str]:
@@ -254,7 +199,7 @@ class DnsProxy:
         self._host_pool.shutdown(wait=False, cancel_futures=True)
 
     def _bind(self, address: str) -> tuple[socket.socket, socket.socket]:
-        family = _family(address)
+        family = address_family(address)
         udp = socket.socket(family, socket.SOCK_DGRAM)
         tcp = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -262,6 +207,7 @@ class DnsProxy:
                 sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
                 sock.setblocking(False)
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             udp.bind((address, self.port))
             tcp.bind((address, self.port))
             tcp.listen(64)
@@ -333,22 +279,40 @@ class DnsProxy:
                     LOG.debug("DNS listener: %s", exc)
 
     def _submit_udp(self, sock: socket.socket, address: str, packet: bytes, peer: tuple) -> None:
+        if not self._admit(peer[0]):  # before parsing: a flood costs a lookup per packet
+            return
         query = parse_query(packet)
         if query is None:
+            self.limiter.done(peer[0])
             return
         consul_name = is_consul_name(query.question[0].name.to_text(), self.domain)
         pool = self._consul_pool if consul_name else self._host_pool
-        with contextlib.suppress(RuntimeError):  # shutting down
+        try:
             pool.submit(self._answer_udp, sock, address, query, packet, peer)
+        except RuntimeError:  # shutting down
+            self.limiter.done(peer[0])
+
+    def _admit(self, source: str) -> bool:
+        """Whether a query from ``source`` is answered (see :mod:`discovery.ratelimit`); the
+        first refusal of a source is logged."""
+        if self.limiter.admit(source):
+            return True
+        if self.limiter.dropped[source] == 1:
+            LOG.warning("DNS: %s sends more queries than its share; dropping the excess",
+                        source)
+        return False
 
     def _answer_udp(
         self, sock: socket.socket, address: str, query: dns.message.Message, packet: bytes,
         peer: tuple,
     ) -> None:
-        answer = self.answer(query, address)
-        if answer is None:
-            servers, _ = self._servers_for(query)
-            answer = forward_udp(packet, servers, self.timeout) or servfail(query)
+        try:
+            answer = self.answer(query, address)
+            if answer is None:
+                servers, _ = self._servers_for(query)
+                answer = forward_udp(packet, servers, self.timeout) or servfail(query)
+        finally:
+            self.limiter.done(peer[0])
         if self.on_answer is not None:
             self.on_answer(answer)
         try:
@@ -367,18 +331,24 @@ class DnsProxy:
         """Answer the queries of one TCP connection until it closes or idles for 10 s."""
         try:
             conn.setblocking(True)
+            source = conn.getpeername()[0]
             while not self._closed.is_set():
                 query, _ = dns.query.receive_tcp(conn, time.time() + 10.0)
                 if query.flags & dns.flags.QR or len(query.question) != 1:
                     return
-                answer = self.answer(query, address, tcp=True)
-                if answer is None:
-                    answer = forward_tcp(query, self._servers_for(query)[0], self.timeout) \
-                        or servfail(query)
+                if not self._admit(source):
+                    continue
+                try:
+                    answer = self.answer(query, address, tcp=True)
+                    if answer is None:
+                        answer = forward_tcp(query, self._servers_for(query)[0],
+                                             self.timeout) or servfail(query)
+                finally:
+                    self.limiter.done(source)
                 if self.on_answer is not None:
                     self.on_answer(answer)
                 dns.query.send_tcp(conn, answer, time.time() + 10.0)
-        except (OSError, EOFError, dns.exception.DNSException):
+        except Exception:  # noqa: BLE001 - any bytes from a container: drop the connection
             pass
         finally:
             conn.close()

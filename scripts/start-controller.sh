@@ -45,7 +45,7 @@ if [ -f "$pidfile" ]; then
 fi
 
 offset=$(stat -c %s "$log" 2>/dev/null || echo 0)
-nohup "${CMD[@]}" controller -v >>"$log" 2>&1 </dev/null &
+setsid nohup "${CMD[@]}" controller -v >>"$log" 2>&1 </dev/null &  # own session
 pid=$!
 # Wait until it runs (its start line in the log) or exits (it says why in one line).
 for _ in $(seq 1 100); do

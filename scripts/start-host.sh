@@ -176,7 +176,7 @@ UNIT
   systemctl daemon-reload
   systemctl enable --now switchboard-consul >/dev/null
 elif ! is_running "$STATE/consul.pid" consul && ! agent_up; then
-  nohup consul "${consul_args[@]}" >>"$LOGS/consul.log" 2>&1 </dev/null &
+  setsid nohup consul "${consul_args[@]}" >>"$LOGS/consul.log" 2>&1 </dev/null &  # own session
   echo $! >"$STATE/consul.pid"
 fi
 for _ in $(seq 1 100); do

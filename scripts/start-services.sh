@@ -47,7 +47,8 @@ if answers && acl_off; then  # an agent this script started before ACLs: start i
 fi
 if ! consul_up; then
   if ! answers; then
-    nohup consul agent -server -bootstrap-expect=1 -node="$(hostname -s)" \
+    # its own session: ending the caller's process group (a CI job, a terminal) leaves it running
+    setsid nohup consul agent -server -bootstrap-expect=1 -node="$(hostname -s)" \
       -data-dir="$STATE/consul" -bind=127.0.0.1 -client=127.0.0.1 \
       -config-file="$STATE/consul-acl.hcl" >>"$LOGS/consul.log" 2>&1 </dev/null &
     echo $! > "$STATE/consul.pid"

@@ -18,8 +18,8 @@ from discovery.listing import health_entries, instance_rows, vip_rows
 from switchboard import reach
 from switchboard.store import Store
 
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+console = Console(width=None if sys.stdout.isatty() else 160, emoji=False)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, emoji=False)
 HEALTH_STYLE = {"passing": "green", "warning": "yellow", "critical": "red"}
 
 

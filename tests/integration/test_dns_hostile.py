@@ -1,0 +1,118 @@
+"""The DNS forwarder under hostile input: any bytes from a container (UDP or TCP), and a
+container flooding it, never keep it from answering the others. A real forwarder on
+127.0.0.1 in front of the real Consul agent's DNS; the "containers" are sockets bound to
+127.0.0.2 and 127.0.0.3."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import dns.exception
+import dns.message
+import dns.query
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from discovery.dnsproxy import DnsProxy
+
+pytestmark = pytest.mark.integration
+
+NAME = "consul.service.consul"  # Consul's own servers: always answers
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def proxy() -> Iterator[DnsProxy]:
+    server = DnsProxy(("127.0.0.1", 8600), port=free_port())
+    assert server.listen({"127.0.0.1": None}) == {}
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def ask(proxy: DnsProxy, source: str = "127.0.0.3", timeout: float = 2.0) -> float:
+    """Seconds until the forwarder answers an A query for NAME sent from ``source``."""
+    query = dns.message.make_query(NAME, "A")
+    started = time.monotonic()
+    answer = dns.query.udp(query, "127.0.0.1", timeout, proxy.port, source=source)
+    assert answer.answer, answer
+    return time.monotonic() - started
+
+
+def test_the_forwarder_answers(proxy: DnsProxy) -> None:
+    assert ask(proxy) < 2
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                    HealthCheck.function_scoped_fixture])
+@given(junk=st.binary(max_size=600))
+def test_any_bytes_over_udp_leave_it_answering_others(proxy: DnsProxy, junk: bytes) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.2", 0))
+        sock.sendto(junk, ("127.0.0.1", proxy.port))
+    ask(proxy)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                    HealthCheck.function_scoped_fixture])
+@given(junk=st.binary(max_size=600), framed=st.booleans())
+def test_any_bytes_over_tcp_leave_it_answering_others(proxy: DnsProxy, junk: bytes,
+                                                      framed: bool) -> None:
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=2,
+                                  source_address=("127.0.0.2", 0)) as sock:
+        if framed:  # a length prefix, as DNS over TCP has, then the junk
+            junk = len(junk).to_bytes(2, "big") + junk
+        sock.sendall(junk)
+    ask(proxy)
+
+
+FLOOD = """
+import socket, sys, time, dns.message
+wire = dns.message.make_query(sys.argv[2], "A").to_wire()
+per_tick = int(sys.argv[3]) // 100 if len(sys.argv) > 3 else 0  # 0: as fast as it can
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind(("127.0.0.2", 0))
+while True:
+    tick = time.monotonic() + 0.01
+    for _ in range(per_tick or 1000):
+        try:
+            sock.sendto(wire, ("127.0.0.1", int(sys.argv[1])))
+        except OSError:
+            pass
+    if per_tick:
+        time.sleep(max(0.0, tick - time.monotonic()))
+"""
+
+
+def ask_as_a_resolver_does(proxy: DnsProxy) -> float:
+    """``ask`` with one retry after 1 s, as a stub resolver does (glibc: attempts:2)."""
+    try:
+        return ask(proxy, timeout=1.0)
+    except dns.exception.Timeout:
+        return 1.0 + ask(proxy, timeout=1.0)
+
+
+def test_a_flooding_container_does_not_starve_the_others(proxy: DnsProxy) -> None:
+    """A flood of 20000 queries/s (100 times the limit); faster floods outrun the
+    listener itself (see bench/dns_flood.py)."""
+    flooder = subprocess.Popen([sys.executable, "-c", FLOOD, str(proxy.port), NAME, "20000"])
+    try:
+        time.sleep(1)
+        delays = [ask_as_a_resolver_does(proxy) for _ in range(30)]
+    finally:
+        flooder.kill()
+        flooder.wait()
+    assert proxy.limiter.dropped["127.0.0.2"] > 1000  # the flood met its limit
+    assert proxy.limiter.dropped["127.0.0.3"] == 0
+    assert sorted(delays)[len(delays) // 2] < 0.1, delays
