@@ -106,6 +106,7 @@ def one_kill(sb, lab: ServiceLab, victim: str
     killed_at = time.monotonic()
     if victim in EXIT:
         pid = int((sb.state_dir / "pids" / TOPO / f"{victim}.pid").read_text().split()[0])
+        assert pid > 1
         os.killpg(pid, signal.SIGKILL)
     else:
         for pid in server_pids(lab.netns(victim)):

@@ -67,7 +67,11 @@ def maintenance_of(container: str) -> list[str]:
 
 
 def kill_command(sb: Switchboard, container: str, sig: int = signal.SIGKILL) -> int:
-    pid = int((sb.state_dir / "pids" / TOPO / f"{container}.pid").read_text().split()[0])
+    """Signal the process group of the container's command (its pid file names it)."""
+    path = sb.state_dir / "pids" / TOPO / f"{container}.pid"
+    assert wait_until(path.exists, 10)  # the daemon may be starting it again
+    pid = int(path.read_text().split()[0])
+    assert pid > 1
     os.killpg(pid, sig)
     return pid
 

@@ -62,6 +62,14 @@ def pid_of(sb: Switchboard, container: str) -> int:
         return 0
 
 
+def running_pid(sb: Switchboard, container: str) -> int:
+    """The PID of the container's running command (never 0: killpg(0) is our own group)."""
+    assert wait_until(lambda: alive(pid_of(sb, container)), 10)
+    pid = pid_of(sb, container)
+    assert pid > 0
+    return pid
+
+
 def alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -126,7 +134,7 @@ def test_always_restarts_a_killed_command_at_once_and_counts_it(lab):
     assert wait_until(lambda: rows(lab)["server"]["state"] == "running", 10)
     time.sleep(max(0.0, STARTED[0] + QUICK + 0.5 - time.monotonic()))  # a long run
     before = rows(lab)["server"]["restarts"]
-    old = pid_of(lab, "server")
+    old = running_pid(lab, "server")
     os.killpg(old, signal.SIGTERM)
     killed = time.monotonic()
     assert wait_until(lambda: pid_of(lab, "server") != old and alive(pid_of(lab, "server")), 5)
@@ -139,7 +147,7 @@ def test_an_exit_while_the_daemon_is_down_is_recorded_and_restarted(lab):
     """The wrapper, not the daemon, records the exit status: it survives the daemon."""
     assert wait_until(lambda: rows(lab)["server"]["state"] == "running", 10)
     before = rows(lab)["server"]["restarts"]
-    old = pid_of(lab, "server")
+    old = running_pid(lab, "server")
     lab.kill()  # SIGKILL the daemon
     try:
         os.killpg(old, signal.SIGKILL)
