@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from controller import registration
 from controller.cluster import HostsWatch, site_of
 from controller.compiler import compile_pipeline
+from controller.config import DaemonConfig
 from controller.exits import ExitFailover
 from controller.failover import Rescheduler, session_check_id
 from controller.monitor import Monitor
+from controller.realisable import log_skipped, realisable
 from controller.report import container_rows, data_path_problem, service_rows
 from controller.runtime import start_controller
 from discovery.dnsproxy import DnsProxy, consul_health, parse_server
@@ -37,48 +36,15 @@ from discovery.plan import SyncPlan
 from discovery.readiness import container_netns, register_when_ready
 from discovery.scope import scopes_of
 from discovery.sync import ReadyGate, ServiceSync, SyncError
-from ovsdb.bridge import DEFAULT_DB, Bridge, detect_datapath
+from ovsdb.bridge import Bridge, detect_datapath
 from plumbing.plumber import Plumber
 from switchboard import hosts as host_inventory
-from switchboard.admission import first_come
-from switchboard.desired import DesiredState, load_json
+from switchboard.desired import DesiredState
 from switchboard.hostplan import Site, TopologyPlan, plan_topology
-from switchboard.store import DEFAULT_CONSUL, Store, StoredTopology, consul_client
+from switchboard.store import Store, StoredTopology, consul_client
 
 LOG = logging.getLogger("switchboard.daemon")
-
-
-@dataclass
-class DaemonConfig:
-    """Where the daemon finds its parts: command-line options of ``switchboard controller``,
-    and environment variables (``SWITCHBOARD_RESYNC_SECONDS``, ``SWITCHBOARD_CONSUL_DNS``)."""
-
-    consul: str = DEFAULT_CONSUL
-    prefix: str = "switchboard"
-    bridge: str = "sb-int"
-    of_host: str = "127.0.0.1"
-    of_port: int = 6653
-    ovsdb: str = field(  # ovsdb-server's address (``unix:PATH`` or ``tcp:HOST:PORT``)
-        default_factory=lambda: os.environ.get("SWITCHBOARD_OVSDB", DEFAULT_DB)
-    )
-    state_dir: Path = Path("/var/lib/switchboard")
-    host_id: str = field(default_factory=socket.gethostname)
-    resync_seconds: float = field(
-        default_factory=lambda: float(os.environ.get("SWITCHBOARD_RESYNC_SECONDS", "10"))
-    )
-    consul_dns: str = field(  # Consul's DNS interface, where .consul names are forwarded
-        default_factory=lambda: os.environ.get("SWITCHBOARD_CONSUL_DNS", "127.0.0.1:8600")
-    )
-    dns_port: int = 53  # where containers' DNS queries arrive, on the host's address
-    consul_timeout: float = 5.0  # seconds any Consul call may take (blocking ones: + wait)
-    retry_seconds: float = 1.0  # next pass after a Consul call failed
-    tunnel_ip: str | None = None  # this host's underlay address for the overlay
-    underlay_mtu: int | None = None  # MTU of the interface holding tunnel_ip
-    netns_prefix: str = "sb-"  # container namespaces this daemon owns start with it
-    reschedule_after: float = field(  # seconds a host stays down before its containers move
-        default_factory=lambda: float(os.environ.get("SWITCHBOARD_RESCHEDULE_AFTER", "30"))
-    )
-    metrics: str | None = None  # HOST:PORT of /metrics and /healthz (None: not served)
+__all__ = ["Daemon", "DaemonConfig", "realisable"]
 
 
 class Daemon:
@@ -185,7 +151,7 @@ class Daemon:
                 failing = False
                 self.wake.set()
             if new_index != index or self.desired is None:
-                _log_skipped(self.desired, topologies)
+                log_skipped(self.desired, topologies)
                 self.desired = topologies
                 self.wake.set()
             index = new_index
@@ -408,34 +374,3 @@ class Daemon:
                 continue
             self._reported[name] = report
         self._refused = set(refused)
-
-
-def realisable(
-    state: DesiredState,
-) -> tuple[dict[str, StoredTopology], dict[str, tuple[str, str]]]:
-    """The desired topologies this host realises, and the others: topology -> (digest, why).
-
-    A topology that conflicts with one applied before it (which `up` never admits, but the
-    desired state may still hold one: written by hand, by an older version, by a bug) is
-    refused, as is one whose keys cannot be read. Pure.
-    """
-    admitted, rejected = first_come((s.topology, s) for s in state.topologies.values())
-    refused = {name: (state.topologies[name].digest, why) for name, why in rejected.items()}
-    for name, why in state.invalid.items():
-        refused[name] = (_marker_digest(state.markers.get(name)), why)
-    return {s.topology.name: s for s in admitted}, refused
-
-
-def _log_skipped(before: DesiredState | None, after: DesiredState) -> None:
-    """Log each key of the desired state that cannot be read, once (when it appears)."""
-    seen = before.skipped if before is not None else {}
-    for key, why in after.skipped.items():
-        if seen.get(key) != why:
-            LOG.warning("skipping %s in Consul KV: %s", key, why)
-
-
-def _marker_digest(raw: bytes | None) -> str:
-    try:
-        return str(load_json(raw)["digest"])
-    except (ValueError, KeyError, TypeError):
-        return ""
