@@ -53,16 +53,23 @@ def lock_bridge(bridge: str, run_dir: Path = DEFAULT_RUN_DIR) -> int:
 def check_of_port(host: str, port: int) -> None:
     """StartError when something already listens on the OpenFlow port (os-ken would fail
     silently in its listener thread)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    if why := bind_error(host, port):
+        raise StartError(
+            f"the OpenFlow port {host}:{port} is in use ({why}); another controller or "
+            "program listens there: choose another with --of-port (SWITCHBOARD_OF_PORT)"
+        )
+
+
+def bind_error(host: str, port: int) -> str | None:
+    """Why a TCP listener cannot bind ``host:port`` now (lower case), None when it can."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
-            why = (exc.strerror or str(exc)).lower()
-            raise StartError(
-                f"the OpenFlow port {host}:{port} is in use ({why}); another controller or "
-                "program listens there: choose another with --of-port (SWITCHBOARD_OF_PORT)"
-            ) from None
+            return (exc.strerror or str(exc)).lower()
+    return None
 
 
 def parse_metrics(text: str) -> tuple[str, int] | None:
@@ -89,19 +96,12 @@ def check_metrics(text: str) -> None:
     address = parse_metrics(text)
     if address is None:
         return
-    host, port = address
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            why = (exc.strerror or str(exc)).lower()
-            raise StartError(
-                f"the metrics address {text} cannot be used ({why}); another daemon or "
-                "program listens there: choose another with --metrics (SWITCHBOARD_METRICS), "
-                "or --metrics off"
-            ) from None
+    if why := bind_error(*address):
+        raise StartError(
+            f"the metrics address {text} cannot be used ({why}); another daemon or "
+            "program listens there: choose another with --metrics (SWITCHBOARD_METRICS), "
+            "or --metrics off"
+        )
 
 
 def consul_warning(address: str, timeout: float = 2.0) -> str | None:
