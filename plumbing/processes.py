@@ -181,6 +181,8 @@ def _launch(one: Start) -> tuple[subprocess.Popen, int]:
     """Start the wrapper of one command; it and the pipe on which it sends the PID."""
     if netns_inode(one.netns) is None:
         raise ProcessError(f"cannot start command in {one.netns}: no such namespace")
+    if (previous := read(one.pid_path)) is not None:
+        end_leftovers(previous)
     private_dir(one.pid_path.parent)
     exit_path(one.pid_path).unlink(missing_ok=True)
     read_end, write_end = os.pipe()
@@ -250,12 +252,37 @@ def stop_all(pid_paths: Iterable[Path], timeout: float = 3.0) -> None:
         if rec is not None and _alive(rec) and _pgid(rec.pid) == rec.pid:
             _signal_group(rec.pid, signal.SIGTERM)
             groups.append(rec.pid)
+        elif rec is not None:
+            end_leftovers(rec)
     left = _wait_groups_gone(groups, timeout)
     for pgid in left:
         _signal_group(pgid, signal.SIGKILL)
     _wait_groups_gone(left, 1.0)
     for path in paths:
         path.unlink(missing_ok=True)
+
+
+def end_leftovers(rec: ProcessRecord) -> list[int]:
+    """SIGKILL what a dead command left behind: the live members of the process group it led,
+    in its namespace (a command's leader killed alone leaves its children running, out of
+    reach of the pid file); their PIDs. Nothing while the leader itself runs."""
+    if _alive(rec):
+        return []
+    left = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, _ppid, pgrp = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError):
+            continue
+        pid = int(entry.name)
+        if int(pgrp) == rec.pid and state not in ("Z", "X") and _in_netns(pid, rec.netns):
+            left.append(pid)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return left
 
 
 def _pgid(pid: int) -> int | None:

@@ -1,0 +1,78 @@
+"""A command whose leading process is killed alone (its children live on, in its process
+group) leaves nothing behind: starting it again, or stopping it, ends those children."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from plumbing import processes
+
+pytestmark = pytest.mark.integration
+
+NS = f"sbt-left{os.getpid() % 10000}"
+COMMAND = "sleep 301 & sleep 302 & wait"
+
+
+def group(pgid: int) -> list[int]:
+    """Live members of process group ``pgid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                state, _ppid, pgrp = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+            except (OSError, IndexError):
+                continue
+            if int(pgrp) == pgid and state not in ("Z", "X"):
+                found.append(int(entry.name))
+    return found
+
+
+def wait_for(check, timeout: float = 5.0) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    subprocess.run(["ip", "netns", "add", NS], check=True)
+    try:
+        yield NS
+    finally:
+        subprocess.run(["ip", "netns", "del", NS], check=False)
+
+
+@pytest.mark.parametrize("then", ["start again", "stop"])
+def test_the_children_of_a_leader_killed_alone_are_ended(netns: str, tmp_path: Path,
+                                                         then: str) -> None:
+    log, pid_file = tmp_path / "c.log", tmp_path / "c.pid"
+    leader = processes.start(netns, COMMAND, log, pid_file)
+    assert wait_for(lambda: len(group(leader)) == 3)  # sh and its two sleeps
+    children = [p for p in group(leader) if p != leader]
+    os.kill(leader, signal.SIGKILL)
+    assert wait_for(lambda: leader not in group(leader))
+    assert all(p in group(leader) for p in children)  # orphaned, not gone
+    try:
+        if then == "start again":
+            again = processes.start(netns, COMMAND, log, pid_file)
+            assert wait_for(lambda: not group(leader)), group(leader)
+            assert len(group(again)) >= 1  # the new command runs
+        else:
+            processes.stop(pid_file)
+            assert wait_for(lambda: not group(leader)), group(leader)
+    finally:
+        processes.stop(pid_file)
+        for pid in group(leader):
+            os.kill(pid, signal.SIGKILL)
