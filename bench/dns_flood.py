@@ -30,22 +30,7 @@ from discovery.dnsproxy import DnsProxy  # noqa: E402
 from discovery.ratelimit import SourceLimiter  # noqa: E402
 
 NAME = "consul.service.consul"
-FLOOD = """
-import socket, sys, time, dns.message
-wire = dns.message.make_query(sys.argv[2], "A").to_wire()
-per_tick = int(sys.argv[3]) // 100 if len(sys.argv) > 3 else 0  # 0: as fast as it can
-sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sock.bind(("127.0.0.2", 0))
-while True:
-    tick = time.monotonic() + 0.01
-    for _ in range(per_tick or 1000):
-        try:
-            sock.sendto(wire, ("127.0.0.1", int(sys.argv[1])))
-        except OSError:
-            pass
-    if per_tick:
-        time.sleep(max(0.0, tick - time.monotonic()))
-"""
+FLOODER = str(Path(__file__).resolve().with_name("dns_flooder.py"))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -70,7 +55,7 @@ def victim(port: int, count: int) -> tuple[list[float], int]:
 def run(proxy: DnsProxy, count: int, flood: int | None) -> tuple[list[float], int]:
     """The victim's queries, with a flood of ``flood`` queries/s (0: as fast as one process
     can send; None: no flood)."""
-    flooder = (subprocess.Popen([sys.executable, "-c", FLOOD, str(proxy.port), NAME,
+    flooder = (subprocess.Popen([sys.executable, FLOODER, str(proxy.port), NAME,
                                  str(flood)]) if flood is not None else None)
     try:
         time.sleep(0 if flood is None else 1)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import dns.exception
 import dns.message
@@ -77,22 +78,7 @@ def test_any_bytes_over_tcp_leave_it_answering_others(proxy: DnsProxy, junk: byt
     ask(proxy)
 
 
-FLOOD = """
-import socket, sys, time, dns.message
-wire = dns.message.make_query(sys.argv[2], "A").to_wire()
-per_tick = int(sys.argv[3]) // 100 if len(sys.argv) > 3 else 0  # 0: as fast as it can
-sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sock.bind(("127.0.0.2", 0))
-while True:
-    tick = time.monotonic() + 0.01
-    for _ in range(per_tick or 1000):
-        try:
-            sock.sendto(wire, ("127.0.0.1", int(sys.argv[1])))
-        except OSError:
-            pass
-    if per_tick:
-        time.sleep(max(0.0, tick - time.monotonic()))
-"""
+FLOODER = str(Path(__file__).resolve().parents[2] / "bench" / "dns_flooder.py")
 
 
 def ask_as_a_resolver_does(proxy: DnsProxy) -> float:
@@ -106,7 +92,7 @@ def ask_as_a_resolver_does(proxy: DnsProxy) -> float:
 def test_a_flooding_container_does_not_starve_the_others(proxy: DnsProxy) -> None:
     """A flood of 20000 queries/s (100 times the limit); faster floods outrun the
     listener itself (see bench/dns_flood.py)."""
-    flooder = subprocess.Popen([sys.executable, "-c", FLOOD, str(proxy.port), NAME, "20000"])
+    flooder = subprocess.Popen([sys.executable, FLOODER, str(proxy.port), NAME, "20000"])
     try:
         time.sleep(1)
         delays = [ask_as_a_resolver_does(proxy) for _ in range(30)]
