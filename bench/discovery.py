@@ -2,17 +2,20 @@
 
 A private daemon (own bridge, KV prefix, state; the host's Consul agent) brings up N
 containers on 10.234.0.0/16, each running a small TCP listener on port 8080 and declaring one
-service ``sbbdisc-cI`` with a TCP check every second, plus a ``probe`` container. (The
+service ``sbbdisc-cI`` with a TCP check every second, plus N/5 ``probeJ`` containers. (The
 listener is a Perl one-liner: ``python3`` here is a pyenv shim that takes 0.4 s to start, and
 a hundred of them at once would measure interpreter start-up, not discovery.) From the
 moment ``switchboard up`` starts, three observers run side by side:
 
 - reachable: a raw ICMP socket on the host pings every container until it answers;
 - registered: ``/v1/agent/services`` lists the instance (polled);
-- resolves: from inside ``probe`` (a UDP socket made in its namespace), an SRV query for
-  ``sbbdisc-cI.service.consul`` to the container's nameserver (the daemon's forwarder on the
-  host address) includes the instance. Each name is asked every 25 ms, closed-loop (again
-  once answered; or after 0.25 s unanswered), from the moment ``probe`` answers a ping.
+- resolves: from inside the ``probeJ`` containers (UDP sockets made in their namespaces),
+  an SRV query for ``sbbdisc-cI.service.consul`` to the container's nameserver (the daemon's
+  forwarder on the host address) includes the instance. Each name is asked every 25 ms,
+  closed-loop (again once answered; or after 0.25 s unanswered), from the moment its probe
+  answers a ping. Each probe asks at most 5 names, 200 questions a second: the forwarder's
+  fair share of one source (``discovery.ratelimit``), which drops a source's excess (one
+  probe asking all 100 names measured the limiter, 0.25 s per dropped question).
 
 Then K instances' processes are killed at once; removal is the time until their SRV answer no
 longer includes them.
@@ -33,6 +36,7 @@ import argparse
 import contextlib
 import json
 import os
+import selectors
 import shutil
 import signal
 import socket
@@ -62,6 +66,7 @@ from tests.harness import Switchboard, private_switchboard, teardown  # noqa: E4
 
 SUBNET = IPv4Network("10.234.0.0/16")  # the default; --subnet to change it
 AGENT_CALLS = 4  # the daemon's registrations in flight at once (discovery.sync.AGENT_CALLS)
+PER_PROBE = 5  # names one probe asks: 5 every 25 ms is 200/s, the forwarder's RATE per source
 TOPOLOGY = "sbbdisc"
 CHECK_INTERVAL = "1s"
 LISTENER = ("perl -MIO::Socket::INET -e '$s = IO::Socket::INET->new(LocalPort => 8080, "
@@ -71,7 +76,12 @@ LISTENER = ("perl -MIO::Socket::INET -e '$s = IO::Socket::INET->new(LocalPort =>
 # --------------------------------------------------------------------------- topology
 
 
+def probe_count(n: int) -> int:
+    return -(-n // PER_PROBE)
+
+
 def topology_text(n: int, subnet: IPv4Network = SUBNET) -> str:
+    probes = "".join(f"  probe{j}: {{networks: [lan]}}\n" for j in range(probe_count(n)))
     containers = "".join(
         f"  c{i}:\n    networks: [lan]\n    command: {json.dumps(LISTENER)}\n"
         f"    services: [{{name: sbbdisc-c{i}, port: 8080, "
@@ -79,7 +89,7 @@ def topology_text(n: int, subnet: IPv4Network = SUBNET) -> str:
         for i in range(n)
     )
     return (f"name: {TOPOLOGY}\nnetworks:\n  lan: {{subnet: {subnet}}}\ncontainers:\n"
-            f"  probe: {{networks: [lan]}}\n{containers}")
+            f"{probes}{containers}")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -140,11 +150,14 @@ class SrvProber:
     asked again ``every`` seconds once its last question was answered, or when it went
     unanswered for ``retry`` seconds (lost, or the server is slow). So the answers are
     timed to within ``every``, and a slow server is measured, not flooded with questions it
-    has not got to yet."""
+    has not got to yet. ``sockets`` gives the socket each name is asked from (a name not in
+    it: ``default``'s)."""
 
-    def __init__(self, sock: socket.socket, server: tuple[str, int], every: float = 0.025,
+    def __init__(self, server: tuple[str, int], sockets: dict[str, socket.socket] | None = None,
+                 default: socket.socket | None = None, every: float = 0.025,
                  retry: float = 0.25) -> None:
-        self.sock = sock
+        self.sockets = dict(sockets or {})
+        self.default = default
         self.server = server
         self.every = every
         self.retry = retry
@@ -153,6 +166,10 @@ class SrvProber:
         self._next_id = 0
         self._asked: dict[int, tuple[str, float]] = {}  # question ID -> (name, sent)
         self._last: dict[str, float] = {}  # name -> when its last answer arrived
+        self._selector = selectors.DefaultSelector()
+        for sock in {*self.sockets.values(), *([default] if default else [])}:
+            sock.setblocking(False)
+            self._selector.register(sock, selectors.EVENT_READ)
 
     def ask(self, names: Iterable[str], wait: float = 0.005) -> dict[str, set[str]]:
         """One step: ask the names that are due, then take the answers (to this step's
@@ -167,25 +184,33 @@ class SrvProber:
                 continue
             self._next_id = self._next_id % 65535 + 1
             self._asked[self._next_id] = (name, time.monotonic())
+            sock = self.sockets.get(name, self.default)
+            assert sock is not None, f"no socket to ask {name} from"
             with contextlib.suppress(OSError):  # the probe's interface is not up yet
-                self.sock.sendto(dns.message.make_query(
+                sock.sendto(dns.message.make_query(
                     f"{name}.service.consul", "SRV", id=self._next_id).to_wire(), self.server)
         found: dict[str, set[str]] = {}
         deadline = time.monotonic() + wait
         while (left := deadline - time.monotonic()) > 0:
-            self.sock.settimeout(left)
-            try:
-                msg = dns.message.from_wire(self.sock.recv(65535))
-            except (OSError, dns.exception.DNSException):
-                continue
-            name, sent = self._asked.pop(msg.id, (None, 0.0))
-            if name is None:
-                continue
-            arrived = time.monotonic()
-            self.latencies.append(arrived - sent)
-            self._last[name] = self.answered[name] = arrived
-            found[name] = {a for a, _ in lookup.srv_endpoints(msg)}
+            for key, _ in self._selector.select(left):
+                while True:
+                    try:
+                        msg = dns.message.from_wire(key.fileobj.recv(65535))  # type: ignore[union-attr]
+                    except BlockingIOError:
+                        break
+                    except (OSError, dns.exception.DNSException):
+                        continue
+                    self._take(msg, found)
         return found
+
+    def _take(self, msg: dns.message.Message, found: dict[str, set[str]]) -> None:
+        name, sent = self._asked.pop(msg.id, (None, 0.0))
+        if name is None:
+            return
+        arrived = time.monotonic()
+        self.latencies.append(arrived - sent)
+        self._last[name] = self.answered[name] = arrived
+        found[name] = {a for a, _ in lookup.srv_endpoints(msg)}
 
 
 def watch_until(
@@ -212,14 +237,15 @@ def bring_up(
     allocation = ipam.allocate(topology)  # what the daemon will use: IPAM is deterministic
     address = {f"c{i}": str(allocation[(f"c{i}", "lan")]) for i in range(n)}
     nameserver = str(ipam.host_leg_address(topology, "lan"))
-    probe = str(allocation[("probe", "lan")])  # asks only once it answers a ping itself
-    pinger = Pinger([*address.values(), probe])
+    # each probe asks only once it answers a ping itself
+    probes = {f"probe{j}": str(allocation[(f"probe{j}", "lan")]) for j in range(probe_count(n))}
+    pinger = Pinger([*address.values(), *probes.values()])
     start = time.monotonic()
     up = subprocess.Popen([sys.executable, "-m", "switchboard.cli", "up", str(topo),
                            "--timeout", "600"], env=sb.env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT)
     try:
-        return _observe(sb, n, up, start, pinger, address, nameserver, probe)
+        return _observe(sb, n, up, start, pinger, address, nameserver, probes)
     finally:  # let `up` finish even on failure: `down` before the first report is a no-op
         try:
             up.communicate(timeout=600)
@@ -230,7 +256,7 @@ def bring_up(
 
 def _observe(
     sb: Switchboard, n: int, up: subprocess.Popen[bytes], start: float, pinger: Pinger,
-    address: dict[str, str], nameserver: str, probe: str,
+    address: dict[str, str], nameserver: str, probes: dict[str, str],
 ) -> tuple[dict[str, list[float]], SrvProber, dict[str, str]]:
     name_of = {f"sbbdisc-{c}": c for c in address}
     agent = consul.Consul()
@@ -248,13 +274,16 @@ def _observe(
             time.sleep(0.02)
 
     threading.Thread(target=poll_registrations, daemon=True).start()
-    prober = SrvProber(socket_in_netns(f"sb-{TOPOLOGY}-probe"), (nameserver, 53))
+    sockets = {probe: socket_in_netns(f"sb-{TOPOLOGY}-{probe}") for probe in probes}
+    asker = {name: list(probes)[i // PER_PROBE] for i, name in enumerate(name_of)}
+    prober = SrvProber((nameserver, 53), {name: sockets[p] for name, p in asker.items()})
 
-    def probe_round() -> None:
-        if probe not in pinger.seen:  # its questions would be lost: the network is not up
+    def probe_round() -> None:  # a probe asks once it answers: else its questions are lost
+        pending = {name: address[c] for name, c in name_of.items()
+                   if c not in resolved and probes[asker[name]] in pinger.seen}
+        if not pending:
             time.sleep(0.001)
             return
-        pending = {name: address[c] for name, c in name_of.items() if c not in resolved}
         answers = prober.ask(pending)
         for name, found in answers.items():
             if pending[name] in found:
@@ -304,7 +333,8 @@ def consul_floor(n: int, single: int = 10) -> dict[str, list[float]]:
     """Consul alone: seconds from registering (N at once, then one at a time) until Consul's
     DNS answers each instance. TTL checks registered passing: nothing turns them critical."""
     agent = consul.Consul()
-    prober = SrvProber(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), ("127.0.0.1", 8600))
+    prober = SrvProber(("127.0.0.1", 8600), default=socket.socket(socket.AF_INET,
+                                                                  socket.SOCK_DGRAM))
     names = [f"sbbdisc-floor-{os.getpid()}-{i}" for i in range(n)]
 
     def register(name: str) -> None:
