@@ -34,6 +34,7 @@ LOG = logging.getLogger("switchboard.events")
 QUEUE_MAX = 10_000  # events waiting for Consul; older ones are dropped beyond it
 FLUSH_SECONDS = 0.5  # how often the writer looks at the queue and the reports
 HOSTS_FRESH = 5.0  # seconds: a decider's view of the hosts older than this starts afresh
+HEALTH_SETTLE = 0.5  # seconds between two reads of the node's checks: a burst is read once
 
 Reports = Mapping[str, Mapping[str, Any]]
 
@@ -234,7 +235,10 @@ def instance_statuses(checks: list[Mapping[str, Any]], services: Mapping[str, An
 
 class InstanceHealth:
     """Follows the health of this node's checks (blocking queries) and reports the changes
-    of this host's instances to the event log."""
+    of this host's instances to the event log. After each answer it waits
+    :data:`HEALTH_SETTLE` before asking again: a hundred registrations in a row are then
+    read a few times, not a hundred (each read lists every check and service of the node,
+    while the daemon is busiest and the agent is applying them)."""
 
     def __init__(self, client: consul.Consul, log: EventLog,
                  owned: Callable[[], set[tuple[str, str]]]) -> None:
@@ -280,3 +284,4 @@ class InstanceHealth:
                 self._stopping.wait(1.0)
                 continue
             self._judge((checks or [], services or {}))
+            self._stopping.wait(HEALTH_SETTLE)

@@ -67,6 +67,7 @@ LOG = logging.getLogger("switchboard.dnsproxy")
 
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux; absent from Python's constants
 RECEIVE_BUFFER = 4 << 20  # bytes queued per listener: a flood's burst does not crowd others out
+_UDP_BATCH = 64  # datagrams read per wake-up of the listener (then the other sockets' turn)
 _MAX_TCP_CLIENTS = 64
 
 
@@ -267,9 +268,10 @@ class DnsProxy:
                 assert isinstance(sock, socket.socket)
                 kind, address = key.data
                 try:
-                    if kind == "udp":
-                        packet, peer = sock.recvfrom(65535)
-                        self._submit_udp(sock, address, packet, peer)
+                    if kind == "udp":  # all that wait, up to a batch, for one wake-up
+                        for _ in range(_UDP_BATCH):
+                            packet, peer = sock.recvfrom(65535)
+                            self._submit_udp(sock, address, packet, peer)
                     else:
                         conn, _ = sock.accept()
                         self._start_tcp(conn, address)
