@@ -18,11 +18,10 @@ from controller.trace import (
     build_packet,
     explain,
     flow_spec,
-    nat_targets,
-    port_names,
     run_ovs,
     run_trace,
 )
+from controller.trace_parse import nat_targets, port_names
 from switchboard import naming, reach
 from switchboard.store import Store
 

@@ -9,15 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.trace import (
-    TraceError,
-    build_packet,
-    explain,
-    flow_spec,
-    nat_targets,
-    parse_trace,
-    port_names,
-)
+from controller.trace import TraceError, build_packet, explain, flow_spec
+from controller.trace_parse import nat_targets, parse_trace, port_names
 from switchboard import naming
 
 SAMPLES = Path(__file__).parent / "trace_samples"
