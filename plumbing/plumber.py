@@ -1,10 +1,8 @@
-"""Make the host hold the wanted topologies: observe, diff (plumbing.plan), apply, roll back.
+"""Make the host hold the wanted topologies: observe, diff (plumbing.plan), apply and roll
+back (plumbing.apply), and supervise the containers' commands.
 
-State kept under ``state_dir``: ``pids/<topology>/<container>.pid`` (with ``.exit`` and
-``.restarts`` beside it: see plumbing.processes and plumbing.supervisor),
-``logs/<topology>/<container>.log`` and ``netns/<name>`` (a marker per namespace this
-Plumber made or named, holding its topology: only marked namespaces are ever deleted).
-Each container it made also has ``/etc/netns/<name>/resolv.conf`` (see plumbing.resolvconf).
+State is kept under ``state_dir`` (see plumbing.statefiles). Each container it made also has
+``/etc/netns/<name>/resolv.conf`` (see plumbing.resolvconf).
 """
 
 from __future__ import annotations
@@ -13,34 +11,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ovsdb.bridge import TOPOLOGY_KEY, Bridge, OwnedPort, PortSpec
+from ovsdb.bridge import TOPOLOGY_KEY, Bridge, OwnedPort
 from plumbing import netns, processes, resolvconf
+from plumbing.apply import PlumbingError, apply_plan
 from plumbing.exitwatch import ExitWatch
 from plumbing.observe import InterfaceReader, ObservedInterfaces
-from plumbing.plan import (
-    PlumbingPlan,
-    Problems,
-    endpoint_ids,
-    host_leg_ids,
-    plan_plumbing,
-    plumbing_problems,
-    process_key,
-)
+from plumbing.plan import PlumbingPlan, Problems, plan_plumbing, plumbing_problems, process_key
+from plumbing.statefiles import StateFiles
 from plumbing.supervisor import Supervisor, Wanted, running_commands, wanted_commands
 from switchboard.private import private_dir
 
 if TYPE_CHECKING:
-    from switchboard.hostplan import Endpoint, HostLeg, TopologyPlan
+    from switchboard.hostplan import TopologyPlan
 
 LOG = logging.getLogger(__name__)
-
-
-class PlumbingError(RuntimeError):
-    """Applying a plumbing plan failed; what this call had created was removed again."""
 
 
 @dataclass
@@ -54,33 +42,6 @@ class _Observed:
     interfaces: ObservedInterfaces | None  # None: not looked at
 
 
-@dataclass
-class _Created:
-    """What one apply made so far, for rollback."""
-
-    netns: list[str] = field(default_factory=list)
-    links: list[str] = field(default_factory=list)
-    ports: list[str] = field(default_factory=list)
-    pid_paths: list[Path] = field(default_factory=list)
-
-
-def _endpoint_spec(ep: Endpoint) -> PortSpec:
-    return PortSpec(ep.port, internal=False, external_ids=endpoint_ids(ep), mtu=ep.mtu)
-
-
-def _host_leg_spec(leg: HostLeg) -> PortSpec:
-    return PortSpec(leg.port, internal=True, external_ids=host_leg_ids(leg), mac=leg.mac,
-                    mtu=leg.mtu)
-
-
-def _iface(obj: Endpoint | HostLeg, ifname: str, netns_name: str | None) -> netns.IfaceConfig:
-    return netns.IfaceConfig(
-        ifname=ifname, mac=obj.mac, ip=obj.ip, prefixlen=obj.prefixlen, mtu=obj.mtu,
-        netns=netns_name, default_gateway=getattr(obj, "default_gateway", None),
-        tx_offload=getattr(obj, "tx_offload", True),
-    )
-
-
 class Plumber:
     """Namespaces, veths, bridge ports, host legs and commands of the wanted topologies."""
 
@@ -92,7 +53,7 @@ class Plumber:
         ``wake()``: called when a command held back by its backoff is due."""
         self.bridge = bridge
         self.netns_prefix = netns_prefix  # the container namespaces this plumber owns
-        self.state_dir = private_dir(state_dir)  # container logs and commands: root's only
+        self.files = StateFiles(private_dir(state_dir))  # logs and commands: root's only
         self.ofport_timeout = ofport_timeout
         self._lock = threading.Lock()
         self.problems = Problems()  # what the last reconcile left short of the plans
@@ -102,42 +63,13 @@ class Plumber:
         self._wake = wake
         self._exits = ExitWatch(lambda key, _pid: on_exit(key)) if on_exit else None
 
-    # -- state files -----------------------------------------------------------------
-
-    def pid_path(self, topology: str, container: str) -> Path:
-        return self.state_dir / "pids" / topology / f"{container}.pid"
-
-    def log_path(self, topology: str, container: str) -> Path:
-        return processes.log_path(self.state_dir, topology, container)
-
-    def _marker(self, name: str) -> Path:
-        return self.state_dir / "netns" / name
-
-    def _mark(self, names: dict[str, str]) -> None:
-        for name, topology in names.items():
-            self._marker(name).parent.mkdir(parents=True, exist_ok=True)
-            self._marker(name).write_text(topology + "\n")
-
-    def _marked(self) -> dict[str, str]:
-        """Namespace name -> topology, for the namespaces this Plumber made."""
-        folder = self.state_dir / "netns"
-        if not folder.is_dir():
-            return {}
-        return {p.name: p.read_text().strip() for p in folder.iterdir()}
-
-    def _pid_files(self) -> dict[str, Path]:
-        folder = self.state_dir / "pids"
-        if not folder.is_dir():
-            return {}
-        return {process_key(p.parent.name, p.stem): p for p in folder.glob("*/*.pid")}
-
     # -- observing -------------------------------------------------------------------
 
     def _observe(self, plans: list[TopologyPlan], interfaces: bool = True) -> _Observed:
         """Read what the host holds for ``plans``; ``interfaces``: also read the links inside
         the wanted namespaces and the root namespace's (see :mod:`plumbing.observe`)."""
         wanted = {c.netns: c for topo in plans for c in topo.containers}
-        marked = self._marked()
+        marked = self.files.marked()
         existing = netns.list_namespaces(self.netns_prefix)
         ours = {n for n in existing if n in marked or n in wanted}
         reader = None
@@ -147,14 +79,14 @@ class Plumber:
             reader = InterfaceReader(ours & wanted.keys(), legs | ends).start()
         adopted = {n: wanted[n].topology for n in ours if n not in marked}
         if adopted:  # ours by name and wanted: remember it as ours from now on
-            self._mark(adopted)
+            self.files.mark(adopted)
         stale = set()
         for name in ours & wanted.keys():
             pid = wanted[name].attach_pid
             if pid is not None and netns.netns_inode(name) != _pid_netns(pid):
                 stale.add(name)
         running, commands = {}, {}
-        for key, path in self._pid_files().items():
+        for key, path in self.files.pid_files().items():
             running[key] = processes.is_running(path)
             rec = processes.read(path)
             if rec is not None:
@@ -168,7 +100,7 @@ class Plumber:
         """Status of every owned port: kind, topology, container, network, netns, ofport,
         whether its namespace exists and whether its container's command runs (None: none)."""
         existing = netns.list_namespaces(self.netns_prefix)
-        pid_files = self._pid_files()
+        pid_files = self.files.pid_files()
         status = {}
         for name, port in sorted(self.bridge.owned_ports().items()):
             ids = port.external_ids
@@ -209,7 +141,7 @@ class Plumber:
                 key: "the process to attach to is not running"
                 for key in _dead_attachments(all_plans)})
             seen = self._observe(plans)
-            wanted = wanted_commands(plans, self.pid_path)
+            wanted = wanted_commands(plans, self.files.pid_path)
             review = self.supervisor.review(wanted.values(), seen.running, seen.commands)
             plan = plan_plumbing(
                 plans, seen.ports, seen.netns, seen.running,
@@ -236,11 +168,11 @@ class Plumber:
         """Record the starts of this pass, wake the daemon when a held command is due, and
         watch every running command for its exit."""
         for cmd in plan.start_commands:
-            self.supervisor.started(self.pid_path(cmd.topology, cmd.container),
+            self.supervisor.started(self.files.pid_path(cmd.topology, cmd.container),
                                     restart_=cmd.key in exited)
         for key in set(plan.stop_commands) - {c.key for c in plan.start_commands}:
             if key not in wanted:
-                self.supervisor.forget(self.pid_path(*key.split("/", 1)))
+                self.supervisor.forget(self.files.pid_path(*key.split("/", 1)))
         if due is not None and self._wake is not None:
             timer = threading.Timer(max(0.0, due - time.time()) + 0.01, self._wake)
             timer.daemon = True
@@ -274,7 +206,7 @@ class Plumber:
         """Remove everything of one topology and nothing else (other plans need not be known)."""
         with self._lock:
             seen = self._observe([], interfaces=False)
-            marked = self._marked()
+            marked = self.files.marked()
             ports = {
                 n: p for n, p in seen.ports.items() if p.external_ids.get(TOPOLOGY_KEY) == name
             }
@@ -287,83 +219,10 @@ class Plumber:
             if not plan.is_empty():
                 self._apply(plan, [])
             for key in plan.stop_commands:
-                self.supervisor.forget(self.pid_path(*key.split("/", 1)))
+                self.supervisor.forget(self.files.pid_path(*key.split("/", 1)))
 
     def _apply(self, plan: PlumbingPlan, plans: list[TopologyPlan]) -> dict[str, int]:
-        LOG.info("plumbing: %s", _describe(plan))
-        created = _Created()
-        try:
-            self._delete(plan)
-            return self._create(plan, plans, created)
-        except Exception as err:
-            problems = self._rollback(created)
-            note = f" (rollback also failed: {'; '.join(problems)})" if problems else ""
-            raise PlumbingError(f"plumbing failed: {err}{note}") from err
-
-    def _delete(self, plan: PlumbingPlan) -> None:
-        processes.stop_all(self.pid_path(*key.split("/", 1)) for key in plan.stop_commands)
-        self.bridge.delete_ports(plan.delete_ports + plan.delete_host_legs)
-        netns.delete(links=plan.delete_ports, namespaces=plan.delete_netns)
-        for name in plan.delete_resolv:
-            resolvconf.remove(name)
-        for name in plan.delete_netns:
-            self._marker(name).unlink(missing_ok=True)
-
-    def _create(
-        self, plan: PlumbingPlan, plans: list[TopologyPlan], created: _Created
-    ) -> dict[str, int]:
-        topology_of = {c.netns: c.topology for topo in plans for c in topo.containers}
-        new_ns = plan.create_netns + [name for name, _ in plan.attach_netns]
-        veths = [netns.Veth(ep.port, ep.netns, ep.ifname, ep.mtu) for ep in plan.create_endpoints]
-        created.netns += new_ns
-        netns.delete_links(v.port for v in veths)  # leftovers of a crash: names are ours
-        created.links += [v.port for v in veths]
-        netns.create(plan.create_netns, plan.attach_netns, veths)
-        self._mark({name: topology_of[name] for name in new_ns})
-        for name, text in plan.write_resolv:  # before any command starts
-            resolvconf.write(name, text)
-
-        specs = [_endpoint_spec(ep) for ep in plan.create_endpoints]
-        specs += [_host_leg_spec(leg) for leg in plan.create_host_legs]
-        created.ports += [s.name for s in specs]
-        self.bridge.add_ports(specs)
-        ofports = self.bridge.wait_ofports([s.name for s in specs], self.ofport_timeout)
-
-        legs = plan.create_host_legs + plan.configure_host_legs
-        endpoints = plan.create_endpoints + plan.configure_endpoints
-        netns.configure_host_interfaces(_iface(leg, leg.port, None) for leg in legs)
-        netns.configure_namespaces(_iface(ep, ep.ifname, ep.netns) for ep in endpoints)
-
-        starts = [processes.Start(cmd.netns, cmd.command,
-                                  self.log_path(cmd.topology, cmd.container),
-                                  self.pid_path(cmd.topology, cmd.container))
-                  for cmd in plan.start_commands]
-        created.pid_paths += [one.pid_path for one in starts]
-        processes.start_all(starts)
-        return ofports
-
-    def _rollback(self, created: _Created) -> list[str]:
-        """Undo what this apply made; return what could not be undone."""
-        problems = []
-        steps = [
-            ("stopping commands", lambda: processes.stop_all(created.pid_paths)),
-            ("deleting ports", lambda: self.bridge.delete_ports(created.ports)),
-            (
-                "deleting veths and namespaces",
-                lambda: netns.delete(
-                    links=created.links,
-                    namespaces=[n for n in created.netns if netns.netns_inode(n) is not None],
-                ),
-            ),
-        ]
-        for what, step in steps:
-            try:
-                step()
-            except Exception as err:
-                problems.append(f"{what}: {err}")
-        for name in created.netns:
-            self._marker(name).unlink(missing_ok=True)
-        return problems
+        return apply_plan(plan, plans, self.bridge, self.files, self.ofport_timeout)
 
 
 def _dead_attachments(plans: list[TopologyPlan]) -> list[tuple[str, str]]:
@@ -394,9 +253,3 @@ def _pid_netns(pid: int) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
-
-
-def _describe(plan: PlumbingPlan) -> str:
-    counts = {k: len(v) for k, v in vars(plan).items() if v}
-    return ", ".join(f"{k.replace('_', ' ')}: {n}" for k, n in counts.items())
-

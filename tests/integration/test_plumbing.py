@@ -13,8 +13,9 @@ import pytest
 
 from ovsdb.bridge import Bridge
 from plumbing import netns, processes, resolvconf
+from plumbing.apply import PlumbingError
 from plumbing.plan import Problems
-from plumbing.plumber import Plumber, PlumbingError
+from plumbing.plumber import Plumber
 from switchboard import naming
 from switchboard.hostplan import ContainerPlan, Endpoint, HostLeg, NetworkPlan, TopologyPlan
 
@@ -145,8 +146,8 @@ def test_reconcile_makes_keeps_and_removes(bridge, plumber, monkeypatch):
     assert "switchboard-container" not in ids
 
     # the command runs inside its namespace, logs, and keeps running
-    pid_path = plumber.pid_path(TOPO, "a")
-    log_path = plumber.log_path(TOPO, "a")
+    pid_path = plumber.files.pid_path(TOPO, "a")
+    log_path = plumber.files.log_path(TOPO, "a")
     deadline = time.monotonic() + 5
     while f"started with {plan.containers[0].endpoints[0].ip}/24" not in log_path.read_text():
         assert time.monotonic() < deadline, log_path.read_text()
