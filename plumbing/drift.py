@@ -2,7 +2,13 @@
 
 A difference is either repaired in place (MAC, MTU, link state, a missing address or default
 route: the batched netlink path sets them again) or needs the veth pair made again (an end
-or the pairing is gone, the host end is misconfigured, an address that is not ours).
+or the pairing is gone, the host end is misconfigured, a host leg with an address that is
+not ours).
+
+An address a container's own processes add to its interface is theirs, and left alone: the
+switch forwards only what comes from the address and MAC the topology gave the interface,
+so it reaches nobody. (Remaking the veth for it cut the container off, and raced with a
+user removing the address at the same moment.)
 """
 
 from __future__ import annotations
@@ -57,11 +63,7 @@ def endpoint_drift(
         return Drift(f"{ep.ifname} is not the veth peer of {ep.port}", recreate=True)
     if not host_end.up or host_end.arp or host_end.mtu != ep.mtu:
         return Drift(f"veth host end {ep.port} misconfigured", recreate=True)
-    ip = str(ep.ip)
-    extra = _extra_addresses(inner, ip, ep.prefixlen)
-    if extra:
-        return Drift(f"{ep.ifname} has foreign address {', '.join(extra)}", recreate=True)
-    found = _config_differences(inner, ep.mac, ep.mtu, ip, ep.prefixlen)
+    found = _config_differences(inner, ep.mac, ep.mtu, str(ep.ip), ep.prefixlen)
     if ep.default_gateway is not None and (str(ep.default_gateway), ep.ifname) not in (
         ns.default_routes
     ):

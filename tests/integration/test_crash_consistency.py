@@ -260,7 +260,9 @@ def test_interfaces_changed_behind_the_daemons_back_are_repaired_on_the_next_pas
                                                                                   tmp_path):
     sb.cli("up", str(write(tmp_path, ALL)), timeout=150)
     ns = {name: naming.netns_name(TOPOLOGY, name) for name in ALL}
-    for cmd in [f"ip -n {ns['c10']} link set eth0 down",
+    own_link = sh(f"ip -n {ns['c16']} -o link show dev eth0").stdout.split(":")[0]
+    for cmd in [f"ip -n {ns['c16']} addr add 192.0.2.7/32 dev eth0",  # the container's own
+                f"ip -n {ns['c10']} link set eth0 down",
                 f"ip -n {ns['c11']} addr flush dev eth0",
                 f"ip -n {ns['c12']} link set eth0 address 02:00:00:00:00:99",
                 f"ip -n {ns['c13']} route del default",
@@ -275,6 +277,13 @@ def test_interfaces_changed_behind_the_daemons_back_are_repaired_on_the_next_pas
         out = sh(f"ip -n {ns[name]} -o addr show dev eth0").stdout
         assert " 10.239." in out, (name, out)
         assert sh(f"ip -n {ns[name]} route show default").stdout.startswith("default via"), name
+    # an address the container added itself is left alone, and so is its interface
+    assert sh(f"ip -n {ns['c16']} -o link show dev eth0").stdout.split(":")[0] == own_link
+    assert "192.0.2.7/32" in sh(f"ip -n {ns['c16']} -o addr show dev eth0").stdout
+    assert sh(f"ip -n {ns['c16']} addr del 192.0.2.7/32 dev eth0").returncode == 0
+    time.sleep(2.5)
+    assert report(sb).get("state") == "converged", report(sb)
+    assert_all_answer_and_status_agrees(sb, ALL, 1500)
     sb.cli("down", TOPOLOGY, timeout=120)
     assert not nothing_left(sb, agent, ALL, [])
 

@@ -304,13 +304,25 @@ def test_veth_host_end_gone_or_paired_elsewhere_is_made_again():
     assert [ep.container for ep in result.create_endpoints] == ["a", "b"]
 
 
-def test_interface_with_a_foreign_address_is_made_again():
+def test_an_address_the_container_added_itself_is_left_alone():
     plan = make_plan()
     interfaces = interfaces_of(plan)
     extra = _inner(interfaces, "sb-t1-c").addresses | {("192.0.2.7", 24)}
     _set_inner(interfaces, "sb-t1-c", addresses=extra)
+    seen = realised(plan)
+    assert plan_plumbing([plan], **seen, interfaces=interfaces).is_empty()
+    assert plumbing_problems([plan], seen["observed_ports"], seen["observed_netns"],
+                             interfaces) == Problems()
+
+
+def test_a_host_leg_with_a_foreign_address_is_made_again():
+    plan = make_plan()
+    interfaces = interfaces_of(plan)
+    leg = plan.networks[0].host_leg
+    root = interfaces.root[leg.port]
+    interfaces.root[leg.port] = replace(root, addresses=root.addresses | {("192.0.2.7", 24)})
     result = plan_plumbing([plan], **realised(plan), interfaces=interfaces)
-    assert result.delete_ports == [port(plan, "c")]
+    assert result == PlumbingPlan(delete_host_legs=[leg.port], create_host_legs=[leg])
 
 
 def test_host_leg_interface_gone_is_made_again():
