@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -82,88 +80,6 @@ def main(ctx: click.Context, consul: str, prefix: str, lab_host: str | None,
         enter_host(lab_host)
     give_token(token)
     ctx.obj = {"consul": consul, "prefix": prefix}
-
-
-@main.command()
-@click.option("--bridge", envvar="SWITCHBOARD_BRIDGE", default="sb-int", show_default=True,
-              help="OVS bridge the containers are plugged into.")
-@click.option("--of-port", envvar="SWITCHBOARD_OF_PORT", default=6653, show_default=True,
-              help="OpenFlow listen port (on loopback only).")
-@click.option("--state-dir", envvar="SWITCHBOARD_STATE", default="/var/lib/switchboard",
-              show_default=True, type=click.Path(path_type=Path),
-              help="Where container logs and PID files live.")
-@click.option("--host-id", envvar="SWITCHBOARD_HOST_ID", default=None,
-              help="Name this host reports under (default: the host name).")
-@click.option("--ovsdb", envvar="SWITCHBOARD_OVSDB", default=None,
-              help="ovsdb-server's address, unix:PATH or tcp:HOST:PORT "
-                   "[default: unix:/var/run/openvswitch/db.sock].")
-@click.option("--run-dir", envvar="SWITCHBOARD_RUN", default="/run/switchboard",
-              show_default=True, type=click.Path(path_type=Path),
-              help="Where the per-bridge lock (one daemon per bridge) lives.")
-@click.option("--tunnel-ip", envvar="SWITCHBOARD_TUNNEL_IP", default=None,
-              help="This host's underlay address for the VXLAN overlay to other hosts "
-                   "(default: none; a host alone needs no tunnel).")
-@click.option("--netns-prefix", envvar="SWITCHBOARD_NETNS_PREFIX", default="sb-",
-              show_default=True,
-              help="Prefix of the container namespaces this daemon owns (`switchboard lab` "
-                   "gives each simulated host its own).")
-@click.option("--reschedule-after", envvar="SWITCHBOARD_RESCHEDULE_AFTER", default=30.0,
-              show_default=True, type=click.FloatRange(min=0),
-              help="Seconds a host must stay down before its containers that name no host "
-                   "are moved to ready hosts (decided by one daemon of the cluster).")
-@click.option("--metrics", envvar="SWITCHBOARD_METRICS", default="127.0.0.1:9469",
-              show_default=True,
-              help="IP:PORT of the HTTP server for Prometheus metrics (/metrics) and the "
-                   "daemon's health (/healthz), or off.")
-@click.option("-v", "--verbose", is_flag=True, help="Log every change made.")
-@click.pass_context
-def controller(
-    ctx: click.Context, bridge: str, of_port: int, state_dir: Path, host_id: str | None,
-    ovsdb: str | None, run_dir: Path, tunnel_ip: str | None, netns_prefix: str,
-    reschedule_after: float, metrics: str, verbose: bool,
-) -> None:
-    """Run the per-host daemon: os-ken app, plumbing and status reports (foreground).
-
-    It refuses to start (exit status 1) when another daemon holds the bridge, ovsdb-server
-    does not answer, or the OpenFlow port or the metrics address is taken."""
-    from controller.startup import (
-        DEFAULT_OVSDB,
-        StartError,
-        check_metrics,
-        consul_warning,
-        preflight,
-        underlay_mtu,
-    )
-
-    ovsdb = ovsdb or DEFAULT_OVSDB
-    try:
-        mtu = underlay_mtu(tunnel_ip) if tunnel_ip else None
-        ctx.obj["lock"] = preflight(bridge, ovsdb, "127.0.0.1", of_port, run_dir)
-        check_metrics(metrics)
-    except StartError as exc:
-        _fail(str(exc))
-    if warning := consul_warning(ctx.obj["consul"]):
-        err_console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False,
-                          soft_wrap=True)
-    from controller.daemon import Daemon, DaemonConfig
-
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("switchboard").setLevel(logging.INFO)
-    config = DaemonConfig(consul=ctx.obj["consul"], prefix=ctx.obj["prefix"], bridge=bridge,
-                          of_port=of_port, state_dir=state_dir, ovsdb=ovsdb,
-                          tunnel_ip=tunnel_ip, netns_prefix=netns_prefix, underlay_mtu=mtu,
-                          reschedule_after=reschedule_after, metrics=metrics)
-    if host_id:
-        config.host_id = host_id
-    daemon = Daemon(config)
-    try:
-        daemon.run()
-    except KeyboardInterrupt:
-        daemon.stop()
-    os._exit(0)  # os-ken's threads do not stop on their own
 
 
 @main.command()
@@ -382,6 +298,10 @@ def hosts(ctx: click.Context, as_json: bool) -> None:
         if row["reason"]:
             console.print(f"  {escape(row['name'])}: {escape(row['reason'])}", highlight=False)
 
+
+from switchboard.cli_controller import controller  # noqa: E402
+
+main.add_command(controller)
 
 from switchboard.cli_trace import trace  # noqa: E402
 
