@@ -5,7 +5,8 @@ containers on 10.234.0.0/16, each running a small TCP listener on port 8080 and 
 service ``sbbdisc-cI`` with a TCP check every second, plus N/5 ``probeJ`` containers. (The
 listener is a Perl one-liner: ``python3`` here is a pyenv shim that takes 0.4 s to start, and
 a hundred of them at once would measure interpreter start-up, not discovery.) From the
-moment ``switchboard up`` starts, three observers run side by side:
+moment ``switchboard up`` starts, three observers run side by side (the pinger and the
+SRV prober are in bench/probers.py):
 
 - reachable: a raw ICMP socket on the host pings every container until it answers;
 - registered: ``/v1/agent/services`` lists the instance (polled);
@@ -36,18 +37,16 @@ import argparse
 import contextlib
 import json
 import os
-import selectors
 import shutil
 import signal
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from ipaddress import IPv4Network
 from pathlib import Path
 
@@ -55,11 +54,8 @@ import consul
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import dns.exception  # noqa: E402
-import dns.message  # noqa: E402
-from labrun import icmp_checksum, in_namespace  # noqa: E402
+from probers import Pinger, SrvProber, socket_in_netns  # noqa: E402
 
-from discovery import lookup  # noqa: E402
 from switchboard import ipam  # noqa: E402
 from switchboard.model import load_topology  # noqa: E402
 from tests.harness import Switchboard, private_switchboard, teardown  # noqa: E402
@@ -98,119 +94,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
-# --------------------------------------------------------------------------- observers
-
-
-class Pinger:
-    """Pings every pending address every ``interval`` from the host; first reply times."""
-
-    def __init__(self, addresses: list[str], interval: float = 0.02) -> None:
-        self.pending = set(addresses)
-        self.seen: dict[str, float] = {}
-        self.interval = interval
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-        self.sock.settimeout(0.01)
-        self.ident = os.getpid() & 0xFFFF
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        threading.Thread(target=self._receive, daemon=True).start()
-        seq = 0
-        while not self.stop.is_set() and self.pending:
-            seq = (seq + 1) & 0xFFFF
-            header = struct.pack("!BBHHH", 8, 0, 0, self.ident, seq)
-            packet = struct.pack("!BBHHH", 8, 0, icmp_checksum(header + b"sb"), self.ident,
-                                 seq) + b"sb"
-            for address in list(self.pending):
-                with contextlib.suppress(OSError):  # no route yet: the host leg is not up
-                    self.sock.sendto(packet, (address, 0))
-            time.sleep(self.interval)
-
-    def _receive(self) -> None:
-        while not self.stop.is_set() and self.pending:
-            try:
-                data, (address, _) = self.sock.recvfrom(2048)
-            except OSError:
-                continue
-            icmp = data[(data[0] & 0x0F) * 4:]
-            if icmp[:1] == b"\0" and struct.unpack("!H", icmp[4:6])[0] == self.ident \
-                    and address in self.pending:
-                self.seen[address] = time.monotonic()
-                self.pending.discard(address)
-
-
-def socket_in_netns(netns: str, timeout: float = 60) -> socket.socket:
-    """A UDP socket that lives in a named network namespace (see labrun.in_namespace)."""
-    return in_namespace(netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
-                        timeout)
-
-
-class SrvProber:
-    """Asks a nameserver for the SRV records of names, each name closed-loop: a name is
-    asked again ``every`` seconds once its last question was answered, or when it went
-    unanswered for ``retry`` seconds (lost, or the server is slow). So the answers are
-    timed to within ``every``, and a slow server is measured, not flooded with questions it
-    has not got to yet. ``sockets`` gives the socket each name is asked from (a name not in
-    it: ``default``'s)."""
-
-    def __init__(self, server: tuple[str, int], sockets: dict[str, socket.socket] | None = None,
-                 default: socket.socket | None = None, every: float = 0.025,
-                 retry: float = 0.25) -> None:
-        self.sockets = dict(sockets or {})
-        self.default = default
-        self.server = server
-        self.every = every
-        self.retry = retry
-        self.latencies: list[float] = []  # question -> its answer
-        self.answered: dict[str, float] = {}  # name -> when its last answer arrived
-        self._next_id = 0
-        self._asked: dict[int, tuple[str, float]] = {}  # question ID -> (name, sent)
-        self._last: dict[str, float] = {}  # name -> when its last answer arrived
-        self._selector = selectors.DefaultSelector()
-        for sock in {*self.sockets.values(), *([default] if default else [])}:
-            sock.setblocking(False)
-            self._selector.register(sock, selectors.EVENT_READ)
-
-    def ask(self, names: Iterable[str], wait: float = 0.005) -> dict[str, set[str]]:
-        """One step: ask the names that are due, then take the answers (to this step's
-        questions or earlier ones) that arrive within ``wait`` seconds: name -> addresses
-        its SRV answer includes; the moment each arrived is in ``answered``. Question IDs
-        are never reused while out, so an answer is never taken for another name's."""
-        now = time.monotonic()
-        out = {name for name, sent in self._asked.values() if now - sent < self.retry}
-        self._asked = {i: (n, t) for i, (n, t) in self._asked.items() if n in out}
-        for name in sorted(set(names) - out):
-            if now - self._last.get(name, 0.0) < self.every:
-                continue
-            self._next_id = self._next_id % 65535 + 1
-            self._asked[self._next_id] = (name, time.monotonic())
-            sock = self.sockets.get(name, self.default)
-            assert sock is not None, f"no socket to ask {name} from"
-            with contextlib.suppress(OSError):  # the probe's interface is not up yet
-                sock.sendto(dns.message.make_query(
-                    f"{name}.service.consul", "SRV", id=self._next_id).to_wire(), self.server)
-        found: dict[str, set[str]] = {}
-        deadline = time.monotonic() + wait
-        while (left := deadline - time.monotonic()) > 0:
-            for key, _ in self._selector.select(left):
-                while True:
-                    try:
-                        msg = dns.message.from_wire(key.fileobj.recv(65535))  # type: ignore[union-attr]
-                    except BlockingIOError:
-                        break
-                    except (OSError, dns.exception.DNSException):
-                        continue
-                    self._take(msg, found)
-        return found
-
-    def _take(self, msg: dns.message.Message, found: dict[str, set[str]]) -> None:
-        name, sent = self._asked.pop(msg.id, (None, 0.0))
-        if name is None:
-            return
-        arrived = time.monotonic()
-        self.latencies.append(arrived - sent)
-        self._last[name] = self.answered[name] = arrived
-        found[name] = {a for a, _ in lookup.srv_endpoints(msg)}
+# --------------------------------------------------------------------------- waiting
 
 
 def watch_until(
