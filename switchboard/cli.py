@@ -2,40 +2,32 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 import consul
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from switchboard import hosts as host_inventory
 from switchboard import reach
 from switchboard.apply import ApplyError, apply_topology, remove_topology
+from switchboard.cli_output import console, err_console
+from switchboard.cli_output import fail as _fail
 from switchboard.model import TopologyError, load_topology_file
-from switchboard.placement import PlacementError, load_of
+from switchboard.placement import PlacementError
 from switchboard.statusview import host_states, merged_rows
 from switchboard.store import DEFAULT_CONSUL, Store
 from switchboard.token import TokenError
 from switchboard.token import give as give_token
 from switchboard.token import resolve as resolve_token
 
-console = Console(width=None if sys.stdout.isatty() else 160, emoji=False)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, emoji=False)
-
 
 def _store(ctx: click.Context) -> Store:
     return Store(reach.consul_client(ctx.obj["consul"]), ctx.obj["prefix"])
 
-
-def _fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
-    sys.exit(code)
 
 
 class _Group(click.Group):
@@ -267,41 +259,13 @@ def _print_topology(topo: dict[str, Any]) -> None:
                           f"{escape(r['note'])}[/yellow]", highlight=False, soft_wrap=True)
 
 
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-@click.pass_context
-def hosts(ctx: click.Context, as_json: bool) -> None:
-    """Show the hosts: address, state as Consul sees it, containers placed there, version."""
-    store = _store(ctx)
-    found = host_inventory.read_hosts(store.client, store.prefix)
-    load = load_of(s.placement for s in store.applied().values())
-    rows = [{**dataclasses.asdict(record), "containers": load.get(name, 0)}
-            for name, record in found.items()]
-    for key, why in found.skipped.items():
-        err_console.print(f"[yellow]warning:[/yellow] {escape(key)} is not a host record "
-                          f"({escape(why)}); skipped", highlight=False, soft_wrap=True)
-    if as_json:
-        click.echo(json.dumps({"hosts": rows, "skipped": found.skipped}, indent=2,
-                              sort_keys=True))
-        return
-    if not rows:
-        console.print(f"no host has registered under prefix {store.prefix} (start "
-                      f"`switchboard controller` with {reach.START_CONTROLLER})")
-        return
-    table = Table("NAME", "ADDRESS", "STATE", "CONTAINERS", "VERSION", box=None)
-    for row in rows:
-        state = "[green]ready[/green]" if row["state"] == "ready" else "[red]down[/red]"
-        table.add_row(escape(row["name"]), row["tunnel_ip"] or "-", state,
-                      str(row["containers"]), escape(row["version"] or "-"))
-    console.print(table)
-    for row in rows:
-        if row["reason"]:
-            console.print(f"  {escape(row['name'])}: {escape(row['reason'])}", highlight=False)
-
-
 from switchboard.cli_controller import controller  # noqa: E402
 
 main.add_command(controller)
+
+from switchboard.cli_hosts import hosts  # noqa: E402
+
+main.add_command(hosts)
 
 from switchboard.cli_trace import trace  # noqa: E402
 

@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.markup import escape
 
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, emoji=False)
-
-
-def _fail(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
-    sys.exit(1)
+from switchboard.cli_output import err_console
+from switchboard.cli_output import fail as _fail
 
 
 @click.command()

@@ -15,6 +15,7 @@ import graphviz
 
 from switchboard import changes, graph, logs, reach
 from switchboard.apply import Decision, decide
+from switchboard.cli_output import fail as _fail
 from switchboard.model import Topology, TopologyError, load_topology_file
 from switchboard.placement import PlacementError
 from switchboard.store import Store
@@ -24,10 +25,6 @@ _SUFFIXES = {".mmd": "mermaid", ".mermaid": "mermaid", ".md": "mermaid", ".dot":
              ".gv": "dot", ".svg": "svg", ".png": "png"}
 EXIT_CHANGES = 2  # `plan`: something would change
 
-
-def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 def _warn(message: str) -> None:

@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from discovery import lookup
 from discovery.dnsproxy import parse_server
 from discovery.listing import health_entries, instance_rows, vip_rows
 from switchboard import reach
+from switchboard.cli_output import console
+from switchboard.cli_output import fail as _fail
 from switchboard.store import Store
 
-console = Console(width=None if sys.stdout.isatty() else 160, emoji=False)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, emoji=False)
 HEALTH_STYLE = {"passing": "green", "warning": "yellow", "critical": "red"}
 
-
-def _fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
-    sys.exit(code)
 
 
 def _endpoint(address: str, port: int | None) -> str:

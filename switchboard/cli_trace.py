@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 from dataclasses import replace
 from typing import Any
 
@@ -23,14 +22,11 @@ from controller.trace import (
 )
 from controller.trace_parse import nat_targets, port_names
 from switchboard import naming, reach
+from switchboard.cli_output import fail as _fail
 from switchboard.store import Store
 
 PORT = click.IntRange(1, 65535)
 
-
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
 
 
 def _pick_report(

@@ -41,6 +41,7 @@ from switchboard.desired import (
     parse_desired,
     raw_value,
 )
+from switchboard.events import events_prefix
 from switchboard.token import Token
 from switchboard.token import resolve as resolve_token
 
@@ -197,6 +198,17 @@ class Store:
         ops += [kv_op("set", self._topo_prefix(name) + PLACEMENT, encode(placement))
                 for name, placement in sorted(placements.items())]
         return self._try(ops)
+
+    def forget_host(self, state: DesiredState, host: str, slot_keys: list[str]) -> list[str] | None:
+        """Delete a host's record, the slot keys it holds, its reports and its events in one
+        transaction, if nothing was admitted since ``state`` was read: the keys and trees
+        deleted, None when the check failed (see :mod:`switchboard.forget`)."""
+        keys = [f"{self.prefix}/hosts/{host}", *slot_keys]
+        trees = [f"{self.prefix}/status/{host}/", events_prefix(self.prefix, host)]
+        ops = [self._admission_op(state, f"forget host {host}"),
+               *(kv_op("delete", key) for key in keys),
+               *(kv_op("delete-tree", tree) for tree in trees)]
+        return [*keys, *trees] if self._try(ops) else None
 
     def _txn(self, ops: list[dict[str, Any]]) -> Any:
         """One KV transaction; an ACL refusal (Consul answers it as a failed transaction,
