@@ -3,6 +3,9 @@
 `switchboard hosts` shows the test daemon's host ready with slot 0, and down within the TTL
 once its daemon is SIGKILLed; `host:` pins a container to a ready host, and an unknown or
 down host fails cleanly, changing nothing; the placement is stored and stays put.
+`hosts forget` refuses a live host, and a dead one while containers still run on it (named);
+then its record, slot, reports and events go in one transaction, `hosts` no longer shows it,
+and a daemon that starts again under that name registers afresh.
 """
 
 from __future__ import annotations
@@ -42,6 +45,21 @@ def hosts(sb: Switchboard) -> dict[str, dict]:
 def everything(prefix: str) -> list[tuple[str, bytes]]:
     _, entries = consul.Consul().kv.get(f"{prefix}/", recurse=True)
     return sorted((e["Key"], e["Value"]) for e in entries or [])
+
+
+def inventory(prefix: str) -> list[tuple[str, bytes]]:
+    """The host records, slots and the admission key (what a forget may change; the daemons
+    write their locks, reports and events meanwhile)."""
+    return [(k, v) for k, v in everything(prefix)
+            if k.startswith((f"{prefix}/hosts/", f"{prefix}/slots/", f"{prefix}/admission"))]
+
+
+def host_keys(prefix: str, host: str) -> list[str]:
+    """The keys about ``host``: its record, the slot it holds, its reports and events."""
+    return [k for k, v in everything(prefix)
+            if k == f"{prefix}/hosts/{host}"
+            or (k.startswith(f"{prefix}/slots/") and v == host.encode())
+            or k.startswith((f"{prefix}/status/{host}/", f"{prefix}/events/{host}/"))]
 
 
 @pytest.fixture()
@@ -160,3 +178,60 @@ def test_the_python_api_places_containers_too(switchboard):
         assert json.loads(entry["Value"]) == {"y": "test-host", "z": "test-host"}
     finally:
         net.delete()
+
+
+FORGET = """
+name: sbt-forget
+networks:
+  lan: {subnet: 10.236.72.0/24}
+containers:
+  a: {networks: [lan]}
+"""
+
+
+def ready(sb: Switchboard) -> bool:
+    return hosts(sb).get("doomed-host", {}).get("state") == "ready"
+
+
+def killed(sb: Switchboard) -> None:
+    sb.kill(signal.SIGKILL)
+    assert wait_until(lambda: hosts(sb)["doomed-host"]["state"] == "down", TTL + 5,
+                      interval=0.5)
+
+
+def test_forget_refuses_a_live_host_and_an_unknown_one_changing_nothing(second):
+    assert wait_until(lambda: ready(second), 20), second.log_tail()
+    before = inventory(second.prefix)
+    result = second.cli("hosts", "forget", "doomed-host", check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "host doomed-host is up" in result.stderr and "Traceback" not in result.stderr
+    assert inventory(second.prefix) == before
+    unknown = second.cli("hosts", "forget", "nope", check=False)
+    assert unknown.returncode == 1 and "hosts: doomed-host" in unknown.stderr, unknown.stderr
+
+
+def test_a_dead_host_is_forgotten_once_nothing_runs_on_it(second, tmp_path):
+    assert wait_until(lambda: ready(second), 20), second.log_tail()
+    second.up(tmp_path, FORGET)
+    killed(second)
+    before = inventory(second.prefix)
+    refused = second.cli("hosts", "forget", "doomed-host", check=False)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "containers still run on host doomed-host (sbt-forget: a)" in refused.stderr
+    assert inventory(second.prefix) == before  # changes nothing
+
+    second.start()  # back, to take its topology down (`down` needs a ready host)
+    assert wait_until(lambda: ready(second), 20), second.log_tail()
+    second.cli("down", "sbt-forget")
+    killed(second)
+    assert host_keys(second.prefix, "doomed-host")  # record, slot, last reports, events
+    forgot = second.cli("hosts", "forget", "doomed-host", check=False)
+    assert forgot.returncode == 0, forgot.stdout + forgot.stderr
+    assert "forgot host doomed-host" in forgot.stdout
+    assert host_keys(second.prefix, "doomed-host") == []
+    assert hosts(second) == {}
+    assert "no host has registered" in second.cli("hosts").stdout
+
+    second.start()  # the machine comes back after all: it registers afresh
+    assert wait_until(lambda: ready(second), 20), second.log_tail()
+    assert hosts(second)["doomed-host"]["slot"] == 0
