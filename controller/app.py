@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,9 @@ from controller.flows import Flow, SelectGroup
 from controller.sync import diff_flows, diff_groups
 
 LOG = logging.getLogger("switchboard.controller")
+# When a fresh bridge has been programmed, the tunnel probes go out this long after it
+# (seconds): several, since the tunnel address may reach OVS's routing a little later.
+PROBE_DELAYS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.4)
 
 
 def _logged(handler: Any) -> Any:
@@ -49,6 +53,15 @@ class StatsReply:
     done: threading.Event = field(default_factory=threading.Event)
 
 
+@dataclass(frozen=True)
+class TunnelPeers:
+    """The tunnel port of a bridge on the userspace datapath and the other hosts' underlay
+    addresses, which that OVS resolves to MACs itself (see ``ofmsg.tunnel_probe``)."""
+
+    port: int
+    addresses: tuple[str, ...]
+
+
 @dataclass
 class SwitchState:
     """What we know about one connected bridge."""
@@ -61,6 +74,8 @@ class SwitchState:
     barriers: dict[int, threading.Event] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
     replies: dict[int, StatsReply] = field(default_factory=dict)  # asked by request_stats
+    fresh: bool = False  # it held no flow when it connected: an OVS that (re)started
+    probed: bool = False  # the tunnel probes went out (once per connection of a fresh bridge)
 
 
 class SwitchboardApp(app_manager.OSKenApp):
@@ -73,6 +88,8 @@ class SwitchboardApp(app_manager.OSKenApp):
         self.switches: dict[int, SwitchState] = {}
         self.wanted: list[Flow] | None = None
         self.wanted_groups: list[SelectGroup] = []
+        self.tunnel_peers: TunnelPeers | None = None  # set by the daemon before program()
+        self.probe_delays = PROBE_DELAYS
         self.group_mods_sent = 0
         self.flow_mods_sent = 0
         self.bundles_sent = 0
@@ -127,6 +144,7 @@ class SwitchboardApp(app_manager.OSKenApp):
             return
         state.pending_stats.discard(msg.xid)
         if not state.pending_stats:
+            state.fresh = not state.installed
             state.ready = True
             self.connected.set()
             self.wake.set()  # the daemon thread programs it: handlers must not block
@@ -185,10 +203,13 @@ class SwitchboardApp(app_manager.OSKenApp):
         """Make every connected bridge hold exactly ``flows`` and ``groups``; True if confirmed."""
         self.wanted = list(flows)
         self.wanted_groups = list(groups)
-        results = [
-            self._sync(state, timeout) if state.ready else False
-            for state in list(self.switches.values())
-        ]
+        results = []
+        for state in list(self.switches.values()):
+            synced = self._sync(state, timeout) if state.ready else False
+            if synced and state.fresh and not state.probed and self.tunnel_peers is not None:
+                state.probed = True
+                self._probe_tunnel(state.datapath, self.tunnel_peers)
+            results.append(synced)
         return bool(results) and all(results)
 
     def request_stats(self, make: Any, timeout: float = 2.0) -> list[Any]:
@@ -218,6 +239,27 @@ class SwitchboardApp(app_manager.OSKenApp):
         return bodies
 
     # --- internals ----------------------------------------------------------------------
+    def _probe_tunnel(self, dp: Any, peers: TunnelPeers) -> threading.Thread:
+        """Have a freshly started OVS learn every other host's underlay MAC now, before the
+        first packets to that host: on the userspace datapath OVS starts with an empty tunnel
+        neighbor cache and drops the packet whose translation sends the ARP request, so each
+        host's first packet (a new connection's SYN, retransmitted only after 1 s) was lost."""
+
+        def run() -> None:
+            start = time.monotonic()
+            for delay in self.probe_delays:
+                time.sleep(max(0.0, start + delay - time.monotonic()))
+                with self._lock:
+                    state = self.switches.get(dp.id)
+                    if state is None or state.datapath is not dp:
+                        return  # disconnected meanwhile; the next connection probes again
+                    for address in peers.addresses:
+                        dp.send_msg(ofmsg.tunnel_probe(dp, peers.port, address))
+
+        thread = threading.Thread(target=run, name="tunnel-probe", daemon=True)
+        thread.start()
+        return thread
+
     def _sync(self, state: SwitchState, timeout: float) -> bool:
         with self._lock:
             wanted = self.wanted or []

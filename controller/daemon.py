@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any
 
 from controller import registration
+from controller.app import TunnelPeers
 from controller.cluster import HostsWatch, site_of
 from controller.compiler import compile_pipeline
 from controller.config import DaemonConfig
@@ -45,6 +46,14 @@ from switchboard.store import Store, StoredTopology, consul_client
 
 LOG = logging.getLogger("switchboard.daemon")
 __all__ = ["Daemon", "DaemonConfig", "realisable"]
+
+
+def tunnel_peers(site: Site, tunnel_port: int | None) -> TunnelPeers | None:
+    """The tunnel port and every other host's underlay address, for the tunnel probes of a
+    userspace-datapath OVS; None without a tunnel port or another host to reach. Pure."""
+    addresses = tuple(sorted({peer.tunnel_ip for name, peer in site.peers.items()
+                              if name != site.host and peer.tunnel_ip}))
+    return TunnelPeers(tunnel_port, addresses) if tunnel_port and addresses else None
 
 
 class Daemon:
@@ -205,8 +214,10 @@ class Daemon:
         self._serve_dns(plans, errors)
         self.health.watch((p.name, s.name) for p in plans for s in p.services)
         passing = self.failover.adjust(plans, self.health.passing())
-        compiled = compile_pipeline(plans, ports, passing,
-                                    self.bridge.tunnel_ofport() if self.config.tunnel_ip else None)
+        tunnel_port = self.bridge.tunnel_ofport() if self.config.tunnel_ip else None
+        compiled = compile_pipeline(plans, ports, passing, tunnel_port)
+        self.app.tunnel_peers = (tunnel_peers(site, tunnel_port)
+                                 if self.bridge.datapath == "netdev" else None)
         pending: dict[str, str] = {}
         if not self.app.connected.is_set():
             for plan in plans:

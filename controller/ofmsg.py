@@ -130,6 +130,27 @@ def group_mod(dp: Any, group: SelectGroup, command: str) -> Any:
     return parser.OFPGroupMod(dp, commands[command], ofp.OFPGT_SELECT, group.group_id, buckets)
 
 
+# Broadcast, a locally administered source and the IEEE local experimental EtherType, padded to
+# the Ethernet minimum: a frame no host's pipeline takes in (it matches no network's VNI either).
+TUNNEL_PROBE = bytes.fromhex("ffffffffffff" "020000000001" "88b5") + bytes(46)
+
+
+def tunnel_probe(dp: Any, tunnel_port: int, remote_ip: str) -> Any:
+    """A packet-out of :data:`TUNNEL_PROBE` through the tunnel port to ``remote_ip`` with VNI 0.
+
+    On the userspace datapath, translating it makes OVS resolve ``remote_ip``'s underlay MAC
+    (its tunnel neighbor cache; an ARP request when the entry is missing). The probe itself is
+    dropped while the MAC is unknown, and by the other host's pipeline once it is known."""
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    actions = [
+        parser.OFPActionSetField(tunnel_id=0),
+        parser.OFPActionSetField(tun_ipv4_dst=remote_ip),
+        parser.OFPActionOutput(tunnel_port, 0),
+    ]
+    return parser.OFPPacketOut(datapath=dp, buffer_id=ofp.OFP_NO_BUFFER,
+                               in_port=ofp.OFPP_CONTROLLER, actions=actions, data=TUNNEL_PROBE)
+
+
 def group_desc_request(dp: Any) -> Any:
     """Ask for every group on the switch."""
     return dp.ofproto_parser.OFPGroupDescStatsRequest(dp, 0)
