@@ -60,6 +60,10 @@ def create_host(lab: Lab, host: Host) -> None:
         ip("-n", host.netns, "link", "set", inside, "up")
     ip("-n", host.netns, "addr", "add", f"{host.control_ip}/{host.prefixlen_control}",
        "dev", "ul0")
+    # ul0 shares the underlay's segment with the tunnels: it answers ARP only for its own
+    # address, never for the tunnel address with its MAC (a peer's OVS takes the last reply)
+    subprocess.run(["ip", "netns", "exec", host.netns, "sh", "-c",
+                    "echo 1 >/proc/sys/net/ipv4/conf/ul0/arp_ignore"], check=True)
     if lab.datapath == "system":
         ip("-n", host.netns, "addr", "add", f"{host.tunnel_ip}/{host.prefixlen_tunnel}",
            "dev", "ul1")

@@ -136,6 +136,10 @@ if [ -n "$tunnel_ip" ] && [ -n "$tunnel_port" ] && [ "$datapath" = netdev ]; the
     -- --may-exist add-port sb-ul "$tunnel_port"
   ovs-ofctl del-flows sb-ul && ovs-ofctl add-flow sb-ul priority=0,actions=NORMAL
   ip link set "$tunnel_port" up
+  # The port is OVS's now, but the kernel still sees its frames: it must not answer ARP for
+  # the tunnel address there with the port's own MAC. (OVS learns a peer's underlay MAC from
+  # whichever reply comes last; a wrong one cut traffic to that host until OVS asked again.)
+  echo 1 >"/proc/sys/net/ipv4/conf/$tunnel_port/arp_ignore"
   ip addr replace "$tunnel_ip" dev sb-ul  # the tap goes when ovs-vswitchd does: set it again
   ip link set sb-ul up
   echo "tunnel address $tunnel_ip on OVS bridge sb-ul (port $tunnel_port)"
