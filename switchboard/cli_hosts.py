@@ -61,8 +61,7 @@ def hosts(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def forget_cmd(ctx: click.Context, name: str) -> None:
     """Forget host NAME, which has left the cluster for good: its record, the slot it holds,
-    its status reports and its events, in one transaction. Every daemon then drops its
-    tunnel to it.
+    its status reports and its events, in one transaction.
 
     Refused, changing nothing, while the host is up or containers still run on it (they are
     named: those that name no host move once it has been down for the reschedule grace

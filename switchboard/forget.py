@@ -1,8 +1,9 @@
 """Forgetting a host that has left the cluster for good: its record, slot, reports and events.
 
 A host's record is kept forever (:mod:`switchboard.hosts`), so a machine taken out of the
-cluster would stay in ``switchboard hosts`` as ``down``, and every daemon would keep a tunnel
-port towards its address. ``switchboard hosts forget NAME`` removes what Switchboard keeps
+cluster would stay in ``switchboard hosts`` as ``down``, its underlay MTU would still bound
+the overlay's, and restarted switches would still probe its tunnel address. ``switchboard
+hosts forget NAME`` removes what Switchboard keeps
 about it, in one KV transaction with a check-and-set on the admission key (so no ``up``
 places anything on it meanwhile), and only when nothing depends on it any more:
 
