@@ -3,9 +3,9 @@
 A host's record is kept forever (:mod:`switchboard.hosts`), so a machine taken out of the
 cluster would stay in ``switchboard hosts`` as ``down``, its underlay MTU would still bound
 the overlay's, and restarted switches would still probe its tunnel address. ``switchboard
-hosts forget NAME`` removes what Switchboard keeps
-about it, in one KV transaction with a check-and-set on the admission key (so no ``up``
-places anything on it meanwhile), and only when nothing depends on it any more:
+hosts forget NAME`` removes what Switchboard keeps about it, in one KV transaction with a
+check-and-set on the admission key (so no ``up`` places anything on it meanwhile), and only
+when nothing depends on it any more:
 
 - it is down (Consul says its agent or daemon is gone): a live host is never forgotten;
 - no container is placed on it. Containers that name no host move to a ready host once the
