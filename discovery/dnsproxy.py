@@ -249,11 +249,28 @@ class DnsProxy:
         response, fewer = scoping.service_answer(query, found, self.domain)
         return scoping.to_wire(response, limit, fewer, len(found))
 
-    def _servers_for(self, query: dns.message.Message) -> tuple[list[Server], bool]:
-        """(servers, whether they are Consul's) for a query to forward."""
+    def _servers_for(self, query: dns.message.Message) -> list[Server]:
+        """Where a query that is not answered here goes: Consul's DNS or the host's."""
         if is_consul_name(query.question[0].name.to_text(), self.domain):
-            return [self.consul], True
-        return self.upstreams(), False
+            return [self.consul]
+        return self.upstreams()
+
+    def _respond(
+        self, query: dns.message.Message, address: str, source: str,
+        forward: Callable[[list[Server]], bytes | None], tcp: bool = False,
+    ) -> bytes:
+        """The response to an admitted query from ``source``: built here, or what
+        ``forward`` gets from the servers it goes to, or SERVFAIL. Gives the source's slot
+        back (see :mod:`discovery.ratelimit`) and counts the response."""
+        try:
+            answer = self.answer(query, address, tcp)
+            if answer is None:
+                answer = forward(self._servers_for(query)) or servfail(query)
+        finally:
+            self.limiter.done(source)
+        if self.on_answer is not None:
+            self.on_answer(answer)
+        return answer
 
     # -- serving -------------------------------------------------------------------------
 
@@ -308,15 +325,8 @@ class DnsProxy:
         self, sock: socket.socket, address: str, query: dns.message.Message, packet: bytes,
         peer: tuple,
     ) -> None:
-        try:
-            answer = self.answer(query, address)
-            if answer is None:
-                servers, _ = self._servers_for(query)
-                answer = forward_udp(packet, servers, self.timeout) or servfail(query)
-        finally:
-            self.limiter.done(peer[0])
-        if self.on_answer is not None:
-            self.on_answer(answer)
+        answer = self._respond(query, address, peer[0],
+                               lambda servers: forward_udp(packet, servers, self.timeout))
         try:
             sock.sendto(answer, peer)
         except OSError as exc:
@@ -340,15 +350,9 @@ class DnsProxy:
                     return
                 if not self._admit(source):
                     continue
-                try:
-                    answer = self.answer(query, address, tcp=True)
-                    if answer is None:
-                        answer = forward_tcp(query, self._servers_for(query)[0],
-                                             self.timeout) or servfail(query)
-                finally:
-                    self.limiter.done(source)
-                if self.on_answer is not None:
-                    self.on_answer(answer)
+                answer = self._respond(
+                    query, address, source,
+                    lambda servers, q=query: forward_tcp(q, servers, self.timeout), tcp=True)
                 dns.query.send_tcp(conn, answer, time.time() + 10.0)
         except Exception:  # noqa: BLE001 - any bytes from a container: drop the connection
             pass
