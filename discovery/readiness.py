@@ -22,10 +22,8 @@ wait for other instances' registrations.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -33,14 +31,12 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from discovery.instances import CONTAINER_KEY, TOPOLOGY_KEY, CheckSpec, Instance
-from plumbing.netns import NETNS_DIR
+from plumbing.netns import NETNS_DIR, NetnsError, enter_netns
 from switchboard import naming
 
 __all__ = ["check_passes", "container_netns", "passes_in_netns", "register_when_ready"]
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def check_passes(spec: CheckSpec, timeout: float = 0.25) -> bool:
@@ -64,15 +60,16 @@ def passes_in_netns(netns: str, spec: CheckSpec, timeout: float = 0.25) -> bool:
         target = os.open(NETNS_DIR / netns, os.O_RDONLY)
     except OSError:
         return False
-    home = os.open(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        if _libc.setns(target, _CLONE_NEWNET) != 0:
+        try:
+            enter_netns(target, f"namespace {netns}")
+        except NetnsError:
             return False
         try:
             return check_passes(spec, timeout)
-        finally:
-            if _libc.setns(home, _CLONE_NEWNET) != 0:  # never left in a container's namespace
-                raise OSError(ctypes.get_errno(), f"cannot leave network namespace {netns}")
+        finally:  # never left in a container's namespace: NetnsError if it cannot leave
+            enter_netns(home, "the root namespace")
     finally:
         os.close(target)
         os.close(home)

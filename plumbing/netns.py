@@ -185,7 +185,8 @@ def delete_links(names: Iterable[str]) -> None:
 # -- inside namespaces -------------------------------------------------------------------
 
 
-def _setns(fd: int, what: str) -> None:
+def enter_netns(fd: int, what: str) -> None:
+    """Move the calling thread into the network namespace open as ``fd`` (NetnsError)."""
     if _libc.setns(fd, _CLONE_NEWNET) != 0:
         errno = ctypes.get_errno()
         raise NetnsError(f"setns into {what} failed: {os.strerror(errno)}")
@@ -290,7 +291,7 @@ def _configure_in_namespaces(by_ns: dict[str, list[IfaceConfig]], errors: list[s
                 errors.append(f"namespace {ns}: {err.strerror}")
                 continue
             try:
-                _setns(fd, f"namespace {ns}")
+                enter_netns(fd, f"namespace {ns}")
             except NetnsError as err:
                 errors.append(str(err))
                 continue
@@ -307,7 +308,7 @@ def _configure_in_namespaces(by_ns: dict[str, list[IfaceConfig]], errors: list[s
                 errors.append(f"namespace {ns}: {err}")
     finally:
         try:
-            _setns(home, "the root namespace")
+            enter_netns(home, "the root namespace")
         finally:
             os.close(home)
 

@@ -19,7 +19,7 @@ from pyroute2.netlink import NETLINK_ROUTE, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DON
 from pyroute2.netlink.rtnl import RTM_GETADDR, RTM_GETLINK, RTM_GETROUTE
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_NOARP, IFF_UP
 
-from plumbing.netns import NETNS_DIR, NetnsError, _setns
+from plumbing.netns import NETNS_DIR, NetnsError, enter_netns
 
 _IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_LINK, _IFLA_LINKINFO = 1, 3, 4, 5, 18
 _IFLA_INFO_KIND = 1
@@ -193,7 +193,7 @@ def _read_namespaces(names: list[str], out: ObservedInterfaces) -> None:
                 out.errors[ns] = err.strerror or str(err)
                 continue
             try:
-                _setns(fd, f"namespace {ns}")
+                enter_netns(fd, f"namespace {ns}")
                 out.namespaces[ns] = _read_here(routes=True, buffer=buffer)
             except (NetnsError, OSError) as err:
                 out.errors[ns] = str(err)
@@ -201,7 +201,7 @@ def _read_namespaces(names: list[str], out: ObservedInterfaces) -> None:
                 os.close(fd)
     finally:
         try:
-            _setns(home, "the root namespace")
+            enter_netns(home, "the root namespace")
         finally:
             os.close(home)
 
