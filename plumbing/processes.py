@@ -25,7 +25,7 @@ import select
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -268,17 +268,8 @@ def end_leftovers(rec: ProcessRecord) -> list[int]:
     reach of the pid file); their PIDs. Nothing while the leader itself runs."""
     if _alive(rec):
         return []
-    left = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            state, _ppid, pgrp = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[:3]
-        except (OSError, IndexError):
-            continue
-        pid = int(entry.name)
-        if int(pgrp) == rec.pid and state not in ("Z", "X") and _in_netns(pid, rec.netns):
-            left.append(pid)
+    left = [pid for pid, pgrp in _live_processes()
+            if pgrp == rec.pid and _in_netns(pid, rec.netns)]
     for pid in left:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -297,21 +288,23 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def _live_groups() -> set[int]:
-    """Process groups with a member that is not a zombie. A group whose members are all
-    zombies is gone: its orphans wait for init to reap them, which may take a while."""
-    groups = set()
+def _live_processes() -> Iterator[tuple[int, int]]:
+    """(PID, process group) of every process that is not a zombie."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
+        try:  # the command name may hold spaces and parentheses
+            state, _ppid, pgrp = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError):
             continue
-        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
         if state not in ("Z", "X"):
-            groups.add(int(pgrp))
-    return groups
+            yield int(entry.name), int(pgrp)
+
+
+def _live_groups() -> set[int]:
+    """Process groups with a member that is not a zombie. A group whose members are all
+    zombies is gone: its orphans wait for init to reap them, which may take a while."""
+    return {pgrp for _pid, pgrp in _live_processes()}
 
 
 def _wait_groups_gone(groups: list[int], timeout: float) -> list[int]:
