@@ -214,7 +214,7 @@ class Daemon:
         self._serve_dns(plans, errors)
         self.health.watch((p.name, s.name) for p in plans for s in p.services)
         passing = self.failover.adjust(plans, self.health.passing())
-        tunnel_port = self.bridge.tunnel_ofport() if self.config.tunnel_ip else None
+        tunnel_port = self._tunnel_port()
         compiled = compile_pipeline(plans, ports, passing, tunnel_port)
         self.app.tunnel_peers = (tunnel_peers(site, tunnel_port)
                                  if self.bridge.datapath == "netdev" else None)
@@ -242,10 +242,12 @@ class Daemon:
         command exited: the VIPs let them go without waiting for the plumbing."""
         if self._ports is not None and self.app.connected.is_set():
             passing = self.failover.adjust(plans, self.health.passing())
-            compiled = compile_pipeline(
-                plans, self._ports, passing,
-                self.bridge.tunnel_ofport() if self.config.tunnel_ip else None)
+            compiled = compile_pipeline(plans, self._ports, passing, self._tunnel_port())
             self.app.program(compiled.flows, compiled.groups)
+
+    def _tunnel_port(self) -> int | None:
+        """The bridge's tunnel port number when this host has a tunnel address."""
+        return self.bridge.tunnel_ofport() if self.config.tunnel_ip else None
 
     def _plan_services(
         self, desired: dict[str, StoredTopology], errors: dict[str, str], site: Site
