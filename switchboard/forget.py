@@ -24,11 +24,14 @@ Consul's own member list is Consul's: a failed node leaves it after ``reconnect_
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from switchboard import hosts as host_inventory
 from switchboard.desired import StoredTopology
 from switchboard.hosts import Hosts
+
+if TYPE_CHECKING:
+    from switchboard.store import Store
 
 __all__ = ["ForgetRefused", "forget", "placed_on", "refusal"]
 
@@ -73,7 +76,7 @@ def refusal(host: str, hosts: Hosts, applied: Mapping[str, StoredTopology]) -> s
     return f"containers still run on host {host} ({where}): {advice}"
 
 
-def forget(store: Any, host: str) -> list[str]:
+def forget(store: Store, host: str) -> list[str]:
     """Forget ``host`` (see the module's docstring): the keys removed. Raises
     :class:`ForgetRefused` when :func:`refusal` says no, or when something was admitted
     meanwhile (then nothing changed: ask again)."""
