@@ -229,13 +229,27 @@ def test_down_removes_resolver_files_and_listeners(switchboard, tmp_path, host_r
 # --------------------------------------------------------------------------- the forwarder
 
 
+def bind_udp_and_tcp() -> tuple[socket.socket, socket.socket]:
+    """A UDP and a listening TCP socket on one free port of 127.0.0.1.
+
+    The kernel picks a free UDP port; the same number may be taken for TCP (by another
+    test's connection, say), so another port is tried then.
+    """
+    for _ in range(50):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        try:
+            return udp, socket.create_server(("127.0.0.1", udp.getsockname()[1]))
+        except OSError:
+            udp.close()
+    raise RuntimeError("no port of 127.0.0.1 free for both UDP and TCP")
+
+
 class FakeUpstream:
     """A DNS server on 127.0.0.1 answering every A query with 192.0.2.7 (UDP and TCP)."""
 
     def __init__(self) -> None:
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", 0))
-        self.tcp = socket.create_server(("127.0.0.1", self.udp.getsockname()[1]))
+        self.udp, self.tcp = bind_udp_and_tcp()
         self.address = self.udp.getsockname()
         self.asked: list[str] = []
         for target in (self._serve_udp, self._serve_tcp):
@@ -277,10 +291,10 @@ class FakeUpstream:
 @pytest.fixture
 def forwarder() -> Iterator[tuple[DnsProxy, FakeUpstream, tuple[str, int]]]:
     upstream = FakeUpstream()
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
+    udp, tcp = bind_udp_and_tcp()  # a port free for both, given to the proxy
+    port = udp.getsockname()[1]
+    udp.close()
+    tcp.close()
     proxy = DnsProxy(("127.0.0.1", 8600), upstreams=lambda: [upstream.address], port=port)
     assert proxy.listen(["127.0.0.1"]) == {}
     yield proxy, upstream, ("127.0.0.1", port)
