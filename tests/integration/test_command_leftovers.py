@@ -76,3 +76,26 @@ def test_the_children_of_a_leader_killed_alone_are_ended(netns: str, tmp_path: P
         processes.stop(pid_file)
         for pid in group(leader):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_stopping_several_dead_leaders_at_once_ends_all_their_children(netns: str,
+                                                                      tmp_path: Path) -> None:
+    """What ``down`` does: stop_all of commands whose leaders died (one /proc scan for all),
+    next to one that still runs."""
+    pid_files = [tmp_path / f"c{i}.pid" for i in range(3)]
+    leaders = [processes.start(netns, COMMAND, tmp_path / f"c{i}.log", pid_files[i])
+               for i in range(3)]
+    try:
+        assert wait_for(lambda: all(len(group(leader)) == 3 for leader in leaders))
+        for leader in leaders[:2]:
+            os.kill(leader, signal.SIGKILL)
+        assert wait_for(lambda: all(leader not in group(leader) for leader in leaders[:2]))
+        assert all(group(leader) for leader in leaders[:2])  # their children live on
+        processes.stop_all(pid_files)
+        assert wait_for(lambda: not any(group(leader) for leader in leaders)), \
+            [group(leader) for leader in leaders]
+        assert not any(p.exists() for p in pid_files)
+    finally:
+        for leader in leaders:
+            for pid in group(leader):
+                os.kill(pid, signal.SIGKILL)
