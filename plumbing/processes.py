@@ -14,6 +14,10 @@ pid file (atomically, by rename). ``STATUS`` is what ``wait`` gives: the exit co
 the signal number for a command killed by a signal. The wrapper sits in another session,
 so stopping the command's group leaves it to record that exit; killing the wrapper itself
 leaves the command running (its exit status is then unknown).
+
+A daemon killed after starting a command and before writing its pid file leaves it running
+unnamed; the command carries its pid file's name in its environment, so the next start
+adopts it instead of starting a second copy, and a stop ends it (:mod:`plumbing.orphans`).
 """
 
 from __future__ import annotations
@@ -30,15 +34,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from plumbing import orphans
 from plumbing.netns import netns_inode
 from switchboard.private import open_private, private_dir, write_private
 from switchboard.token import without_secrets
 
 _wrappers: list[subprocess.Popen] = []  # wrappers this daemon started (reaped by reap())
 
-# $1: the exit file, $2: the command. Its standard input is the pipe on which it sends the
-# command's PID (then it lets go of it: the command's input is /dev/null, as before).
-WRAPPER = r"""setsid sh -c "$2" </dev/null &
+# $1: the exit file, $2: the command, $3: the pid file (the command's mark, see
+# plumbing.orphans). Its standard input is the pipe on which it sends the command's PID (then
+# it lets go of it: the command's input is /dev/null, as before).
+WRAPPER = r"""SWITCHBOARD_PID_FILE="$3" setsid sh -c "$2" </dev/null &
 pid=$!
 echo "$pid" >&0
 exec </dev/null
@@ -146,11 +152,14 @@ def start_all(starts: Sequence[Start], batch: int = 16) -> list[int]:
     """Start several commands as :func:`start` does; their PIDs. ``batch`` wrappers at a time
     are launched before their PIDs are read, so that their start-ups overlap, and each pid
     file is written as soon as its PID is known (a daemon killed meanwhile leaves at most a
-    batch of commands it has no pid file for). A command that cannot start raises
-    ProcessError, once every other one has started and has its pid file."""
+    batch of commands it has no pid file for, which the next start adopts). A command that
+    cannot start raises ProcessError, once every other one has started and has its pid
+    file."""
     reap()
     errors: list[ProcessError] = []
-    pids: list[int] = []
+    adopted = _adopt(starts)
+    pids = list(adopted.values())
+    starts = [one for one in starts if one.pid_path not in adopted]
     for first in range(0, len(starts), batch):
         launched = []
         for one in starts[first:first + batch]:
@@ -166,15 +175,31 @@ def start_all(starts: Sequence[Start], batch: int = 16) -> list[int]:
                 continue
             finally:
                 os.close(read_end)
-            record = {"starttime": _starttime(pid) or 0, "netns": one.netns,
-                      "command": one.command}
-            write_private(one.pid_path, f"{pid}\n{json.dumps(record)}\n")
+            _write_record(one, pid, _starttime(pid) or 0)
             pids.append(pid)
     for pid in pids:
         _settle(pid)
     if errors:
         raise errors[0]
     return pids
+
+
+def _adopt(starts: Sequence[Start]) -> dict[Path, int]:
+    """Give the commands about to start that already run without a pid file (a daemon
+    killed before it wrote it) their pid file, and end their stray copies; pid file -> the
+    adopted PID."""
+    wanted = {one.pid_path: netns_inode(one.netns) for one in starts
+              if not is_running(one.pid_path)}
+    adopted = orphans.sweep(wanted)
+    for one in starts:
+        if (found := adopted.get(one.pid_path)) is not None:
+            _write_record(one, found.pid, found.starttime)
+    return {path: found.pid for path, found in adopted.items()}
+
+
+def _write_record(one: Start, pid: int, starttime: int) -> None:
+    record = {"starttime": starttime, "netns": one.netns, "command": one.command}
+    write_private(one.pid_path, f"{pid}\n{json.dumps(record)}\n")
 
 
 def _launch(one: Start) -> tuple[subprocess.Popen, int]:
@@ -193,7 +218,7 @@ def _launch(one: Start) -> tuple[subprocess.Popen, int]:
             log.flush()
             proc = subprocess.Popen(
                 ["ip", "netns", "exec", one.netns, "sh", "-c", WRAPPER, "switchboard-run",
-                 str(exit_path(one.pid_path)), one.command],
+                 str(exit_path(one.pid_path)), one.command, str(one.pid_path)],
                 stdin=write_end, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, close_fds=True,
                 env=without_secrets(dict(os.environ)),  # not the daemon's Consul token
@@ -259,6 +284,7 @@ def stop_all(pid_paths: Iterable[Path], timeout: float = 3.0) -> None:
     for pgid in left:
         _signal_group(pgid, signal.SIGKILL)
     _wait_groups_gone(left, 1.0)
+    orphans.end_marked(paths)  # what no pid file named, or left its group
     for path in paths:
         path.unlink(missing_ok=True)
 

@@ -99,3 +99,75 @@ def test_stopping_several_dead_leaders_at_once_ends_all_their_children(netns: st
         for leader in leaders:
             for pid in group(leader):
                 os.kill(pid, signal.SIGKILL)
+
+
+def marked(pid_file: Path) -> list[int]:
+    """Live processes whose environment carries the pid file's mark."""
+    needle = f"SWITCHBOARD_PID_FILE={pid_file}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_command_whose_pid_file_was_never_written_is_adopted_not_started_twice(
+        netns: str, tmp_path: Path) -> None:
+    """A daemon killed between starting a command and writing its pid file: the next start
+    takes the running command (same PID, same exit-status file) instead of a second copy."""
+    log, pid_file = tmp_path / "c.log", tmp_path / "c.pid"
+    leader = processes.start(netns, COMMAND, log, pid_file)
+    try:
+        assert wait_for(lambda: len(group(leader)) == 3)
+        pid_file.unlink()  # never written
+        assert processes.start(netns, COMMAND, log, pid_file) == leader
+        assert processes.is_running(pid_file)
+        assert sorted(marked(pid_file)) == sorted(group(leader))  # no second copy
+        assert log.read_text().count("starting in") == 1
+        processes.stop(pid_file)
+        assert wait_for(lambda: not marked(pid_file))
+        assert wait_for(lambda: processes.read_exit(pid_file, leader) is not None)
+    finally:
+        for pid in marked(pid_file):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_copy_left_in_a_namespace_made_again_is_ended(netns: str, tmp_path: Path) -> None:
+    """The namespace was deleted and made again (the daemon repairs what it finds broken): the
+    command left in the old one, unreachable, is ended, and one runs in the new one."""
+    log, pid_file = tmp_path / "c.log", tmp_path / "c.pid"
+    old = processes.start(netns, COMMAND, log, pid_file)
+    try:
+        assert wait_for(lambda: len(group(old)) == 3)
+        pid_file.unlink()
+        subprocess.run(["ip", "netns", "del", netns], check=True)
+        subprocess.run(["ip", "netns", "add", netns], check=True)
+        new = processes.start(netns, COMMAND, log, pid_file)
+        assert new != old
+        assert wait_for(lambda: not group(old)), group(old)
+        assert wait_for(lambda: sorted(marked(pid_file)) == sorted(group(new)))
+    finally:
+        processes.stop(pid_file)
+        for pid in marked(pid_file):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_stop_ends_a_command_no_pid_file_names_and_what_left_its_group(
+        netns: str, tmp_path: Path) -> None:
+    """``down`` of a command whose pid file was never written, and of a child that made a
+    session of its own (a daemonizing command): nothing carrying its mark is left."""
+    log, pid_file = tmp_path / "c.log", tmp_path / "c.pid"
+    leader = processes.start(netns, "setsid sleep 303 & sleep 304 & wait", log, pid_file)
+    try:
+        assert wait_for(lambda: len(marked(pid_file)) == 3)
+        pid_file.unlink()
+        processes.stop_all([pid_file])
+        assert wait_for(lambda: not marked(pid_file)), marked(pid_file)
+        assert not group(leader)
+    finally:
+        for pid in marked(pid_file):
+            os.kill(pid, signal.SIGKILL)

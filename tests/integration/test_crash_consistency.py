@@ -183,6 +183,9 @@ def assert_all_answer_and_status_agrees(sb: Switchboard, names: list[str], mtu: 
     assert not bad, bad[:3]
     silent = unanswered([r["ip"] for r in rows])
     assert not silent, f"{len(silent)} of {len(rows)} do not answer, e.g. {sorted(silent)[:5]}"
+    running = marked_processes(sb)  # each command once, however often the daemon died
+    assert {c: len({os.getpgid(p) for p in running.get(c, [])}) for c in COMMANDS
+            if c in names} == {c: 1 for c in COMMANDS if c in names}, running
     sample = RNG.sample(rows, 3)
     for row in sample:  # the interface itself, as planned
         out = sh(f"ip -n {row['netns']} -o link show eth0").stdout
@@ -201,8 +204,27 @@ def nothing_left(sb: Switchboard, agent: Agent, names: list[str], pids: list[int
     _, keys = agent.client().kv.get(f"{sb.prefix}/", keys=True, recurse=True)
     left += [k for k in keys or [] if f"/{TOPOLOGY}" in k]
     left += [f"pid {p}" for p in pids if Path(f"/proc/{p}").exists()]
+    left += [f"{c}'s command (pid {p})" for c, ps in marked_processes(sb).items() for p in ps]
     left += [str(p) for p in Path("/etc/netns").glob(f"sb-{TOPOLOGY}-*")]
     return left
+
+
+def marked_processes(sb: Switchboard) -> dict[str, list[int]]:
+    """Container -> live processes carrying its command's mark (its pid file's name, set by
+    the wrapper whether or not the pid file was written)."""
+    needle = f"SWITCHBOARD_PID_FILE={sb.state_dir / 'pids' / TOPOLOGY}/".encode()
+    found: dict[str, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for var in environ:
+            if var.startswith(needle):
+                found.setdefault(Path(var.decode()).stem, []).append(int(entry.name))
+    return found
 
 
 def command_pids(sb: Switchboard) -> list[int]:
@@ -339,3 +361,27 @@ def test_consul_agent_restarted_during_up_is_survived(sb, agent, tmp_path):
     assert_all_answer_and_status_agrees(sb, ALL, 1500)
     sb.cli("down", TOPOLOGY, timeout=120)
     assert not nothing_left(sb, agent, ALL, [])
+
+
+def test_a_command_started_by_a_daemon_killed_before_its_pid_file_runs_once(sb, agent,
+                                                                          tmp_path):
+    """The daemon was killed after starting a command and before writing its pid file: the
+    next daemon takes that command as it runs (same PID) instead of starting a second copy."""
+    names = ["c0", "c1", "c2", "c3"]
+    sb.cli("up", str(write(tmp_path, names)), timeout=150)
+    try:
+        before = marked_processes(sb)["c0"]
+        sb.kill()  # SIGKILL
+        (sb.state_dir / "pids" / TOPOLOGY / "c0.pid").unlink()
+        sb.start()
+        sb.wait_ready()
+        assert wait_until(lambda: (sb.state_dir / "pids" / TOPOLOGY / "c0.pid").exists(), 20)
+        assert int((sb.state_dir / "pids" / TOPOLOGY / "c0.pid").read_text().split()[0]) \
+            == before[0]
+        assert marked_processes(sb)["c0"] == before
+        assert wait_until(lambda: report(sb).get("state") == "converged", 30), report(sb)
+        assert_all_answer_and_status_agrees(sb, names, 1500)
+    finally:
+        restart(sb)
+        sb.cli("down", TOPOLOGY, timeout=120)
+    assert not nothing_left(sb, agent, names, [])
