@@ -80,7 +80,7 @@ def _follow_vip(
 @click.option("--tcp", "tcp_port", type=PORT, metavar="PORT", help="A TCP SYN to PORT.")
 @click.option("--udp", "udp_port", type=PORT, metavar="PORT", help="A UDP datagram to PORT.")
 @click.option("--icmp", is_flag=True, help="An ICMP echo request (the default).")
-@click.option("--topology", help="The topology of CONTAINER, when several have that name.")
+@click.option("-t", "--topology", help="The topology of CONTAINER, when several have that name.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
 def trace(

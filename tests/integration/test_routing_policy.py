@@ -277,7 +277,7 @@ def test_trace_of_a_refused_connection_is_dropped_in_the_policy_stage(switchboar
     assert _stages(result)[-1] == "policy"
     assert result["verdict"]["dropped_in"] == "policy"
     assert result["verdict"]["delivered"] == []
-    text = switchboard.cli("trace", "web", API, "--udp", "5454", "--topology", "sbt-policy").stdout
+    text = switchboard.cli("trace", "web", API, "--udp", "5454", "-t", "sbt-policy").stdout
     assert text.splitlines()[-1] == (
         "verdict: dropped in stage policy: no policy allows this new connection")
 
