@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from switchboard import graph, ipam
+from switchboard import ipam
+from switchboard.cli import graph
 from switchboard.model import load_topology
 
 SHOP = (Path(__file__).resolve().parents[2] / "topologies" / "shop.yaml").read_text()

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from switchboard import ipam
+from switchboard.cli.logs import LogsError, check_here, find, follow, last_lines
 from switchboard.desired import StoredTopology
-from switchboard.logs import LogsError, check_here, find, follow, last_lines
 from switchboard.model import load_topology
 
 SHOP = (Path(__file__).resolve().parents[2] / "topologies" / "shop.yaml").read_text()

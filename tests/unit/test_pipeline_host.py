@@ -148,7 +148,7 @@ def test_across_hosts_a_container_cannot_reach_another_hosts_address():
 
 
 def test_the_picture_draws_a_to_host_policy_to_the_host_addresses() -> None:
-    from switchboard import graph
+    from switchboard.cli import graph
 
     pic = graph.picture(load_topology(OPEN_9100))
     assert graph.Node("hostaddr__shop__host", "host", ("host addresses",)) in pic.nodes

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from switchboard.statusview import host_states, merged_rows
+from switchboard.cli.statusview import host_states, merged_rows
 
 
 def row(container: str, ip: str, state: str = "running") -> dict:

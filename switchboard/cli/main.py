@@ -14,11 +14,11 @@ from rich.table import Table
 from switchboard import hosts as host_inventory
 from switchboard import reach
 from switchboard.apply import ApplyError, apply_topology, remove_topology
-from switchboard.cli_output import console, err_console
-from switchboard.cli_output import fail as _fail
+from switchboard.cli.output import console, err_console
+from switchboard.cli.output import fail as _fail
+from switchboard.cli.statusview import host_states, merged_rows
 from switchboard.model import TopologyError, load_topology_file
 from switchboard.placement import PlacementError
-from switchboard.statusview import host_states, merged_rows
 from switchboard.store import DEFAULT_CONSUL, Store
 from switchboard.token import TokenError
 from switchboard.token import give as give_token
@@ -259,30 +259,30 @@ def _print_topology(topo: dict[str, Any]) -> None:
                           f"{escape(r['note'])}[/yellow]", highlight=False, soft_wrap=True)
 
 
-from switchboard.cli_controller import controller  # noqa: E402
+from switchboard.cli.controller import controller  # noqa: E402
 
 main.add_command(controller)
 
-from switchboard.cli_hosts import hosts  # noqa: E402
+from switchboard.cli.hosts import hosts  # noqa: E402
 
 main.add_command(hosts)
 
-from switchboard.cli_trace import trace  # noqa: E402
+from switchboard.cli.trace import trace  # noqa: E402
 
 main.add_command(trace)
 
-from switchboard.cli_services import resolve, services  # noqa: E402
+from switchboard.cli.services import resolve, services  # noqa: E402
 
 main.add_command(services)
 main.add_command(resolve)
 
-from switchboard.cli_ops import graph_cmd, logs_cmd, plan  # noqa: E402
+from switchboard.cli.ops import graph_cmd, logs_cmd, plan  # noqa: E402
 
 main.add_command(graph_cmd, "graph")
 main.add_command(plan)
 main.add_command(logs_cmd, "logs")
 
-from switchboard.cli_events import events_cmd  # noqa: E402
+from switchboard.cli.events import events_cmd  # noqa: E402
 
 main.add_command(events_cmd, "events")
 
@@ -291,5 +291,3 @@ from lab.cli import lab  # noqa: E402
 main.add_command(lab)
 
 
-if __name__ == "__main__":
-    main()

@@ -13,9 +13,10 @@ import click
 import consul
 import graphviz
 
-from switchboard import changes, graph, logs, reach
+from switchboard import changes, reach
 from switchboard.apply import Decision, decide
-from switchboard.cli_output import fail as _fail
+from switchboard.cli import graph, logs
+from switchboard.cli.output import fail as _fail
 from switchboard.model import Topology, TopologyError, load_topology_file
 from switchboard.placement import PlacementError
 from switchboard.store import Store

@@ -12,8 +12,8 @@ from rich.table import Table
 
 from switchboard import hosts as host_inventory
 from switchboard import reach
-from switchboard.cli_output import console, err_console
-from switchboard.cli_output import fail as _fail
+from switchboard.cli.output import console, err_console
+from switchboard.cli.output import fail as _fail
 from switchboard.forget import ForgetRefused, forget
 from switchboard.placement import load_of
 from switchboard.store import Store

@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from switchboard.cli_output import err_console
-from switchboard.cli_output import fail as _fail
+from switchboard.cli.output import err_console
+from switchboard.cli.output import fail as _fail
 
 
 @click.command()

@@ -13,8 +13,8 @@ from discovery import lookup
 from discovery.dnsproxy import parse_server
 from discovery.listing import health_entries, instance_rows, vip_rows
 from switchboard import reach
-from switchboard.cli_output import console
-from switchboard.cli_output import fail as _fail
+from switchboard.cli.output import console
+from switchboard.cli.output import fail as _fail
 from switchboard.store import Store
 
 HEALTH_STYLE = {"passing": "green", "warning": "yellow", "critical": "red"}

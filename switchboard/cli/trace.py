@@ -22,7 +22,7 @@ from controller.trace import (
 )
 from controller.trace_parse import nat_targets, port_names
 from switchboard import naming, reach
-from switchboard.cli_output import fail as _fail
+from switchboard.cli.output import fail as _fail
 from switchboard.store import Store
 
 PORT = click.IntRange(1, 65535)

@@ -1,0 +1,5 @@
+"""``python -m switchboard.cli``: the ``switchboard`` command."""
+
+from switchboard.cli.main import main
+
+main()
