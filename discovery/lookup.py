@@ -18,6 +18,9 @@ import dns.rdatatype
 __all__ = ["DNSError", "consul_name", "query", "resolve", "srv_endpoints"]
 
 
+EDNS_PAYLOAD = 1232  # bytes of UDP answer taken (DNS Flag Day 2020); TCP beyond, on TC
+
+
 class DNSError(Exception):
     """No answer, or an answer with an error other than NXDOMAIN."""
 
@@ -31,12 +34,12 @@ def consul_name(name: str) -> str:
 def query(
     name: str, rdtype: str | int, server: tuple[str, int], timeout: float = 2.0
 ) -> dns.message.Message:
-    """Ask ``server`` once over UDP (over TCP when the answer is truncated).
+    """Ask ``server`` once over UDP with EDNS (over TCP when the answer is truncated).
 
     Returns the answer, NXDOMAIN included; raises DNSError on other errors or no answer,
     ValueError for a name that is not a DNS name."""
-    try:
-        request = dns.message.make_query(name, rdtype)
+    try:  # EDNS: without it Consul answers at most 3 records over UDP (udp_answer_limit)
+        request = dns.message.make_query(name, rdtype, use_edns=0, payload=EDNS_PAYLOAD)
     except dns.exception.DNSException as exc:
         raise ValueError(f"{name!r} is not a DNS name: {exc}") from None
     family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET

@@ -149,7 +149,10 @@ elif [ -n "$tunnel_ip" ] && ! ip -o addr show | grep -q " ${tunnel_addr}/"; then
 fi
 
 # --- Consul ---------------------------------------------------------------------------------
-consul_args=(agent -node="$host_id" -data-dir="$STATE/consul" -client=127.0.0.1)
+# An answer Consul trims over UDP (more than 3 records without EDNS, or more than fit) says
+# so (TC), and resolvers ask again over TCP for every instance.
+consul_args=(agent -node="$host_id" -data-dir="$STATE/consul" -client=127.0.0.1
+             -hcl 'dns_config { enable_truncate = true }')
 [ -n "$bind" ] && consul_args+=(-bind="$bind")
 [ "$server" = 1 ] && consul_args+=(-server -bootstrap-expect="$expect"
                                    -hcl 'performance { raft_multiplier = 1 }')

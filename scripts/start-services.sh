@@ -23,6 +23,9 @@ fi
 # agent and Switchboard tokens) are made once in $SECRETS; Switchboard's token is installed
 # as $STATE/token, where the daemon and the CLI find it. All root's only.
 SECURITY=$(dirname "$0")/consul-security.sh
+# An answer Consul trims over UDP (more than 3 records without EDNS, or more than fit) says so
+# (TC), and resolvers ask again over TCP for every instance.
+CONSUL_DNS_CONFIG='dns_config { enable_truncate = true }'
 SECRETS=$STATE/consul-secrets
 BUNDLE=$SECRETS/server-0
 [ -s "$BUNDLE/token" ] || bash "$SECURITY" secrets "$SECRETS" --servers 1 >/dev/null
@@ -33,10 +36,19 @@ consul_up() { curl -fsS --max-time 1 http://127.0.0.1:8500/v1/status/leader 2>/d
 answers() { curl -sS --max-time 1 http://127.0.0.1:8500/v1/status/leader >/dev/null 2>&1; }
 acl_off() { curl -sS --max-time 1 http://127.0.0.1:8500/v1/acl/token/self 2>/dev/null |
               grep -q 'ACL support disabled'; }
-if answers && acl_off; then  # an agent this script started before ACLs: start it again
+own_agent() {  # the PID of the agent this script started, if it runs
+  local pid
   pid=$(head -c 32 "$STATE/consul.pid" 2>/dev/null | tr -dc 0-9)
-  if [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "consul agent"; then
-    echo "restarting the Consul agent (pid $pid) with ACLs on"
+  [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "consul agent" &&
+    echo "$pid"
+}
+old_dns_config() { local pid; pid=$(own_agent) &&
+                     ! tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q enable_truncate; }
+# an agent this script started before ACLs, or before its DNS settings: start it again
+if answers && { acl_off || old_dns_config; }; then
+  pid=$(own_agent || true)
+  if [ -n "$pid" ]; then
+    echo "restarting the Consul agent (pid $pid) with ACLs on and its DNS settings"
     kill "$pid"
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   else
@@ -50,7 +62,8 @@ if ! consul_up; then
     # its own session: ending the caller's process group (a CI job, a terminal) leaves it running
     setsid nohup consul agent -server -bootstrap-expect=1 -node="$(hostname -s)" \
       -data-dir="$STATE/consul" -bind=127.0.0.1 -client=127.0.0.1 \
-      -config-file="$STATE/consul-acl.hcl" >>"$LOGS/consul.log" 2>&1 </dev/null &
+      -config-file="$STATE/consul-acl.hcl" -hcl "$CONSUL_DNS_CONFIG" \
+      >>"$LOGS/consul.log" 2>&1 </dev/null &
     echo $! > "$STATE/consul.pid"
   fi
   for _ in $(seq 1 60); do consul_up && break; sleep 0.5; done

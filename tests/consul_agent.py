@@ -33,7 +33,7 @@ class Agent:
         return [
             "consul", "agent", "-server", "-bootstrap-expect=1",
             f"-node=sbtest-{os.getpid()}", f"-data-dir={self.data_dir}",
-            "-bind=127.0.0.1", "-client=127.0.0.1",
+            "-bind=127.0.0.1", "-client=127.0.0.1", "-hcl", "dns_config { enable_truncate = true }",
             *(f"-{name}={port}" for name, port in self.ports.items()), *self.extra,
         ]
 

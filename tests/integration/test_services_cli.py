@@ -148,3 +148,30 @@ def test_resolve_without_consul_dns_says_where_it_looked(lab):
                      check=False)
     assert result.returncode == 1
     assert "127.0.0.1:9" in result.stderr and "Traceback" not in result.stderr
+
+
+MANY = [f"10.236.17.{i}" for i in range(11, 16)]
+
+
+def lines(text: str) -> set[str]:
+    return set(text.split())
+
+
+def test_every_instance_of_a_service_with_more_than_three_is_answered(switchboard, tmp_path):
+    """Consul answers at most 3 records over UDP without EDNS: `resolve` asks with EDNS, and
+    a container's resolver (glibc, no EDNS) is told the answer was trimmed (TC) and asks
+    again over TCP, through the daemon's forwarder, for all five."""
+    instances = "".join(
+        f"  m{i}: {{networks: {{lan: {{ip: {ip}}}}}, services: [{{name: sbtmany, port: 80}}]}}\n"
+        for i, ip in enumerate(MANY))
+    switchboard.up(tmp_path, "name: sbt-many\nnetworks:\n  lan: {subnet: 10.236.17.0/24}\n"
+                   "containers:\n  client: {networks: [lan]}\n" + instances)
+    try:
+        assert wait_until(lambda: len(lines(switchboard.cli("resolve", "sbtmany",
+                                                            check=False).stdout)) == 5, 15)
+        assert lines(switchboard.cli("resolve", "sbtmany").stdout) == \
+            {f"{ip}:80" for ip in MANY}
+        out = in_ns("sb-sbt-many-client", "getent ahostsv4 sbtmany.service.consul").stdout
+        assert {line.split()[0] for line in out.splitlines()} == set(MANY)
+    finally:
+        switchboard.cli("down", "sbt-many", check=False)
