@@ -11,20 +11,17 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from lab import lifecycle, power, state, status
 from lab.config import CONTROL_SUBNET, NAME_ENV, TUNNEL_SUBNET, Lab, LabError
 from lab.hosts import host_environ, in_netns
-
-console = Console(width=None if sys.stdout.isatty() else 160, highlight=False, emoji=False)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, emoji=False)
+from switchboard.cli.output import console, fail
 
 
 def _say(message: str) -> None:
-    console.print(escape(message), soft_wrap=True)
+    console.print(escape(message), soft_wrap=True, highlight=False)
 
 
 def _errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -33,9 +30,7 @@ def _errors(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except LabError as exc:
-            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False,
-                              soft_wrap=True)
-            sys.exit(1)
+            fail(str(exc))
     return wrapper
 
 

@@ -1,5 +1,5 @@
 """``python -m switchboard.cli``: the ``switchboard`` command."""
 
-from switchboard.cli.main import main
+from switchboard.cli.root import main
 
 main()
