@@ -160,6 +160,8 @@ def start_all(starts: Sequence[Start], batch: int = 16) -> list[int]:
     adopted = _adopt(starts)
     pids = list(adopted.values())
     starts = [one for one in starts if one.pid_path not in adopted]
+    # what earlier runs left behind, for all at once: one scan of /proc, not one per command
+    end_leftovers(*[rec for one in starts if (rec := read(one.pid_path)) is not None])
     for first in range(0, len(starts), batch):
         launched = []
         for one in starts[first:first + batch]:
@@ -206,8 +208,6 @@ def _launch(one: Start) -> tuple[subprocess.Popen, int]:
     """Start the wrapper of one command; it and the pipe on which it sends the PID."""
     if netns_inode(one.netns) is None:
         raise ProcessError(f"cannot start command in {one.netns}: no such namespace")
-    if (previous := read(one.pid_path)) is not None:
-        end_leftovers(previous)
     private_dir(one.pid_path.parent)
     exit_path(one.pid_path).unlink(missing_ok=True)
     read_end, write_end = os.pipe()
@@ -299,9 +299,7 @@ def end_leftovers(*records: ProcessRecord) -> list[int]:
         return []
     left = [pid for pid, pgrp in _live_processes()
             if pgrp in netns_of and _in_netns(pid, netns_of[pgrp])]
-    for pid in left:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    orphans.end(left)
     return left
 
 
