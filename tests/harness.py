@@ -127,6 +127,27 @@ def pings(netns: str, address: str, count: int = 1, wait: float = 1) -> bool:
     return in_ns(netns, f"ping -c {count} -W {wait} -i 0.2 {address}").returncode == 0
 
 
+def marked_processes(under: Path) -> dict[Path, list[int]]:
+    """Pid file -> live processes whose environment carries it as their command's mark
+    (``SWITCHBOARD_PID_FILE``, set whether or not the pid file was written), for the pid
+    files at or under ``under``. Read from /proc here, not with the code under test."""
+    prefix = b"SWITCHBOARD_PID_FILE="
+    found: dict[Path, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for var in environ:
+            if var.startswith(prefix):
+                pid_file = Path(var[len(prefix):].decode())
+                if pid_file == under or under in pid_file.parents:
+                    found.setdefault(pid_file, []).append(int(entry.name))
+    return found
+
+
 def wait_until(predicate: Any, timeout: float = 10, interval: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from plumbing import processes
+from tests.harness import marked_processes
 
 pytestmark = pytest.mark.integration
 
@@ -103,16 +104,7 @@ def test_stopping_several_dead_leaders_at_once_ends_all_their_children(netns: st
 
 def marked(pid_file: Path) -> list[int]:
     """Live processes whose environment carries the pid file's mark."""
-    needle = f"SWITCHBOARD_PID_FILE={pid_file}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if needle in (entry / "environ").read_bytes().split(b"\0"):
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
+    return marked_processes(pid_file).get(pid_file, [])
 
 
 def test_a_command_whose_pid_file_was_never_written_is_adopted_not_started_twice(

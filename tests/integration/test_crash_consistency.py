@@ -32,7 +32,14 @@ import pytest
 
 from switchboard import naming
 from tests.consul_agent import Agent, free_port, running_agent
-from tests.harness import ROOT, Switchboard, private_switchboard, sh, wait_until
+from tests.harness import (
+    ROOT,
+    Switchboard,
+    marked_processes,
+    private_switchboard,
+    sh,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -183,7 +190,7 @@ def assert_all_answer_and_status_agrees(sb: Switchboard, names: list[str], mtu: 
     assert not bad, bad[:3]
     silent = unanswered([r["ip"] for r in rows])
     assert not silent, f"{len(silent)} of {len(rows)} do not answer, e.g. {sorted(silent)[:5]}"
-    running = marked_processes(sb)  # each command once, however often the daemon died
+    running = marked(sb)  # each command once, however often the daemon died
     assert {c: len({os.getpgid(p) for p in running.get(c, [])}) for c in COMMANDS
             if c in names} == {c: 1 for c in COMMANDS if c in names}, running
     sample = RNG.sample(rows, 3)
@@ -204,27 +211,16 @@ def nothing_left(sb: Switchboard, agent: Agent, names: list[str], pids: list[int
     _, keys = agent.client().kv.get(f"{sb.prefix}/", keys=True, recurse=True)
     left += [k for k in keys or [] if f"/{TOPOLOGY}" in k]
     left += [f"pid {p}" for p in pids if Path(f"/proc/{p}").exists()]
-    left += [f"{c}'s command (pid {p})" for c, ps in marked_processes(sb).items() for p in ps]
+    left += [f"{c}'s command (pid {p})" for c, ps in marked(sb).items() for p in ps]
     left += [str(p) for p in Path("/etc/netns").glob(f"sb-{TOPOLOGY}-*")]
     return left
 
 
-def marked_processes(sb: Switchboard) -> dict[str, list[int]]:
+def marked(sb: Switchboard) -> dict[str, list[int]]:
     """Container -> live processes carrying its command's mark (its pid file's name, set by
     the wrapper whether or not the pid file was written)."""
-    needle = f"SWITCHBOARD_PID_FILE={sb.state_dir / 'pids' / TOPOLOGY}/".encode()
-    found: dict[str, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        for var in environ:
-            if var.startswith(needle):
-                found.setdefault(Path(var.decode()).stem, []).append(int(entry.name))
-    return found
+    found = marked_processes(sb.state_dir / "pids" / TOPOLOGY)
+    return {path.stem: pids for path, pids in found.items()}
 
 
 def command_pids(sb: Switchboard) -> list[int]:
@@ -370,7 +366,7 @@ def test_a_command_started_by_a_daemon_killed_before_its_pid_file_runs_once(sb, 
     names = ["c0", "c1", "c2", "c3"]
     sb.cli("up", str(write(tmp_path, names)), timeout=150)
     try:
-        before = marked_processes(sb)["c0"]
+        before = marked(sb)["c0"]
         sb.kill()  # SIGKILL
         (sb.state_dir / "pids" / TOPOLOGY / "c0.pid").unlink()
         sb.start()
@@ -378,7 +374,7 @@ def test_a_command_started_by_a_daemon_killed_before_its_pid_file_runs_once(sb, 
         assert wait_until(lambda: (sb.state_dir / "pids" / TOPOLOGY / "c0.pid").exists(), 20)
         assert int((sb.state_dir / "pids" / TOPOLOGY / "c0.pid").read_text().split()[0]) \
             == before[0]
-        assert marked_processes(sb)["c0"] == before
+        assert marked(sb)["c0"] == before
         assert wait_until(lambda: report(sb).get("state") == "converged", 30), report(sb)
         assert_all_answer_and_status_agrees(sb, names, 1500)
     finally:
