@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
+from controller.clientport import client_port_flows, vip_entry_flows
 from controller.flows import (
     Ct,
     DecTtl,
@@ -248,6 +249,13 @@ def _policy_flows(plan: TopologyPlan) -> list[Flow]:
     return flows
 
 
+def _client_networks(plan: TopologyPlan, service: ServicePlan) -> list[NetworkPlan]:
+    """The networks that reach a service's VIP: its own and those routed to it."""
+    nets = {n.name: n for n in plan.networks}
+    home = next(n for n in plan.networks if service.vip in IPv4Network(n.subnet))
+    return [home] + [nets[src] for src, dst in plan.routes if dst == home.name]
+
+
 def _service_flows(
     plan: TopologyPlan, service: ServicePlan, passing: Passing | None
 ) -> tuple[list[Flow], list[SelectGroup]]:
@@ -261,12 +269,12 @@ def _service_flows(
     the closed port, and the reset it answers is turned back as if from vip:port.
     """
     owner = f"{plan.name}/service/{service.name}"
-    nets = {n.name: n for n in plan.networks}
     home = next(n for n in plan.networks if service.vip in IPv4Network(n.subnet))
-    clients = [home] + [nets[src] for src, dst in plan.routes if dst == home.name]
+    clients = _client_networks(plan, service)
     backends = service.active_backends(passing)
     vip = str(service.vip)
-    flows = [_arp_reply(home.key, vip, home.gateway_mac, owner)]
+    flows = [_arp_reply(home.key, vip, home.gateway_mac, owner),
+             *vip_entry_flows(plan, service, clients)]
     new_conn = _ct_state(on=CT_NEW | CT_TRK)
     for net in clients:
         for proto in ("tcp", "udp"):
@@ -318,6 +326,9 @@ def _topology(
     flows += _router_flows(plan)
     flows += _policy_flows(plan)
     flows += hairpin_flows(plan, ports)
+    clients = {net.name: net for service in plan.services
+               for net in _client_networks(plan, service)}
+    flows += client_port_flows(plan, clients.values())
     for service in plan.services:
         svc_flows, svc_groups = _service_flows(plan, service, passing)
         flows += svc_flows
@@ -348,6 +359,8 @@ def _pipeline_flows() -> list[Flow]:
     flows = [flow(name, 0, owner="pipeline/drop") for name in TABLES]
     flows.append(flow("service_lb", 1, goto="l3_router", owner="pipeline/no-service"))
     flows.append(flow("l3_router", 1, goto="l2_forward", owner="pipeline/switching"))
+    flows.append(flow("vip_source", 1, goto="vip_conntrack", owner="pipeline/client-port"))
+    flows.append(flow("hairpin_reply", 1, goto="hairpin_output", owner="pipeline/client-port"))
     return flows
 
 

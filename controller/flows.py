@@ -46,7 +46,7 @@ class Ct:
 
     ``commit`` records the connection (with ``mark`` set, if given); ``nat`` is None for no
     NAT, ``""`` to apply a connection's existing NAT, ``"IP:PORT"`` for destination NAT, or
-    ``"src=IP"`` for source NAT.
+    ``"src=IP"`` or ``"src=IP:LOW-HIGH"`` (a port range) for source NAT.
     ``table`` recirculates the packet there afterwards; None continues in this flow.
     """
 

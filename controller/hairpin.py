@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from controller.clientport import client_port_zone
 from controller.flows import Ct, DecTtl, Flow, Output, SetField, flow
 from switchboard.hostplan import Endpoint, NetworkPlan, TopologyPlan
 
@@ -83,7 +84,8 @@ def hairpin_flows(plan: TopologyPlan, ports: Mapping[str, int]) -> list[Flow]:
         flows.append(flow("hairpin_conntrack", 110,
                           {"metadata": key, "eth_type": ETH_IPV4,
                            "ct_state": (CT_RPL | CT_TRK, CT_RPL | CT_TRK)},
-                          [Ct(zone=zone, nat="", table="hairpin_output")], owner=owner))
+                          [Ct(zone=zone, nat="", table="hairpin_reply")], owner=owner))
         flows.append(flow("hairpin_conntrack", 100, {"metadata": key, "eth_type": ETH_IPV4},
-                          [Ct(zone=zone, nat="", table="service_lb")], owner=owner))
+                          [Ct(zone=client_port_zone(zone), nat="", table="vip_source")],
+                          owner=owner))
     return flows

@@ -12,7 +12,8 @@ PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17}
 
 # conntrack state bits (OVS ct_state)
 CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
-CT_DNAT = 0x80  # the packet went through destination NAT (a service's)
+CT_SNAT = 0x40  # this packet's source was translated (also: a destination NAT undone on a reply)
+CT_DNAT = 0x80  # this packet's destination was translated (also: a source NAT undone on a reply)
 ALLOWED_MARK = 1  # ct_mark of connections a policy (or the host) allowed
 
 

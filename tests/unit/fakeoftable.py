@@ -3,8 +3,8 @@
 Like Faucet's fakeoftable: the pipeline is tested without a switch. A packet is a dict of
 OpenFlow field names (``in_port``, ``eth_src``, ``ipv4_dst``, ``tcp_dst``...); ``process``
 returns the (port, packet) pairs it leaves by and the tables it went through. Conntrack is
-modelled too (zones, commit, marks, source and destination NAT, its ``+dnat`` state bit and its
-reversal on replies).
+modelled too (zones, commit, marks, source NAT with a port range, destination NAT, the
+``+snat``/``+dnat`` state bits as OVS sets them, and their reversal on replies).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from ipaddress import ip_address
 from typing import Any
 
-from controller.compiler import CT_DNAT, CT_EST, CT_NEW, CT_RPL, CT_TRK
 from controller.flows import (
     Ct,
     DecTtl,
@@ -26,9 +25,11 @@ from controller.flows import (
     SelectGroup,
     SetField,
 )
+from controller.matches import CT_DNAT, CT_EST, CT_NEW, CT_RPL, CT_SNAT, CT_TRK
 from controller.tables import TABLES, table_name
 
 PORT_FIELDS = {6: ("tcp_src", "tcp_dst"), 17: ("udp_src", "udp_dst")}
+CACHED = "_conntrack"  # the (zone, connection, ct_state) a packet was last tracked with
 
 
 @dataclass
@@ -45,9 +46,19 @@ class Result:
 
 @dataclass
 class Connection:
+    original: tuple[Any, ...]  # (proto, src, sport, dst, dport) as committed
     mark: int = 0
-    nat: tuple[str, int | None] | None = None  # translated (dst ip, dst port)
-    snat: str | None = None  # translated source address (source NAT keeps the port)
+    nat: tuple[str, int | None] | None = None  # destination NAT: (ip, port or None: kept)
+    snat: tuple[str, int | None] | None = None  # source NAT: (ip, port or None: kept)
+
+    def reply_tuple(self) -> tuple[Any, ...]:
+        """The 5-tuple its replies carry (what the other end answers to)."""
+        proto, src, sport, dst, dport = self.original
+        if self.nat:
+            dst, dport = self.nat[0], dport if self.nat[1] is None else self.nat[1]
+        if self.snat:
+            src, sport = self.snat[0], sport if self.snat[1] is None else self.snat[1]
+        return (proto, dst, dport, src, sport)
 
 
 def _five_tuple(pkt: dict[str, Any]) -> tuple[Any, ...]:
@@ -138,58 +149,78 @@ class FakeOFTable:
 
     def _ct(self, ct: Ct, pkt: dict[str, Any]) -> None:
         key = _five_tuple(pkt)
-        conn = self.conntrack.get((ct.zone, key))
-        state = CT_TRK
-        if conn is not None:
-            state |= CT_EST
-            if conn.nat and ct.nat is not None:
-                _set_dst(pkt, *conn.nat)
-                state |= CT_DNAT
-            if conn.snat and ct.nat is not None:
-                pkt["ipv4_src"] = conn.snat
+        cached = pkt.get(CACHED)
+        if cached is not None and cached[0] == ct.zone:
+            # OVS keeps the connection a packet was tracked with: another pass in the same
+            # zone (a commit after NAT) is that connection, and its NAT is not done twice.
+            _, conn, state = cached
         else:
-            reply = self._reply_of(ct.zone, key)
-            if reply is not None:
-                conn, original = reply
-                state |= CT_EST | CT_RPL
-                if conn.nat and ct.nat is not None:
-                    _set_src(pkt, original[3], original[4])
-                if conn.snat and ct.nat is not None:
-                    _set_dst(pkt, original[1], original[2])
-            else:
-                state |= CT_NEW
+            conn, reply = self.conntrack.get((ct.zone, key)), False
+            if conn is None:
+                conn = self._reply_of(ct.zone, key)
+                reply = conn is not None
+            state = CT_TRK | (CT_NEW if conn is None else CT_EST | (CT_RPL if reply else 0))
+            if conn is not None and ct.nat is not None:
+                state |= _translate(pkt, conn, reply)
+        if ct.commit and conn is None:
+            conn = Connection(original=key)
+            if ct.nat and ct.nat.startswith("src="):
+                ip, _, ports = ct.nat.removeprefix("src=").partition(":")
+                conn.snat = (ip, self._free_port(ct.zone, key, ip, ports) if ports else None)
+            elif ct.nat:
+                ip, _, port = ct.nat.partition(":")
+                conn.nat = (ip, int(port) if port else None)
+            self.conntrack[(ct.zone, key)] = conn
+            state |= _translate(pkt, conn, reply=False)
+        if ct.commit and ct.mark is not None:
+            conn.mark = ct.mark
         pkt["ct_state"] = state
         pkt["ct_mark"] = conn.mark if conn else 0
-        if ct.commit:
-            if conn is None:
-                conn = Connection()
-                self.conntrack[(ct.zone, key)] = conn
-                if ct.nat and ct.nat.startswith("src="):
-                    conn.snat = ct.nat.removeprefix("src=")
-                    pkt["ipv4_src"] = conn.snat
-                elif ct.nat:
-                    ip, _, port = ct.nat.partition(":")
-                    conn.nat = (ip, int(port) if port else None)
-                    _set_dst(pkt, *conn.nat)
-                    pkt["ct_state"] |= CT_DNAT
-            if ct.mark is not None:
-                conn.mark = ct.mark
-                pkt["ct_mark"] = ct.mark
+        pkt[CACHED] = (ct.zone, conn, state)
 
-    def _reply_of(
-        self, zone: int, key: tuple[Any, ...]
-    ) -> tuple[Connection, tuple[Any, ...]] | None:
-        proto, src, sport, dst, dport = key
-        for (z, original), conn in self.conntrack.items():
-            if z != zone or original[0] != proto:
-                continue
-            o_dst, o_dport = conn.nat if conn.nat else (original[3], original[4])
-            if o_dport is None:
-                o_dport = original[4]
-            o_src = conn.snat or original[1]
-            if (src, sport, dst, dport) == (o_dst, o_dport, o_src, original[2]):
-                return conn, original
+    def _reply_of(self, zone: int, key: tuple[Any, ...]) -> Connection | None:
+        """The first connection in ``zone`` whose replies look like ``key`` (as a switch would
+        find one: a second connection with the same reply tuple is never reached)."""
+        for (z, _), conn in self.conntrack.items():
+            if z == zone and conn.reply_tuple() == key:
+                return conn
         return None
+
+    def _free_port(self, zone: int, key: tuple[Any, ...], ip: str, ports: str) -> int:
+        """The source port a ``src=IP:LO-HI`` NAT gives: the packet's own if it is in the
+        range and free, else the lowest free one."""
+        lo, _, hi = ports.partition("-")
+        low, high = int(lo), int(hi or lo)
+        taken = {c.reply_tuple() for (z, _), c in self.conntrack.items() if z == zone}
+        proto, _, sport, dst, dport = key
+        candidates = ([sport] if low <= sport <= high else []) + list(range(low, high + 1))
+        for port in candidates:
+            if (proto, dst, dport, ip, port) not in taken:
+                return port
+        raise RuntimeError("source NAT ran out of ports")
+
+
+def _translate(pkt: dict[str, Any], conn: Connection, reply: bool) -> int:
+    """Apply a connection's NAT to a packet of it; returns the ct_state NAT bits OVS sets
+    (``+dnat``/``+snat`` name what changed in this packet: undoing a destination NAT on a
+    reply changes its source, so it is ``+snat``)."""
+    bits = 0
+    proto, src, sport, dst, dport = conn.original
+    if conn.nat:
+        if reply:
+            _set_src(pkt, dst, dport)
+            bits |= CT_SNAT
+        else:
+            _set_dst(pkt, *conn.nat)
+            bits |= CT_DNAT
+    if conn.snat:
+        if reply:
+            _set_dst(pkt, src, sport)
+            bits |= CT_DNAT
+        else:
+            _set_src(pkt, *conn.snat)
+            bits |= CT_SNAT
+    return bits
 
 
 def _set_dst(pkt: dict[str, Any], ip: str, port: int | None) -> None:
@@ -228,7 +259,7 @@ def _run(action: Any, pkt: dict[str, Any], result: Result) -> None:
         port = pkt["in_port"] if action.port == "in_port" else action.port
         if action.port != "in_port" and port == pkt.get("in_port"):
             return  # OpenFlow never sends a packet back out of its ingress port implicitly
-        result.outputs.append((port, dict(pkt)))
+        result.outputs.append((port, {k: v for k, v in pkt.items() if k != CACHED}))
     elif isinstance(action, SetField):
         pkt[action.name] = action.value
     elif isinstance(action, Move):

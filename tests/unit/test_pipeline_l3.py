@@ -198,10 +198,10 @@ def test_host_reset_for_a_vip_with_no_passing_instance_reaches_the_client_from_t
     syn = lab.send("web", "10.10.2.100", sport=45001).outputs[0][1]
     reset = lab.switch.process(_from_host_leg(
         lab, "front", eth_dst=lab.ep("web").mac, ipv4_dst=syn["ipv4_src"], tcp_src=1,
-        tcp_dst=45001))
+        tcp_dst=syn["tcp_src"]))
     assert reset.ports == [lab.port_of("web")]
     back = reset.outputs[0][1]
-    assert (back["ipv4_src"], back["tcp_src"]) == ("10.10.2.100", 80)
+    assert (back["ipv4_src"], back["tcp_src"], back["tcp_dst"]) == ("10.10.2.100", 80, 45001)
 
 
 def test_host_connection_to_a_vip_with_no_passing_instance_is_turned_back_as_refused():

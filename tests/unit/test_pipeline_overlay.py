@@ -206,10 +206,10 @@ def test_a_vip_reply_is_undone_on_the_clients_host():
     ((dst_host, _, out),) = cluster.send(host, pkt)
     backend = next(c for c in ("api-1", "api-2") if cluster.host_of(c) == dst_host)
     reply_host, reply = cluster.packet(backend, cluster.gateway_mac("back"), str(web.ip),
-                                       tcp_src=8080, tcp_dst=40000)
+                                       tcp_src=8080, tcp_dst=out["tcp_src"])
     ((final_host, port, back),) = cluster.send(reply_host, reply)
     assert (final_host, port) == cluster.port("web")
-    assert back["ipv4_src"] == "10.10.2.100" and back["tcp_src"] == 80
+    assert (back["ipv4_src"], back["tcp_src"], back["tcp_dst"]) == ("10.10.2.100", 80, 40000)
 
 
 def test_each_host_has_its_own_address_on_a_network_and_reaches_remote_containers():
