@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
-from controller.clientport import client_port_flows, vip_entry_flows
+from controller.clientport import client_port_flows, pipeline_flows, vip_entry_flows
 from controller.flows import (
     Ct,
     DecTtl,
@@ -328,7 +328,7 @@ def _topology(
     flows += hairpin_flows(plan, ports)
     clients = {net.name: net for service in plan.services
                for net in _client_networks(plan, service)}
-    flows += client_port_flows(plan, clients.values())
+    flows += client_port_flows(plan, clients.values(), tunnel_port is not None)
     for service in plan.services:
         svc_flows, svc_groups = _service_flows(plan, service, passing)
         flows += svc_flows
@@ -359,8 +359,7 @@ def _pipeline_flows() -> list[Flow]:
     flows = [flow(name, 0, owner="pipeline/drop") for name in TABLES]
     flows.append(flow("service_lb", 1, goto="l3_router", owner="pipeline/no-service"))
     flows.append(flow("l3_router", 1, goto="l2_forward", owner="pipeline/switching"))
-    flows.append(flow("vip_source", 1, goto="vip_conntrack", owner="pipeline/client-port"))
-    flows.append(flow("hairpin_reply", 1, goto="hairpin_output", owner="pipeline/client-port"))
+    flows += pipeline_flows()
     return flows
 
 

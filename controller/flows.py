@@ -20,10 +20,11 @@ class Output:
 
 @dataclass(frozen=True)
 class SetField:
-    """Overwrite one header field."""
+    """Overwrite one header field (with ``mask``: only the bits the mask has set)."""
 
     name: str
     value: int | str
+    mask: int | None = None
 
 
 @dataclass(frozen=True)

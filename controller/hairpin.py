@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from controller.clientport import client_port_zone
 from controller.flows import Ct, DecTtl, Flow, Output, SetField, flow
 from switchboard.hostplan import Endpoint, NetworkPlan, TopologyPlan
 
@@ -86,6 +85,5 @@ def hairpin_flows(plan: TopologyPlan, ports: Mapping[str, int]) -> list[Flow]:
                            "ct_state": (CT_RPL | CT_TRK, CT_RPL | CT_TRK)},
                           [Ct(zone=zone, nat="", table="hairpin_reply")], owner=owner))
         flows.append(flow("hairpin_conntrack", 100, {"metadata": key, "eth_type": ETH_IPV4},
-                          [Ct(zone=client_port_zone(zone), nat="", table="vip_source")],
-                          owner=owner))
+                          goto="vip_source", owner=owner))
     return flows

@@ -24,6 +24,8 @@ def _action(dp: Any, action: Any) -> Any:
         port = ofp.OFPP_IN_PORT if action.port == "in_port" else int(action.port)
         return parser.OFPActionOutput(port, 0)
     if isinstance(action, SetField):
+        if action.mask is not None:  # set_field:value/mask (Nicira reg_load2)
+            return parser.NXActionRegLoad2(dst=action.name, value=action.value, mask=action.mask)
         return parser.OFPActionSetField(**{action.name: action.value})
     if isinstance(action, Move):
         return parser.NXActionRegMove(

@@ -10,11 +10,12 @@ TABLES: dict[str, int] = {
     "tunnel_commit": 16,  # from another host: a new connection is recorded as allowed
     "conntrack": 20,  # every IPv4 packet through conntrack (zone per topology, NAT undone)
     "hairpin_conntrack": 21,  # from an instance to its VIP, after the hairpin zone: own zone
-    "vip_source": 22,  # to a VIP: a new connection's client port translated (client-port zone)
-    "vip_conntrack": 23,  # to a VIP, after the client-port zone: the topology's zone
-    "hairpin_reply": 24,  # a hairpin reply after the topology's zone: its client port restored
+    "vip_source": 22,  # to a VIP: the client port swapped out of Linux's ephemeral range
+    "vip_conntrack": 23,  # to a VIP, after the swap: the topology's zone
+    "hairpin_reply": 24,  # a hairpin reply after the topology's zone: its client port back
     "service_lb": 30,  # new connection to a VIP -> select group of its passing instances
     "service_nat": 31,  # chosen instance -> ct commit with destination NAT
+    "vip_reply": 32,  # a VIP's reply, its NAT undone: the client port swapped back
     "l3_router": 40,  # routes between networks joined by a router
     "l3_neighbor": 45,  # routed packet: destination IP -> destination MAC
     "policy": 50,  # routed new connections pass only where a policy allows
@@ -28,6 +29,7 @@ _STAGE_ORDER = [
     "classifier", "arp_responder", "conntrack", "service_lb", "service_nat", "l3_router",
     "l3_neighbor", "policy", "l2_forward", "tunnel_conntrack", "tunnel_commit",
     "hairpin_conntrack", "hairpin_output", "vip_source", "vip_conntrack", "hairpin_reply",
+    "vip_reply",
 ]
 STAGE_IDS: dict[str, int] = {name: index + 1 for index, name in enumerate(_STAGE_ORDER)}
 assert set(STAGE_IDS) == set(TABLES), "every table needs a stage id"
@@ -47,10 +49,10 @@ DESCRIPTIONS: dict[str, str] = {
                   "and `to: host`; everything else dropped",
     "hairpin_conntrack": "hairpin: an instance to its own VIP, source NAT undone on replies",
     "hairpin_output": "hairpin: a connection balanced to its own client goes back to it",
-    "vip_source": "to a VIP: a new connection from a container gets a client port outside "
-                  "Linux's ephemeral range",
+    "vip_source": "to a VIP: the client port swapped out of Linux's ephemeral range",
     "vip_conntrack": "to a VIP: track the connection in the topology's zone",
-    "hairpin_reply": "hairpin: a reply's client port restored",
+    "hairpin_reply": "hairpin: a reply's client port swapped back",
+    "vip_reply": "a VIP's reply: the client port swapped back",
 }
 
 

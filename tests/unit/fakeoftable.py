@@ -261,7 +261,11 @@ def _run(action: Any, pkt: dict[str, Any], result: Result) -> None:
             return  # OpenFlow never sends a packet back out of its ingress port implicitly
         result.outputs.append((port, {k: v for k, v in pkt.items() if k != CACHED}))
     elif isinstance(action, SetField):
-        pkt[action.name] = action.value
+        if action.mask is None:
+            pkt[action.name] = action.value
+        else:
+            old = int(pkt.get(action.name, 0))
+            pkt[action.name] = (old & ~action.mask) | (int(action.value) & action.mask)
     elif isinstance(action, Move):
         pkt[action.dst] = pkt.get(action.src)
     elif isinstance(action, DecTtl):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.clientport import CLIENT_PORTS
+from controller.clientport import swapped
 from tests.unit.test_pipeline_l3 import POLICIES, SHOP, Lab
 from tests.unit.test_pipeline_overlay import Cluster
 
@@ -39,6 +39,15 @@ def test_direct_connection_with_a_vip_connections_source_port_is_answered_by_the
     assert back["tcp_dst"] == 45000
 
 
+def test_swap_maps_linux_ephemeral_ports_one_to_one_below_32768_and_back():
+    ephemeral = range(32768, 61000)
+    images = {swapped(port) for port in ephemeral}
+    assert len(images) == len(ephemeral)  # one to one
+    assert all(1024 <= port < 32768 for port in images)
+    assert all(swapped(swapped(port)) == port for port in range(65536))
+    assert all(swapped(port) == port for port in (0, 22, 80, 1023, 5120, 8191, 61440, 65535))
+
+
 @pytest.mark.parametrize("proto", [TCP, UDP], ids=["tcp", "udp"])
 def test_instance_sees_the_clients_address_and_a_port_linux_does_not_give_out(proto):
     lab = Lab(SHOP)
@@ -47,7 +56,7 @@ def test_instance_sees_the_clients_address_and_a_port_linux_does_not_give_out(pr
         result = lab.send("web", VIP, proto=proto, sport=sport, dport=80)
         out = result.outputs[0][1]
         assert out["ipv4_src"] == str(lab.ep("web").ip)
-        assert CLIENT_PORTS[0] <= out[f"{field}_src"] <= CLIENT_PORTS[1]
+        assert out[f"{field}_src"] == swapped(sport) and 1024 <= swapped(sport) < 32768
 
 
 def test_vip_reply_reaches_the_client_socket_at_its_own_port_and_later_packets_keep_theirs():
@@ -81,7 +90,7 @@ def test_across_hosts_a_direct_connection_after_a_vip_one_is_answered_by_the_ins
                                tcp_src=45000, tcp_dst=80)
     ((dst_host, _, out),) = cluster.send(host, pkt)
     instance = next(c for c in ("api-1", "api-2") if cluster.host_of(c) == dst_host)
-    assert CLIENT_PORTS[0] <= out["tcp_src"] <= CLIENT_PORTS[1]
+    assert out["tcp_src"] == swapped(45000) < 32768
     reply_host, reply = cluster.packet(instance, cluster.gateway_mac("back"), str(web.ip),
                                        tcp_src=8080, tcp_dst=out["tcp_src"])
     ((_, port, back),) = cluster.send(reply_host, reply)
