@@ -26,6 +26,7 @@ import dns.exception  # noqa: E402
 import dns.message  # noqa: E402
 import dns.query  # noqa: E402
 
+import tests.harness  # noqa: E402,F401 - the agent has ACLs on: its management token
 from discovery.dnsproxy import DnsProxy  # noqa: E402
 from discovery.ratelimit import SourceLimiter  # noqa: E402
 

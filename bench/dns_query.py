@@ -32,6 +32,7 @@ import dns.message
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import tests.harness  # noqa: E402,F401 - the agent has ACLs on: its management token
 from discovery.dnsproxy import DnsProxy  # noqa: E402
 from discovery.lookup import srv_endpoints  # noqa: E402
 from discovery.scope import Scope  # noqa: E402
