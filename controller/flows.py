@@ -47,7 +47,7 @@ class Ct:
 
     ``commit`` records the connection (with ``mark`` set, if given); ``nat`` is None for no
     NAT, ``""`` to apply a connection's existing NAT, ``"IP:PORT"`` for destination NAT, or
-    ``"src=IP"`` or ``"src=IP:LOW-HIGH"`` (a port range) for source NAT.
+    ``"src=IP"`` for source NAT.
     ``table`` recirculates the packet there afterwards; None continues in this flow.
     """
 

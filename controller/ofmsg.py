@@ -47,12 +47,9 @@ def _ct(dp: Any, ct: Ct) -> Any:
     nested = []
     if ct.nat is not None:
         if ct.nat.startswith("src="):
-            ip, _, ports = ct.nat.removeprefix("src=").partition(":")
-            ranges = dict(range_ipv4_min=ip, range_ipv4_max=ip)
-            if ports:
-                low, _, high = ports.partition("-")
-                ranges.update(range_proto_min=int(low), range_proto_max=int(high or low))
-            nested.append(parser.NXActionNAT(flags=NAT_SRC, **ranges))
+            ip = ct.nat.removeprefix("src=")
+            nested.append(parser.NXActionNAT(flags=NAT_SRC, range_ipv4_min=ip,
+                                             range_ipv4_max=ip))
         elif ct.nat:
             ip, _, port = ct.nat.partition(":")
             ranges = dict(range_ipv4_min=ip, range_ipv4_max=ip)

@@ -3,7 +3,7 @@
 Like Faucet's fakeoftable: the pipeline is tested without a switch. A packet is a dict of
 OpenFlow field names (``in_port``, ``eth_src``, ``ipv4_dst``, ``tcp_dst``...); ``process``
 returns the (port, packet) pairs it leaves by and the tables it went through. Conntrack is
-modelled too (zones, commit, marks, source NAT with a port range, destination NAT, the
+modelled too (zones, commit, marks, source and destination NAT, the
 ``+snat``/``+dnat`` state bits as OVS sets them, and their reversal on replies).
 """
 
@@ -49,7 +49,7 @@ class Connection:
     original: tuple[Any, ...]  # (proto, src, sport, dst, dport) as committed
     mark: int = 0
     nat: tuple[str, int | None] | None = None  # destination NAT: (ip, port or None: kept)
-    snat: tuple[str, int | None] | None = None  # source NAT: (ip, port or None: kept)
+    snat: str | None = None  # source NAT: the address (the port is kept)
 
     def reply_tuple(self) -> tuple[Any, ...]:
         """The 5-tuple its replies carry (what the other end answers to)."""
@@ -57,7 +57,7 @@ class Connection:
         if self.nat:
             dst, dport = self.nat[0], dport if self.nat[1] is None else self.nat[1]
         if self.snat:
-            src, sport = self.snat[0], sport if self.snat[1] is None else self.snat[1]
+            src = self.snat
         return (proto, dst, dport, src, sport)
 
 
@@ -165,8 +165,7 @@ class FakeOFTable:
         if ct.commit and conn is None:
             conn = Connection(original=key)
             if ct.nat and ct.nat.startswith("src="):
-                ip, _, ports = ct.nat.removeprefix("src=").partition(":")
-                conn.snat = (ip, self._free_port(ct.zone, key, ip, ports) if ports else None)
+                conn.snat = ct.nat.removeprefix("src=")
             elif ct.nat:
                 ip, _, port = ct.nat.partition(":")
                 conn.nat = (ip, int(port) if port else None)
@@ -186,20 +185,6 @@ class FakeOFTable:
                 return conn
         return None
 
-    def _free_port(self, zone: int, key: tuple[Any, ...], ip: str, ports: str) -> int:
-        """The source port a ``src=IP:LO-HI`` NAT gives: the packet's own if it is in the
-        range and free, else the lowest free one."""
-        lo, _, hi = ports.partition("-")
-        low, high = int(lo), int(hi or lo)
-        taken = {c.reply_tuple() for (z, _), c in self.conntrack.items() if z == zone}
-        proto, _, sport, dst, dport = key
-        candidates = ([sport] if low <= sport <= high else []) + list(range(low, high + 1))
-        for port in candidates:
-            if (proto, dst, dport, ip, port) not in taken:
-                return port
-        raise RuntimeError("source NAT ran out of ports")
-
-
 def _translate(pkt: dict[str, Any], conn: Connection, reply: bool) -> int:
     """Apply a connection's NAT to a packet of it; returns the ct_state NAT bits OVS sets
     (``+dnat``/``+snat`` name what changed in this packet: undoing a destination NAT on a
@@ -218,7 +203,7 @@ def _translate(pkt: dict[str, Any], conn: Connection, reply: bool) -> int:
             _set_dst(pkt, src, sport)
             bits |= CT_DNAT
         else:
-            _set_src(pkt, *conn.snat)
+            _set_src(pkt, conn.snat, None)
             bits |= CT_SNAT
     return bits
 
