@@ -1,4 +1,4 @@
-"""A client that uses instances both through the VIP and directly, on real OVS.
+"""A client that uses instances both through the VIP and directly, on real OVS (TCP and UDP).
 
 Linux gives a new connection to another destination the same source port as an earlier one,
 so a direct connection to an instance can carry exactly the addresses and ports that a VIP
@@ -28,13 +28,22 @@ INSTANCES = {"vd-1": "10.246.2.11", "vd-2": "10.246.2.12"}
 CLIENT_IP = "10.246.1.10"
 SERVER_FILE = "sb_vd_server.py"
 
-# HTTP/1.0 (the server closes first, so the client may bind its port again at once): answers
-# "NAME PEER_IP PEER_PORT".
+# HTTP/1.0 (the server closes first, so the client may bind its port again at once) and
+# UDP on the same port: answers "NAME PEER_IP PEER_PORT".
 SERVER = r"""
-import sys
+import socket, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 NAME, PORT = sys.argv[1], int(sys.argv[2])
+
+def udp():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("0.0.0.0", PORT))
+    while True:
+        _, peer = sock.recvfrom(512)
+        sock.sendto(f"{NAME} {peer[0]} {peer[1]}".encode(), peer)
+
+threading.Thread(target=udp, daemon=True).start()
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
@@ -86,6 +95,34 @@ for sport in ports:
     time.sleep(delay)
     direct = get(instances[name], 8080, sport) if name in instances else "no instance"
     results.append([sport, through_vip, direct])
+print(json.dumps(results))
+"""
+
+
+# UDP from one socket (one source port) per port: a datagram to the VIP, then one to the
+# instance that answered. Prints [[port, (VIP answer, from), (direct answer, from)], ...].
+UDP_CLIENT = r"""
+import json, socket, sys
+vip, instances = sys.argv[1], json.loads(sys.argv[2])
+results = []
+for sport in range(int(sys.argv[3]), int(sys.argv[4])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("", sport))
+    s.settimeout(1)
+    row = [sport]
+    for target in [(vip, 80), None]:
+        if target is None:
+            name = row[1][0].split()[0]
+            target = (instances[name], 8080)
+        try:
+            s.sendto(b"?", target)
+            data, source = s.recvfrom(512)
+            row.append([data.decode(), list(source)])
+        except OSError as err:
+            row.append(["error: " + type(err).__name__, []])
+            break
+    s.close()
+    results.append(row)
 print(json.dumps(results))
 """
 
@@ -156,3 +193,18 @@ def test_direct_connection_from_a_vip_connections_port_opens_at_once(both_ways, 
         assert peer_ip == CLIENT_IP, through_vip
         assert int(peer_port) == swapped(sport) < 32768, through_vip
         assert direct == f"{name} {CLIENT_IP} {sport}", (sport, through_vip, direct)
+
+
+def test_udp_through_the_vip_and_then_direct_from_the_same_port_each_answered_from_where_sent(
+        both_ways):
+    cmd = (f"python3 -c '{UDP_CLIENT}' {VIP} '{json.dumps(INSTANCES)}' 45000 45010")
+    out = in_ns(f"sb-{TOPO}-client", cmd, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for row in json.loads(out.stdout):
+        assert len(row) == 3, row  # the VIP's datagram got no answer
+        sport, (through_vip, vip_source), (direct, direct_source) = row
+        name = through_vip.split()[0]
+        assert vip_source == [VIP, 80], (sport, through_vip, vip_source)
+        assert through_vip == f"{name} {CLIENT_IP} {swapped(sport)}"
+        assert direct_source == [INSTANCES[name], 8080], (sport, direct, direct_source)
+        assert direct == f"{name} {CLIENT_IP} {sport}"
