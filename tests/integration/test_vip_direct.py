@@ -13,6 +13,7 @@ address and a port Linux does not give out.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 
 import consul
@@ -26,6 +27,10 @@ pytestmark = pytest.mark.integration
 TOPO, SERVICE, VIP = "sbt-vd", "sbt-vdapi", "10.246.2.100"
 INSTANCES = {"vd-1": "10.246.2.11", "vd-2": "10.246.2.12"}
 CLIENT_IP = "10.246.1.10"
+# The client's ports, new in each run: conntrack keeps a closed connection for 30 s, and when
+# a new one would have the same addresses and ports after NAT, OVS gives it another source
+# port than the swapped one (a run right after another would see that, not the swap).
+BASE = random.randrange(33000, 60000, 100)
 SERVER_FILE = "sb_vd_server.py"
 
 # HTTP/1.0 (the server closes first, so the client may bind its port again at once) and
@@ -172,7 +177,7 @@ def both_ways(switchboard: Switchboard, tmp_path_factory: pytest.TempPathFactory
                 INSTANCES)
 
         def both_answer() -> bool:
-            names = {vip.split()[0] for _, vip, _ in run_client(42000, 10)}
+            names = {vip.split()[0] for _, vip, _ in run_client(BASE, 10)}
             return names == set(INSTANCES)
         assert wait_until(passing, 30, interval=0.2), switchboard.log_tail()
         assert wait_until(both_answer, 30, interval=0.5), switchboard.log_tail()
@@ -186,7 +191,7 @@ def test_direct_connection_from_a_vip_connections_port_opens_at_once(both_ways, 
                                                                       count):
     """Before the client port was translated, the first direct connection already failed
     after a reset, and one in a few 1.5 s after a normal close (both measured)."""
-    first = 43000 if close == "reset" else 44000
+    first = BASE + (20 if close == "reset" else 40)
     results = run_client(first, count, close, delay)
     for sport, through_vip, direct in results:
         name, peer_ip, peer_port = through_vip.split()
@@ -197,7 +202,7 @@ def test_direct_connection_from_a_vip_connections_port_opens_at_once(both_ways, 
 
 def test_udp_through_the_vip_and_then_direct_from_the_same_port_each_answered_from_where_sent(
         both_ways):
-    cmd = (f"python3 -c '{UDP_CLIENT}' {VIP} '{json.dumps(INSTANCES)}' 45000 45010")
+    cmd = (f"python3 -c '{UDP_CLIENT}' {VIP} '{json.dumps(INSTANCES)}' {BASE + 60} {BASE + 70}")
     out = in_ns(f"sb-{TOPO}-client", cmd, timeout=60)
     assert out.returncode == 0, out.stderr
     for row in json.loads(out.stdout):
