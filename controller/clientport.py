@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from controller.flows import Ct, Flow, SetField, flow
-from controller.matches import CT_RPL, CT_SNAT, CT_TRK, ETH_IPV4, PROTOCOLS
+from controller.matches import CT_RPL, CT_SNAT, CT_TRK, ETH_IPV4, PROTOCOLS, to_vip
 from controller.matches import ct_state as _ct_state
 from switchboard.hostplan import NetworkPlan, ServicePlan, TopologyPlan
 
@@ -47,12 +47,16 @@ SWAPS: tuple[tuple[int, int, int], ...] = (
 ENTRY_PRIORITY = 105  # conntrack: above the topology's zone (100), below the hairpin's (110)
 
 
+# (block, its partner, mask) both ways: what a port in ``block`` is swapped to
+_MOVES = tuple(move for high, low, mask in SWAPS
+               for move in ((high, low, mask), (low, high, mask)))
+
+
 def swapped(port: int) -> int:
     """The port a client port becomes (and a swapped port goes back to); others stay."""
-    for high, low, mask in SWAPS:
-        for block, partner in ((high, low), (low, high)):
-            if port & mask == block:
-                return (port & ~mask & 0xFFFF) | partner
+    for block, partner, mask in _MOVES:
+        if port & mask == block:
+            return (port & ~mask & 0xFFFF) | partner
     return port
 
 
@@ -60,15 +64,14 @@ def _swap_flows(table: str, then: str, match: dict, direction: str) -> list[Flow
     """In ``table``: a TCP/UDP packet's ``direction`` ("src"/"dst") port swapped, then
     ``then``."""
     flows = []
-    for high, low, mask in SWAPS:
-        for block, partner in ((high, low), (low, high)):
-            for proto in ("tcp", "udp"):
-                field = f"{proto}_{direction}"
-                flows.append(flow(
-                    table, 100,
-                    {**match, "eth_type": ETH_IPV4, "ip_proto": PROTOCOLS[proto],
-                     field: (block, mask)},
-                    [SetField(field, partner, mask)], goto=then, owner="pipeline/client-port"))
+    for block, partner, mask in _MOVES:
+        for proto in ("tcp", "udp"):
+            field = f"{proto}_{direction}"
+            flows.append(flow(
+                table, 100,
+                {**match, "eth_type": ETH_IPV4, "ip_proto": PROTOCOLS[proto],
+                 field: (block, mask)},
+                [SetField(field, partner, mask)], goto=then, owner="pipeline/client-port"))
     return flows
 
 
@@ -88,16 +91,9 @@ def vip_entry_flows(plan: TopologyPlan, service: ServicePlan,
     """conntrack: TCP and UDP to the VIP (on its port, if it has one) from each network routed
     to it have their client port swapped before the topology's zone."""
     owner = f"{plan.name}/service/{service.name}/client-port"
-    flows = []
-    for net in clients:
-        for proto in ("tcp", "udp"):
-            match = {"metadata": net.key, "eth_type": ETH_IPV4, "ipv4_dst": str(service.vip),
-                     "ip_proto": PROTOCOLS[proto]}
-            if service.port is not None:
-                match[f"{proto}_dst"] = service.port
-            flows.append(flow("conntrack", ENTRY_PRIORITY, match, goto="vip_source",
-                              owner=owner))
-    return flows
+    return [flow("conntrack", ENTRY_PRIORITY, to_vip(net.key, str(service.vip), service.port,
+                                                      proto), goto="vip_source", owner=owner)
+            for net in clients for proto in ("tcp", "udp")]
 
 
 def client_port_flows(plan: TopologyPlan, clients: Iterable[NetworkPlan],

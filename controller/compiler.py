@@ -56,6 +56,7 @@ from controller.matches import (
     masked,
     port_ranges,
     rule_port_matches,
+    to_vip,
 )
 from controller.matches import ct_state as _ct_state
 from controller.tables import TABLES
@@ -250,17 +251,19 @@ def _policy_flows(plan: TopologyPlan) -> list[Flow]:
 
 
 def _client_networks(plan: TopologyPlan, service: ServicePlan) -> list[NetworkPlan]:
-    """The networks that reach a service's VIP: its own and those routed to it."""
+    """The networks that reach a service's VIP: its own (first) and those routed to it."""
     nets = {n.name: n for n in plan.networks}
     home = next(n for n in plan.networks if service.vip in IPv4Network(n.subnet))
     return [home] + [nets[src] for src, dst in plan.routes if dst == home.name]
 
 
 def _service_flows(
-    plan: TopologyPlan, service: ServicePlan, passing: Passing | None
+    plan: TopologyPlan, service: ServicePlan, passing: Passing | None,
+    clients: list[NetworkPlan],
 ) -> tuple[list[Flow], list[SelectGroup]]:
     """ARP for the VIP; new connections to it, from each network routed to the VIP's, go
-    through a select group whose buckets NAT to one passing instance.
+    through a select group whose buckets NAT to one passing instance (``clients``: those
+    networks, the VIP's first).
 
     With no instance passing, a new connection is NATed to a closed port on the host leg of
     the client's own network, so the host refuses it at once and its reset leaves by the
@@ -269,8 +272,7 @@ def _service_flows(
     the closed port, and the reset it answers is turned back as if from vip:port.
     """
     owner = f"{plan.name}/service/{service.name}"
-    home = next(n for n in plan.networks if service.vip in IPv4Network(n.subnet))
-    clients = _client_networks(plan, service)
+    home = clients[0]
     backends = service.active_backends(passing)
     vip = str(service.vip)
     flows = [_arp_reply(home.key, vip, home.gateway_mac, owner),
@@ -278,10 +280,7 @@ def _service_flows(
     new_conn = _ct_state(on=CT_NEW | CT_TRK)
     for net in clients:
         for proto in ("tcp", "udp"):
-            match = {"metadata": net.key, "eth_type": ETH_IPV4, "ct_state": new_conn,
-                     "ipv4_dst": vip, "ip_proto": PROTOCOLS[proto]}
-            if service.port is not None:
-                match[f"{proto}_dst"] = service.port
+            match = {**to_vip(net.key, vip, service.port, proto), "ct_state": new_conn}
             reject = f"{net.host_leg.ip}:{REJECT_PORT}"
             actions = [Group(service.group_id)] if backends else [
                 Ct(zone=plan.zone, table="l3_router", commit=True, nat=reject)]
@@ -326,11 +325,11 @@ def _topology(
     flows += _router_flows(plan)
     flows += _policy_flows(plan)
     flows += hairpin_flows(plan, ports)
-    clients = {net.name: net for service in plan.services
-               for net in _client_networks(plan, service)}
-    flows += client_port_flows(plan, clients.values(), tunnel_port is not None)
+    clients = {service.name: _client_networks(plan, service) for service in plan.services}
+    reaching = {net.name: net for nets in clients.values() for net in nets}
+    flows += client_port_flows(plan, reaching.values(), tunnel_port is not None)
     for service in plan.services:
-        svc_flows, svc_groups = _service_flows(plan, service, passing)
+        svc_flows, svc_groups = _service_flows(plan, service, passing, clients[service.name])
         flows += svc_flows
         groups += svc_groups
     for ep in plan.local_view().endpoints():

@@ -42,6 +42,15 @@ def port_ranges(lo: int, hi: int) -> list[int | tuple[int, int]]:
     return result
 
 
+def to_vip(net_key: int, vip: str, port: int | None, proto: str) -> dict[str, object]:
+    """A ``proto`` ("tcp"/"udp") packet from a network to a VIP (on its port, if it has one)."""
+    match: dict[str, object] = {"metadata": net_key, "eth_type": ETH_IPV4, "ipv4_dst": vip,
+                                "ip_proto": PROTOCOLS[proto]}
+    if port is not None:
+        match[f"{proto}_dst"] = port
+    return match
+
+
 def port_matches(spec: PortSpec) -> list[dict[str, object]]:
     """The matches of one policy port spec (protocol, and its port range if any)."""
     proto = PROTOCOLS[spec.proto]
