@@ -185,6 +185,7 @@ class FakeOFTable:
                 return conn
         return None
 
+
 def _translate(pkt: dict[str, Any], conn: Connection, reply: bool) -> int:
     """Apply a connection's NAT to a packet of it; returns the ct_state NAT bits OVS sets
     (``+dnat``/``+snat`` name what changed in this packet: undoing a destination NAT on a
