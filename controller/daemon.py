@@ -29,12 +29,13 @@ from controller.monitor import Monitor
 from controller.realisable import log_skipped, realisable
 from controller.report import container_rows, data_path_problem, service_rows
 from controller.runtime import start_controller
+from discovery.catalognames import CatalogNames, consul_services
 from discovery.dnsproxy import DnsProxy, consul_health, parse_server
 from discovery.fresh import FreshInstances
 from discovery.health import HealthWatch, ServiceKey
 from discovery.instances import CONTAINER_KEY, desired_instances
 from discovery.plan import SyncPlan
-from discovery.readiness import container_netns, register_when_ready
+from discovery.readiness import EarlyChecks, container_netns, register_when_ready
 from discovery.scope import scopes_of
 from discovery.sync import ReadyGate, ServiceSync, SyncError
 from ovsdb.bridge import Bridge, detect_datapath
@@ -82,11 +83,13 @@ class Daemon:
         self.fresh = FreshInstances(self.failover.down)  # seen answering, not in Consul yet
         self.discovery = ServiceSync(self.store.client, self.fresh)
         self._ready = partial(register_when_ready, netns=container_netns(config.netns_prefix))
+        self._early = partial(EarlyChecks, netns=container_netns(config.netns_prefix))
         self.health = HealthWatch(self.store.client, self.wake.set)
         self._service_topologies: set[str] = set()  # topologies whose services we registered
         self.dns = DnsProxy(parse_server(config.consul_dns, 8600), port=config.dns_port,
                             health=consul_health(config.consul, config.consul_timeout))
         self.dns.fresh = self.fresh
+        self.dns.catalog = CatalogNames(consul_services(self.store.client))
         self.consul_ok = True  # False once a Consul call of the current pass failed
         self._outage = False  # Consul calls have been failing (logged once per outage)
         self.app: Any = None
@@ -112,6 +115,7 @@ class Daemon:
             self.bridge.ensure_tunnel(self.config.tunnel_ip)
         threading.Thread(target=self._watch, name="kv-watch", daemon=True).start()
         self.hosts.start()
+        self.dns.catalog.start()
         self.rescheduler.start()
         LOG.info("controller for bridge %s on %s:%d, host %s", self.config.bridge,
                  self.config.of_host, self.config.of_port, self.config.host_id)
@@ -218,6 +222,7 @@ class Daemon:
         compiled = compile_pipeline(plans, ports, passing, tunnel_port)
         self.app.tunnel_peers = (tunnel_peers(site, tunnel_port)
                                  if self.bridge.datapath == "netdev" else None)
+        early = self._early(services.register) if services is not None else None
         pending: dict[str, str] = {}
         if not self.app.connected.is_set():
             for plan in plans:
@@ -230,7 +235,7 @@ class Daemon:
                                   "(see the controller log)")
         if services is not None:  # instances with checks: once they pass, or after 1 s
             added = self._apply_services(SyncPlan(services.register, []), desired, errors,
-                                         ready=self._ready)
+                                         ready=partial(self._ready, early=early))
             if removed and added:
                 self._service_topologies = set(desired)
         self._report(desired, local, ports, errors, pending, len(compiled.flows), passing)

@@ -7,7 +7,8 @@ query arrives on says which topology asks (a :class:`discovery.scope.Scope`):
 - ``NAME.vip.consul`` is answered here with the topology's VIP (:mod:`discovery.scope`);
 - ``NAME.service.consul`` (and Consul's other forms of it), when another topology declares
   a service NAME too, is answered here from Consul's health API asked at that moment
-  (:mod:`discovery.healthapi`): the asking topology's instances and those of no topology,
+  (:mod:`discovery.healthapi`; not asked when Consul's catalog holds no service NAME at all,
+  :mod:`discovery.catalognames`): the asking topology's instances and those of no topology,
   never another topology's. When no other topology declares NAME, Consul holds only such
   instances of it, and the query goes to Consul's DNS like any other ``.consul`` name,
   unless this host is registering instances of NAME that it has seen answering
@@ -32,13 +33,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
-import dns.exception
 import dns.flags
 import dns.message
 import dns.query
-import dns.rcode
 
 from discovery import scope as scoping
+from discovery.catalognames import CatalogNames
+from discovery.dnsmsg import is_consul_name, parse_query, servfail, udp_limit
 from discovery.fresh import FreshInstances, with_fresh
 from discovery.healthapi import HealthLookup, consul_health
 from discovery.ratelimit import SourceLimiter
@@ -49,6 +50,7 @@ from discovery.upstream import (
     forward_tcp,
     forward_udp,
     host_resolvers,
+    parse_server,
     system_resolvers,
 )
 
@@ -69,53 +71,7 @@ IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux; absent from Python's 
 RECEIVE_BUFFER = 4 << 20  # bytes queued per listener: a flood's burst does not crowd others out
 _UDP_BATCH = 64  # datagrams read per wake-up of the listener (then the other sockets' turn)
 _MAX_TCP_CLIENTS = 64
-
-
-# --------------------------------------------------------------------------- pure
-
-
-def parse_server(text: str, default_port: int = 53) -> Server:
-    """``HOST``, ``HOST:PORT`` or ``[V6]:PORT`` as (host, port)."""
-    text = text.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return host, int(rest.lstrip(":") or default_port)
-    if text.count(":") == 1:
-        host, port = text.split(":")
-        return host, int(port)
-    return text, default_port
-
-
-def is_consul_name(qname: str, domain: str = "consul") -> bool:
-    """Whether a queried name is Consul's (the domain itself or below it)."""
-    name = qname.rstrip(".").lower()
-    return name == domain or name.endswith("." + domain)
-
-
-def parse_query(packet: bytes) -> dns.message.Message | None:
-    """A query with exactly one question; None for anything else (answers, garbage)."""
-    try:
-        msg = dns.message.from_wire(packet)
-    except Exception:  # noqa: BLE001 - any bytes from a container: not a query
-        return None
-    if msg.flags & dns.flags.QR or len(msg.question) != 1:
-        return None
-    return msg
-
-
-def servfail(query: dns.message.Message) -> bytes:
-    """A SERVFAIL answer to a query (its ID, RD bit and question echoed)."""
-    response = dns.message.make_response(query, recursion_available=True)
-    response.set_rcode(dns.rcode.SERVFAIL)
-    return response.to_wire()
-
-
-def udp_limit(query: dns.message.Message) -> int:
-    """The largest UDP answer the asker takes: its EDNS payload size, else 512 bytes."""
-    return max(512, query.payload) if query.edns >= 0 else 512
-
-
-# --------------------------------------------------------------------------- upstreams
+_NEEDS_READ = object()  # an answer that needs the health API read (see DnsProxy._build)
 
 
 # --------------------------------------------------------------------------- the server
@@ -125,9 +81,10 @@ class DnsProxy:
     """UDP and TCP listeners on a set of addresses, served by one selector thread.
 
     ``consul``: Consul's DNS address; ``health``: reads a service's instances (Consul's
-    health API); ``upstreams``: returns the resolvers for other names. Queries are answered
-    by worker threads (Consul's and the host's in separate pools, so a slow upstream never
-    delays ``.consul`` names).
+    health API); ``upstreams``: returns the resolvers for other names. An answer built from
+    what the daemon holds (a VIP name; a name Consul's catalog does not hold) is made by the
+    listener at once; the others by worker threads (Consul's and the host's in separate
+    pools, so a slow upstream never delays ``.consul`` names).
     """
 
     def __init__(
@@ -156,6 +113,7 @@ class DnsProxy:
         self._thread: threading.Thread | None = None
         self.on_answer: Callable[[bytes], None] | None = None  # each response sent (metrics)
         self.fresh: FreshInstances | None = None  # seen answering, not in Consul yet
+        self.catalog: CatalogNames | None = None  # names Consul holds: absent ones go unread
         self.limiter = SourceLimiter()  # per container: a flood never starves the others
 
     @property
@@ -196,6 +154,8 @@ class DnsProxy:
         """Stop listening everywhere and stop the workers."""
         self.listen(())
         self._closed.set()
+        if self.catalog is not None:
+            self.catalog.stop()
         self._consul_pool.shutdown(wait=False, cancel_futures=True)
         self._host_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -225,6 +185,21 @@ class DnsProxy:
         question about a service that another topology declares too (built from the health
         API, instance by instance); None when Consul's own answer is the right one (no other
         topology has instances of that name) and the query is to be forwarded."""
+        built = self._build(query, address, tcp, may_read=True)
+        assert built is not _NEEDS_READ
+        return built
+
+    def answer_at_once(self, query: dns.message.Message, address: str) -> bytes | None:
+        """:meth:`answer` (over UDP) when it is built without asking Consul or any server
+        (a VIP name; a name Consul's catalog does not hold); otherwise None."""
+        built = self._build(query, address, False, may_read=False)
+        return built if isinstance(built, bytes) else None
+
+    def _build(
+        self, query: dns.message.Message, address: str, tcp: bool, may_read: bool
+    ) -> bytes | None | object:
+        """:meth:`answer`; ``_NEEDS_READ`` instead of reading the health API unless
+        ``may_read``."""
         scope = self._scopes.get(address)
         question = query.question[0]
         if scope is None:
@@ -240,14 +215,22 @@ class DnsProxy:
             if self.fresh is not None and asked.datacenter is None else []
         if asked.service not in scope.shared and not fresh:
             return None
+        absent = self._not_in_consul(asked)
+        if not may_read and not absent:
+            return _NEEDS_READ
         try:
-            entries = self.health(asked.service, asked.datacenter)
+            entries = [] if absent else self.health(asked.service, asked.datacenter)
         except Exception as exc:  # noqa: BLE001 - Consul down or refusing: SERVFAIL
             LOG.debug("DNS: cannot read %s from Consul: %s", asked.service, exc)
             return servfail(query)
         found = scoping.endpoints(with_fresh(entries, fresh), scope.topology, asked.tag)
         response, fewer = scoping.service_answer(query, found, self.domain)
         return scoping.to_wire(response, limit, fewer, len(found))
+
+    def _not_in_consul(self, asked: scoping.ServiceQuestion) -> bool:
+        """Whether this datacenter's Consul surely holds no instance of the asked service."""
+        return (asked.datacenter is None and self.catalog is not None
+                and self.catalog.lacks(asked.service))
 
     def _servers_for(self, query: dns.message.Message) -> list[Server]:
         """Where a query that is not answered here goes: Consul's DNS or the host's."""
@@ -270,6 +253,21 @@ class DnsProxy:
             self.limiter.done(source)
         if self.on_answer is not None:
             self.on_answer(answer)
+        return answer
+
+    def _respond_at_once(self, query: dns.message.Message, address: str, source: str
+                         ) -> bytes | None:
+        """:meth:`_respond` when the answer needs nothing read or forwarded; else None (and
+        the source's slot is kept for the worker that will answer)."""
+        try:
+            answer = self.answer_at_once(query, address)
+        except Exception:  # noqa: BLE001 - a bug must not stop the listener: SERVFAIL
+            LOG.exception("DNS: cannot answer %s", query.question[0].name)
+            answer = servfail(query)
+        if answer is not None:
+            self.limiter.done(source)
+            if self.on_answer is not None:
+                self.on_answer(answer)
         return answer
 
     # -- serving -------------------------------------------------------------------------
@@ -305,6 +303,11 @@ class DnsProxy:
             self.limiter.done(peer[0])
             return
         consul_name = is_consul_name(query.question[0].name.to_text(), self.domain)
+        if consul_name:  # built from what is in memory: at once, without a worker's turn
+            answer = self._respond_at_once(query, address, peer[0])
+            if answer is not None:
+                self._send_udp(sock, answer, peer)
+                return
         pool = self._consul_pool if consul_name else self._host_pool
         try:
             pool.submit(self._answer_udp, sock, address, query, packet, peer)
@@ -327,6 +330,10 @@ class DnsProxy:
     ) -> None:
         answer = self._respond(query, address, peer[0],
                                lambda servers: forward_udp(packet, servers, self.timeout))
+        self._send_udp(sock, answer, peer)
+
+    @staticmethod
+    def _send_udp(sock: socket.socket, answer: bytes, peer: tuple) -> None:
         try:
             sock.sendto(answer, peer)
         except OSError as exc:

@@ -18,6 +18,18 @@ Server = tuple[str, int]
 RESOLV_CONF = Path("/etc/resolv.conf")
 
 
+def parse_server(text: str, default_port: int = 53) -> Server:
+    """``HOST``, ``HOST:PORT`` or ``[V6]:PORT`` as (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest.lstrip(":") or default_port)
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host, int(port)
+    return text, default_port
+
+
 def host_resolvers(resolv_conf: str) -> list[Server]:
     """The ``nameserver`` entries of a resolv.conf (glibc's 127.0.0.1 when there is none)."""
     servers = []

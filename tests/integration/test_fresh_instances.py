@@ -4,6 +4,7 @@ runs inside the container's namespace and leaves the caller in its own."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -11,6 +12,7 @@ import time
 import consul
 import pytest
 
+from discovery.catalognames import CatalogNames, consul_services
 from discovery.instances import CheckSpec
 from discovery.readiness import check_passes, passes_in_netns
 from tests.harness import Switchboard, in_ns, wait_until
@@ -82,3 +84,22 @@ def test_the_readiness_probe_runs_in_the_container_and_comes_back(fresh_topology
     assert not passes_in_netns(f"sb-{TOPOLOGY}-no-such-container", listening)
     assert own_netns() == home  # the calling thread is back in the host's namespace
     assert check_passes(listening)  # from the host too, through the switch
+
+
+def test_the_catalog_names_follow_the_real_agent():
+    """The set the forwarder skips health reads by: a name is absent only while Consul's
+    catalog holds no service of that name, and seen within a blocking query's round trip."""
+    agent = consul.Consul()
+    name = f"sbt-catalog-{os.getpid()}"
+    names = CatalogNames(consul_services(agent))
+    names.start()
+    try:
+        assert wait_until(lambda: names.lacks(name) and not names.lacks("consul"), 5)
+        agent.agent.service.register(name, service_id=name, address="127.0.0.1", port=1)
+        assert wait_until(lambda: not names.lacks(name.upper()), 2)
+        agent.agent.service.deregister(name)
+        assert wait_until(lambda: names.lacks(name), 2)
+    finally:
+        names.stop()
+        with contextlib.suppress(consul.ConsulException):  # gone already when it passed
+            agent.agent.service.deregister(name)
