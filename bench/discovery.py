@@ -1,22 +1,31 @@
 """Discovery benchmark: how soon a container's service resolves, and how soon a dead one stops.
 
-A private daemon (own bridge, KV prefix, state; the host's Consul agent) brings up N
-containers on 10.234.0.0/16, each running a small TCP listener on port 8080 and declaring one
-service ``sbbdisc-cI`` with a TCP check every second, plus N/5 ``probeJ`` containers. (The
-listener is a Perl one-liner: ``python3`` here is a pyenv shim that takes 0.4 s to start, and
-a hundred of them at once would measure interpreter start-up, not discovery.) From the
-moment ``switchboard up`` starts, three observers run side by side (the pinger and the
-SRV prober are in bench/probers.py):
+A private daemon (own bridge, KV prefix, state; the host's Consul agent) runs a topology on
+10.234.0.0/16 whose N/5 ``probeJ`` containers are up first (their own ``switchboard up``);
+then one ``switchboard up`` adds N containers to it at once, each running a small TCP
+listener on port 8080 and declaring one service ``sbbdisc-cI`` with a TCP check every
+second. (The listener is a Perl one-liner: ``python3`` here is a pyenv shim that takes 0.4 s
+to start, and a hundred of them at once would measure interpreter start-up, not discovery.)
+From the moment that second ``up`` starts, three observers run side by side (the pinger and
+the SRV prober are in bench/probers.py):
 
 - reachable: a raw ICMP socket on the host pings every container until it answers;
 - registered: ``/v1/agent/services`` lists the instance (polled);
 - resolves: from inside the ``probeJ`` containers (UDP sockets made in their namespaces),
   an SRV query for ``sbbdisc-cI.service.consul`` to the container's nameserver (the daemon's
-  forwarder on the host address) includes the instance. Each name is asked every 25 ms,
-  closed-loop (again once answered; or after 0.25 s unanswered), from the moment its probe
-  answers a ping. Each probe asks at most 5 names, 200 questions a second: the forwarder's
-  fair share of one source (``discovery.ratelimit``), which drops a source's excess (one
-  probe asking all 100 names measured the limiter, 0.25 s per dropped question).
+  forwarder on the host address) includes the instance. A name is first asked the moment
+  its container answers a ping, then every 25 ms, closed-loop (again once answered; or after
+  0.25 s unanswered), until an answer includes it. Each probe asks at most 5 names, 200
+  questions a second: the forwarder's fair share of one source (``discovery.ratelimit``),
+  which drops a source's excess (one probe asking all 100 names measured the limiter,
+  0.25 s per dropped question).
+
+So "reachable -> resolves" is what a client that asks as soon as an instance answers waits.
+(Until 2026-12-01 the probes came up in the same ``up`` and asked every name from the moment
+the probe itself answered a ping: a name was asked late when its probe's first reply came
+after its container's, and questions asked before the instance answered only loaded the
+forwarder. "reachable -> first question" shows what is left of that delay: the pinger's
+and the prober's own.)
 
 Then K instances' processes are killed at once; removal is the time until their SRV answer no
 longer includes them.
@@ -76,9 +85,10 @@ def probe_count(n: int) -> int:
     return -(-n // PER_PROBE)
 
 
-def topology_text(n: int, subnet: IPv4Network = SUBNET) -> str:
+def topology_text(n: int, subnet: IPv4Network = SUBNET, instances: bool = True) -> str:
+    """The topology: its probes, and (``instances``) the N containers whose names they ask."""
     probes = "".join(f"  probe{j}: {{networks: [lan]}}\n" for j in range(probe_count(n)))
-    containers = "".join(
+    containers = "" if not instances else "".join(
         f"  c{i}:\n    networks: [lan]\n    command: {json.dumps(LISTENER)}\n"
         f"    services: [{{name: sbbdisc-c{i}, port: 8080, "
         f"check: {{tcp: 8080, interval: {CHECK_INTERVAL}}}}}]\n"
@@ -116,14 +126,15 @@ def bring_up(
     """Figures of the bring-up, the prober (for the removal) and container -> address."""
     text = topology_text(n, subnet)
     topo = state / "discovery.yaml"
+    topo.write_text(topology_text(n, subnet, instances=False))
+    sb.cli("up", str(topo), "--timeout", "120")  # the probes first: they ask from the start
     topo.write_text(text)
     topology = load_topology(text)
     allocation = ipam.allocate(topology)  # what the daemon will use: IPAM is deterministic
     address = {f"c{i}": str(allocation[(f"c{i}", "lan")]) for i in range(n)}
     nameserver = str(ipam.host_leg_address(topology, "lan"))
-    # each probe asks only once it answers a ping itself
-    probes = {f"probe{j}": str(allocation[(f"probe{j}", "lan")]) for j in range(probe_count(n))}
-    pinger = Pinger([*address.values(), *probes.values()])
+    probes = [f"probe{j}" for j in range(probe_count(n))]
+    pinger = Pinger(list(address.values()))
     start = time.monotonic()
     up = subprocess.Popen([sys.executable, "-m", "switchboard.cli", "up", str(topo),
                            "--timeout", "600"], env=sb.env, stdout=subprocess.PIPE,
@@ -140,7 +151,7 @@ def bring_up(
 
 def _observe(
     sb: Switchboard, n: int, up: subprocess.Popen[bytes], start: float, pinger: Pinger,
-    address: dict[str, str], nameserver: str, probes: dict[str, str],
+    address: dict[str, str], nameserver: str, probes: list[str],
 ) -> tuple[dict[str, list[float]], SrvProber, dict[str, str]]:
     name_of = {f"sbbdisc-{c}": c for c in address}
     agent = consul.Consul()
@@ -159,12 +170,12 @@ def _observe(
 
     threading.Thread(target=poll_registrations, daemon=True).start()
     sockets = {probe: socket_in_netns(f"sb-{TOPOLOGY}-{probe}") for probe in probes}
-    asker = {name: list(probes)[i // PER_PROBE] for i, name in enumerate(name_of)}
+    asker = {name: probes[i // PER_PROBE] for i, name in enumerate(name_of)}
     prober = SrvProber((nameserver, 53), {name: sockets[p] for name, p in asker.items()})
 
-    def probe_round() -> None:  # a probe asks once it answers: else its questions are lost
+    def probe_round() -> None:  # a name is asked from the moment its container answers
         pending = {name: address[c] for name, c in name_of.items()
-                   if c not in resolved and probes[asker[name]] in pinger.seen}
+                   if c not in resolved and address[c] in pinger.seen}
         if not pending:
             time.sleep(0.001)
             return
@@ -187,6 +198,8 @@ def _observe(
         "up -> resolves": [resolved[c] - start for c in address],
         "reachable -> registered": [registered[c] - reachable[c] for c in address],
         "reachable -> resolves": [resolved[c] - reachable[c] for c in address],
+        "reachable -> first question": [prober.first_asked[f"sbbdisc-{c}"] - reachable[c]
+                                        for c in address],
         "question -> answer": prober.latencies,
     }, prober, address
 

@@ -84,6 +84,7 @@ class SrvProber:
         self.retry = retry
         self.latencies: list[float] = []  # question -> its answer
         self.answered: dict[str, float] = {}  # name -> when its last answer arrived
+        self.first_asked: dict[str, float] = {}  # name -> when it was first asked
         self._next_id = 0
         self._asked: dict[int, tuple[str, float]] = {}  # question ID -> (name, sent)
         self._last: dict[str, float] = {}  # name -> when its last answer arrived
@@ -105,6 +106,7 @@ class SrvProber:
                 continue
             self._next_id = self._next_id % 65535 + 1
             self._asked[self._next_id] = (name, time.monotonic())
+            self.first_asked.setdefault(name, self._asked[self._next_id][1])
             sock = self.sockets.get(name, self.default)
             assert sock is not None, f"no socket to ask {name} from"
             with contextlib.suppress(OSError):  # the probe's interface is not up yet
