@@ -92,10 +92,15 @@ def test_a_name_is_absent_only_while_the_set_is_current():
 
 
 def test_odd_data_from_consul_makes_the_set_unknown_not_empty():
-    names = CatalogNames(lambda index, wait: ("1", ["not", "a", "mapping"]),  # type: ignore[arg-type,return-value]
-                         min_interval=0.0)
+    reads: list[str | None] = []
+
+    def odd(index: str | None, wait: str) -> tuple[str, Any]:
+        reads.append(index)
+        return "1", ["not", "a", "mapping"] if len(reads) > 1 else {"consul": []}
+
+    names = CatalogNames(odd, min_interval=0.0)
     names.start()
-    time.sleep(0.05)
+    assert wait_for(lambda: len(reads) >= 3)  # read, then odd data (and the retry after it)
     assert not names.lacks("anything")
     names.stop()
 
