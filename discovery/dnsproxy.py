@@ -42,6 +42,7 @@ from discovery.catalognames import CatalogNames
 from discovery.dnsmsg import is_consul_name, parse_query, servfail, udp_limit
 from discovery.fresh import FreshInstances, with_fresh
 from discovery.healthapi import HealthLookup, consul_health
+from discovery.priority import ListenerPriority
 from discovery.ratelimit import SourceLimiter
 from discovery.scope import Scope
 from discovery.upstream import (
@@ -84,7 +85,8 @@ class DnsProxy:
     health API); ``upstreams``: returns the resolvers for other names. An answer built from
     what the daemon holds (a VIP name; a name Consul's catalog does not hold) is made by the
     listener at once; the others by worker threads (Consul's and the host's in separate
-    pools, so a slow upstream never delays ``.consul`` names).
+    pools, so a slow upstream never delays ``.consul`` names). The selector thread runs at
+    real-time priority except during a flood (:mod:`discovery.priority`).
     """
 
     def __init__(
@@ -115,6 +117,7 @@ class DnsProxy:
         self.fresh: FreshInstances | None = None  # seen answering, not in Consul yet
         self.catalog: CatalogNames | None = None  # names Consul holds: absent ones go unread
         self.limiter = SourceLimiter()  # per container: a flood never starves the others
+        self.priority = ListenerPriority()  # the listener's CPU policy (see discovery.priority)
 
     @property
     def addresses(self) -> set[str]:
@@ -273,6 +276,7 @@ class DnsProxy:
     # -- serving -------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        self.priority.start()
         while not self._closed.is_set():
             try:
                 events = self._selector.select(timeout=0.5)
@@ -283,10 +287,8 @@ class DnsProxy:
                 assert isinstance(sock, socket.socket)
                 kind, address = key.data
                 try:
-                    if kind == "udp":  # all that wait, up to a batch, for one wake-up
-                        for _ in range(_UDP_BATCH):
-                            packet, peer = sock.recvfrom(65535)
-                            self._submit_udp(sock, address, packet, peer)
+                    if kind == "udp":
+                        self.priority.woke(self._read_batch(sock, address) == _UDP_BATCH)
                     else:
                         conn, _ = sock.accept()
                         self._start_tcp(conn, address)
@@ -294,6 +296,16 @@ class DnsProxy:
                     continue
                 except OSError as exc:  # closed by listen() meanwhile
                     LOG.debug("DNS listener: %s", exc)
+
+    def _read_batch(self, sock: socket.socket, address: str) -> int:
+        """All the datagrams that wait, up to a batch, for one wake-up; how many."""
+        for count in range(_UDP_BATCH):
+            try:
+                packet, peer = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return count
+            self._submit_udp(sock, address, packet, peer)
+        return _UDP_BATCH
 
     def _submit_udp(self, sock: socket.socket, address: str, packet: bytes, peer: tuple) -> None:
         if not self._admit(peer[0]):  # before parsing: a flood costs a lookup per packet

@@ -5,9 +5,11 @@ container flooding it, never keep it from answering the others. A real forwarder
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from discovery.dnsproxy import DnsProxy
+from discovery.priority import COOL_DOWN
 
 pytestmark = pytest.mark.integration
 
@@ -102,3 +105,40 @@ def test_a_flooding_container_does_not_starve_the_others(proxy: DnsProxy) -> Non
     assert proxy.limiter.dropped["127.0.0.2"] > 1000  # the flood met its limit
     assert proxy.limiter.dropped["127.0.0.3"] == 0
     assert sorted(delays)[len(delays) // 2] < 0.1, delays
+
+
+def listener_policy(proxy: DnsProxy) -> int:
+    assert proxy._thread is not None and proxy._thread.native_id is not None
+    return os.sched_getscheduler(proxy._thread.native_id) & ~os.SCHED_RESET_ON_FORK
+
+
+def test_threads_the_listener_starts_have_the_normal_policy(proxy: DnsProxy) -> None:
+    """The workers (started by the listener on demand) and TCP connections' threads do not
+    inherit its real-time policy."""
+    ask(proxy)  # forwarded to Consul's DNS: by a worker
+    dns.query.tcp(dns.message.make_query(NAME, "A"), "127.0.0.1", 2.0, proxy.port,
+                  source="127.0.0.3")
+    workers = [t for t in threading.enumerate() if t.name.startswith(("dns-consul", "dns-tcp"))]
+    assert any(t.name.startswith("dns-consul") for t in workers)
+    for thread in workers:
+        if thread.native_id is not None and thread.is_alive():
+            assert os.sched_getscheduler(thread.native_id) == os.SCHED_OTHER, thread.name
+
+
+def test_the_listener_is_real_time_until_a_flood_and_again_after_it(proxy: DnsProxy) -> None:
+    """Real time for its questions; a flood as fast as one process sends puts it back to
+    the normal policy, so the flood's CPU is shared with everyone else's."""
+    ask(proxy)
+    assert listener_policy(proxy) == os.SCHED_RR
+    flooder = subprocess.Popen([sys.executable, FLOODER, str(proxy.port), NAME, "0"])
+    try:
+        deadline = time.monotonic() + 5
+        while listener_policy(proxy) != os.SCHED_OTHER and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert listener_policy(proxy) == os.SCHED_OTHER
+    finally:
+        flooder.kill()
+        flooder.wait()
+    time.sleep(COOL_DOWN + 0.2)
+    ask(proxy)  # a quiet wake-up after the cool-down
+    assert listener_policy(proxy) == os.SCHED_RR
