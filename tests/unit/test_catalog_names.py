@@ -4,7 +4,6 @@ once on the listener; checks tried while the flows go in publish nothing before 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +17,7 @@ from discovery.instances import CheckSpec, Instance, topology_meta
 from discovery.lookup import srv_endpoints
 from discovery.readiness import EarlyChecks, register_when_ready
 from discovery.scope import Scope
+from tests.harness import wait_until
 
 ASKED_ON = "10.1.255.254"
 
@@ -62,12 +62,7 @@ def follow(catalog: Catalog) -> CatalogNames:
 
 
 def wait_for(condition: Any, timeout: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return False
+    return wait_until(condition, timeout, interval=0.005)
 
 
 # --------------------------------------------------------------------------- the set

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from switchboard import ipam
 from switchboard.cli.logs import LogsError, check_here, find, follow, last_lines
 from switchboard.desired import StoredTopology
 from switchboard.model import load_topology
+from tests.harness import wait_until
 
 SHOP = (Path(__file__).resolve().parents[2] / "topologies" / "shop.yaml").read_text()
 
@@ -90,9 +90,4 @@ def test_follow_prints_what_is_appended_and_survives_truncation(tmp_path: Path) 
 
 
 def _until(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
+    return wait_until(predicate, timeout, interval=0.01)
