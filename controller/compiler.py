@@ -59,6 +59,7 @@ from controller.matches import (
     to_vip,
 )
 from controller.matches import ct_state as _ct_state
+from controller.refusal import REJECT_PORT, refusal_flows, refused_policy_flows
 from controller.tables import TABLES
 from switchboard.hostplan import NetworkPlan, ServicePlan, TopologyPlan
 
@@ -68,7 +69,6 @@ __all__ = ["ALLOWED_MARK", "CT_DNAT", "CT_EST", "CT_INV", "CT_NEW", "CT_REL", "C
 ARP_REQUEST = 1
 ARP_REPLY = 2
 BACKEND_REG = "reg1"  # index of the chosen VIP instance, set by a group bucket
-REJECT_PORT = 1  # closed port on the host leg: a VIP with no instance is refused at once
 
 Passing = Mapping[tuple[str, str], frozenset[str]]  # (topology, service) -> containers
 
@@ -263,41 +263,21 @@ def _service_flows(
 ) -> tuple[list[Flow], list[SelectGroup]]:
     """ARP for the VIP; new connections to it, from each network routed to the VIP's, go
     through a select group whose buckets NAT to one passing instance (``clients``: those
-    networks, the VIP's first).
-
-    With no instance passing, a new connection is NATed to a closed port on the host leg of
-    the client's own network, so the host refuses it at once and its reset leaves by the
-    same leg. The host itself (on the VIP's network) cannot be NATed to its own address, which
-    it would drop as a martian: its TCP SYN is turned back to it statelessly, from the VIP to
-    the closed port, and the reset it answers is turned back as if from vip:port.
-    """
+    networks, the VIP's first). With no instance passing they are refused at once
+    (``controller.refusal``)."""
     owner = f"{plan.name}/service/{service.name}"
-    home = clients[0]
     backends = service.active_backends(passing)
     vip = str(service.vip)
-    flows = [_arp_reply(home.key, vip, home.gateway_mac, owner),
+    flows = [_arp_reply(clients[0].key, vip, clients[0].gateway_mac, owner),
              *vip_entry_flows(plan, service, clients)]
+    if not backends:
+        return flows + refusal_flows(plan, service, clients), []
     new_conn = _ct_state(on=CT_NEW | CT_TRK)
     for net in clients:
         for proto in ("tcp", "udp"):
             match = {**to_vip(net.key, vip, service.port, proto), "ct_state": new_conn}
-            reject = f"{net.host_leg.ip}:{REJECT_PORT}"
-            actions = [Group(service.group_id)] if backends else [
-                Ct(zone=plan.zone, table="l3_router", commit=True, nat=reject)]
-            flows.append(flow("service_lb", 100, match, actions, owner=owner))
-    if not backends and service.port is not None:
-        leg = str(home.host_leg.ip)
-        turn = [SetField("eth_src", home.gateway_mac), SetField("eth_dst", home.host_leg.mac),
-                SetField("ipv4_src", vip), SetField("ipv4_dst", leg)]
-        from_host = {"metadata": home.key, "eth_type": ETH_IPV4, "ip_proto": PROTOCOLS["tcp"],
-                     "ipv4_src": leg, "ipv4_dst": vip}
-        flows.append(flow("service_lb", 110,
-                          {**from_host, "ct_state": new_conn, "tcp_dst": service.port},
-                          [*turn, SetField("tcp_dst", REJECT_PORT), Output("in_port")],
-                          owner=owner))
-        flows.append(flow("service_lb", 110, {**from_host, "tcp_src": REJECT_PORT},
-                          [*turn, SetField("tcp_src", service.port), Output("in_port")],
-                          owner=owner))
+            flows.append(flow("service_lb", 100, match, [Group(service.group_id)],
+                              owner=owner))
     buckets = []
     for index, backend in enumerate(backends):
         buckets.append((SetField(BACKEND_REG, index), Resubmit("service_nat")))
@@ -308,8 +288,7 @@ def _service_flows(
             flows.append(flow("service_nat", 100, match,
                               [Ct(zone=plan.zone, table="l3_router", commit=True, nat=target)],
                               owner=owner))
-    groups = [SelectGroup(service.group_id, tuple(buckets), owner)] if backends else []
-    return flows, groups
+    return flows, [SelectGroup(service.group_id, tuple(buckets), owner)]
 
 
 def _topology(
@@ -324,6 +303,7 @@ def _topology(
         flows += _network_flows(net, plan, ports, tunnel_port)
     flows += _router_flows(plan)
     flows += _policy_flows(plan)
+    flows += refused_policy_flows(plan)
     flows += hairpin_flows(plan, ports)
     clients = {service.name: _client_networks(plan, service) for service in plan.services}
     reaching = {net.name: net for nets in clients.values() for net in nets}

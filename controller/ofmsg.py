@@ -45,6 +45,10 @@ def _action(dp: Any, action: Any) -> Any:
 def _ct(dp: Any, ct: Ct) -> Any:
     parser = dp.ofproto_parser
     nested = []
+    # The mark goes first: OVS rejects a ct whose NAT (as os-ken encodes it) is followed by
+    # another nested action (OFPBAC_BAD_LEN, measured); with the NAT last it is accepted.
+    if ct.mark is not None:
+        nested.append(parser.OFPActionSetField(ct_mark=ct.mark))
     if ct.nat is not None:
         if ct.nat.startswith("src="):
             ip = ct.nat.removeprefix("src=")
@@ -58,8 +62,6 @@ def _ct(dp: Any, ct: Ct) -> Any:
             nested.append(parser.NXActionNAT(flags=NAT_DST, **ranges))
         else:
             nested.append(parser.NXActionNAT(flags=0))
-    if ct.mark is not None:
-        nested.append(parser.OFPActionSetField(ct_mark=ct.mark))
     return parser.NXActionCT(
         flags=CT_COMMIT if ct.commit else 0, zone_src="", zone_ofs_nbits=ct.zone,
         recirc_table=TABLES[ct.table] if ct.table else NO_RECIRC, alg=0, actions=nested,

@@ -51,13 +51,18 @@ class Connection:
     nat: tuple[str, int | None] | None = None  # destination NAT: (ip, port or None: kept)
     snat: str | None = None  # source NAT: the address (the port is kept)
 
-    def reply_tuple(self) -> tuple[Any, ...]:
-        """The 5-tuple its replies carry (what the other end answers to)."""
+    def translated(self) -> tuple[Any, ...]:
+        """The 5-tuple of its original direction after NAT (what the other end sees)."""
         proto, src, sport, dst, dport = self.original
         if self.nat:
             dst, dport = self.nat[0], dport if self.nat[1] is None else self.nat[1]
         if self.snat:
             src = self.snat
+        return (proto, src, sport, dst, dport)
+
+    def reply_tuple(self) -> tuple[Any, ...]:
+        """The 5-tuple its replies carry (what the other end answers to)."""
+        proto, src, sport, dst, dport = self.translated()
         return (proto, dst, dport, src, sport)
 
 
@@ -151,14 +156,18 @@ class FakeOFTable:
         key = _five_tuple(pkt)
         cached = pkt.get(CACHED)
         if cached is not None and cached[0] == ct.zone:
-            # OVS keeps the connection a packet was tracked with: another pass in the same
-            # zone (a commit after NAT) is that connection, and its NAT is not done twice.
+            # OVS keeps the connection a packet was tracked with, unless that pass did NAT:
+            # another pass in the same zone is that connection, its NAT not done twice.
             _, conn, state = cached
         else:
+            # After a pass with NAT, OVS looks the translated packet up again: it finds its
+            # connection by the translated tuple, but without the NAT bits (+dnat is gone).
             conn, reply = self.conntrack.get((ct.zone, key)), False
             if conn is None:
                 conn = self._reply_of(ct.zone, key)
                 reply = conn is not None
+            if conn is None:
+                conn = self._translated_of(ct.zone, key)
             state = CT_TRK | (CT_NEW if conn is None else CT_EST | (CT_RPL if reply else 0))
             if conn is not None and ct.nat is not None:
                 state |= _translate(pkt, conn, reply)
@@ -175,7 +184,17 @@ class FakeOFTable:
             conn.mark = ct.mark
         pkt["ct_state"] = state
         pkt["ct_mark"] = conn.mark if conn else 0
-        pkt[CACHED] = (ct.zone, conn, state)
+        if ct.nat is None:
+            pkt[CACHED] = (ct.zone, conn, state)
+        else:
+            pkt.pop(CACHED, None)
+
+    def _translated_of(self, zone: int, key: tuple[Any, ...]) -> Connection | None:
+        """The connection in ``zone`` whose original direction, translated, is ``key``."""
+        for (z, _), conn in self.conntrack.items():
+            if z == zone and (conn.nat or conn.snat) and conn.translated() == key:
+                return conn
+        return None
 
     def _reply_of(self, zone: int, key: tuple[Any, ...]) -> Connection | None:
         """The first connection in ``zone`` whose replies look like ``key`` (as a switch would
