@@ -82,10 +82,16 @@ class SwitchboardApp(app_manager.OSKenApp):
     """Proactive controller: no packet-in, no learning, only the compiled pipeline."""
 
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+    own_datapath_id: int | None = None  # set by controller.runtime before the app listens
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.switches: dict[int, SwitchState] = {}
+        # The one bridge to program (its datapath ID, set by the daemon from OVSDB); None:
+        # every bridge that connects. Any other datapath is ignored, logged once.
+        self.datapath_id: int | None = self.own_datapath_id
+        self.ignored: set[int] = set()
+        self.failure = ""  # why the last program() failed, naming the datapath
         self.wanted: list[Flow] | None = None
         self.wanted_groups: list[SelectGroup] = []
         self.tunnel_peers: TunnelPeers | None = None  # set by the daemon before program()
@@ -103,6 +109,12 @@ class SwitchboardApp(app_manager.OSKenApp):
     @_logged
     def on_switch_features(self, ev: Any) -> None:
         dp = ev.msg.datapath
+        if self.datapath_id is not None and dp.id != self.datapath_id:
+            if dp.id not in self.ignored:
+                self.ignored.add(dp.id)
+                LOG.warning("bridge %016x connected to this controller's port but is not its "
+                            "bridge (%016x): ignored, it gets no flows", dp.id, self.datapath_id)
+            return
         with self._lock:
             state = SwitchState(datapath=dp)
             self.switches[dp.id] = state
@@ -189,10 +201,11 @@ class SwitchboardApp(app_manager.OSKenApp):
             return
         with self._lock:
             state = self.switches.get(dp.id)
-            if state is not None and state.datapath is dp:
-                del self.switches[dp.id]
-                if not self.switches:
-                    self.connected.clear()
+            if state is None or state.datapath is not dp:
+                return  # an ignored datapath, or an older connection of a reconnected one
+            del self.switches[dp.id]
+            if not self.switches:
+                self.connected.clear()
         self.wake.set()
         LOG.warning("bridge %016x disconnected", dp.id)
 
@@ -200,9 +213,12 @@ class SwitchboardApp(app_manager.OSKenApp):
     def program(
         self, flows: list[Flow], groups: list[SelectGroup] = (), timeout: float = 10.0
     ) -> bool:
-        """Make every connected bridge hold exactly ``flows`` and ``groups``; True if confirmed."""
+        """Make the bridge hold exactly ``flows`` and ``groups``; True if confirmed. When not,
+        ``failure`` says why, naming the datapath; a datapath that does not confirm within
+        ``timeout`` seconds is disconnected, so that it never delays a later pass."""
         self.wanted = list(flows)
         self.wanted_groups = list(groups)
+        self.failure = "" if self.switches else "no bridge is connected"
         results = []
         for state in list(self.switches.values()):
             synced = self._sync(state, timeout) if state.ready else False
@@ -301,8 +317,18 @@ class SwitchboardApp(app_manager.OSKenApp):
         with self._lock:
             state.barriers.pop(barrier.xid, None)
             errors = [state.errors.pop(x) for x in xids if x in state.errors]
+            if errors:
+                self.failure = f"datapath {dp.id:016x} refused flows: {'; '.join(errors)}"
+            elif not confirmed:
+                self.failure = (f"datapath {dp.id:016x} did not confirm flows within "
+                                f"{timeout:.0f} s; its connection was dropped")
+                if self.switches.get(dp.id) is state:
+                    del self.switches[dp.id]
+                    if not self.switches:
+                        self.connected.clear()
+                dp.close()
             if not confirmed or errors:
-                LOG.error("bundle %d not applied: %s", bundle, errors or "no barrier reply")
+                LOG.error("bundle %d not applied: %s", bundle, self.failure)
                 return False
             state.installed.difference_update(diff.delete)
             state.installed.update(f.cookie for f in diff.add)

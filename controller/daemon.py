@@ -43,6 +43,7 @@ from plumbing.plumber import Plumber
 from switchboard import hosts as host_inventory
 from switchboard.desired import DesiredState
 from switchboard.hostplan import Site, TopologyPlan, plan_topology
+from switchboard.naming import datapath_id
 from switchboard.store import Store, StoredTopology, consul_client
 
 LOG = logging.getLogger("switchboard.daemon")
@@ -108,7 +109,8 @@ class Daemon:
                             "datapath": self.bridge.datapath,
                             "underlay_mtu": self.config.underlay_mtu},
                            self.stopping)
-        self.app, _ = start_controller(self.config.of_host, self.config.of_port)
+        self.app, _ = start_controller(self.config.of_host, self.config.of_port,
+                                       datapath_id(self.config.bridge))
         self.app.wake = self.wake
         self.bridge.ensure(f"tcp:{self.config.of_host}:{self.config.of_port}")
         if self.config.tunnel_ip:
@@ -231,8 +233,8 @@ class Daemon:
                 )
         elif not self.app.program(compiled.flows, compiled.groups):
             for plan in plans:
-                errors.setdefault(plan.name, f"bridge {self.config.bridge} refused flows "
-                                  "(see the controller log)")
+                errors.setdefault(plan.name, f"bridge {self.config.bridge}: "
+                                  f"{self.app.failure or 'flows not applied'}")
         if services is not None:  # instances with checks: once they pass, or after 1 s
             added = self._apply_services(SyncPlan(services.register, []), desired, errors,
                                          ready=partial(self._ready, early=early))

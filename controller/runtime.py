@@ -7,10 +7,11 @@ from typing import Any
 from controller.app import SwitchboardApp
 
 
-def start_controller(listen_host: str = "127.0.0.1", listen_port: int = 6653) -> tuple[
-    SwitchboardApp, list[Any]
-]:
-    """Load the Switchboard app with its OpenFlow listener; returns the app and its threads."""
+def start_controller(
+    listen_host: str = "127.0.0.1", listen_port: int = 6653, datapath_id: int | None = None
+) -> tuple[SwitchboardApp, list[Any]]:
+    """Load the Switchboard app with its OpenFlow listener; returns the app and its threads.
+    ``datapath_id``: the only bridge it programs (None: any), known before it listens."""
     from os_ken import cfg
     from os_ken.base.app_manager import AppManager
 
@@ -23,6 +24,7 @@ def start_controller(listen_host: str = "127.0.0.1", listen_port: int = 6653) ->
         default_config_files=[],
     )
     manager = AppManager.get_instance()
+    SwitchboardApp.own_datapath_id = datapath_id
     manager.load_apps(["controller.app"])
     contexts = manager.create_contexts()
     services = manager.instantiate_apps(**contexts)

@@ -12,7 +12,7 @@ from typing import Any
 from ovsdbapp.backend.ovs_idl import command, connection, idlutils
 from ovsdbapp.schema.open_vswitch import impl_idl
 
-from switchboard.naming import OWNER_KEY
+from switchboard.naming import OWNER_KEY, datapath_id
 
 DEFAULT_DB = "unix:/var/run/openvswitch/db.sock"
 TOPOLOGY_KEY = "switchboard-topology"  # set on every port Switchboard owns
@@ -68,12 +68,13 @@ def _tunnel_options(local_ip: str) -> dict[str, str]:
     return {"remote_ip": "flow", "key": "flow", "local_ip": local_ip}
 
 
-def _wanted_bridge(controller: str, datapath: str = "netdev") -> dict[str, Any]:
+def _wanted_bridge(name: str, controller: str, datapath: str = "netdev") -> dict[str, Any]:
     return {
         "datapath_type": datapath,
         "fail_mode": ["secure"],
         "protocols": ["OpenFlow13"],
-        "other_config": {"disable-in-band": "true"},
+        "other_config": {"disable-in-band": "true",
+                         "datapath-id": f"{datapath_id(name):016x}"},
         "external_ids": {OWNER_KEY: "bridge"},
         "controller": [controller],
     }
@@ -223,7 +224,7 @@ class Bridge:
 
     def ensure(self, controller: str) -> None:
         """Create or correct the bridge; writes nothing when it is already as wanted."""
-        wanted = _wanted_bridge(controller, self.datapath)
+        wanted = _wanted_bridge(self.name, controller, self.datapath)
 
         def pending(row: Any) -> dict[str, Any] | None:
             return None if row is None else _bridge_diff(row, wanted)

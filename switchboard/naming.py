@@ -61,6 +61,15 @@ def host_leg_mac(topology: str, network: str, slot: int = 0) -> str:
     return _mac("host", topology, network, str(slot))
 
 
+def datapath_id(bridge: str) -> int:
+    """The OpenFlow datapath ID Switchboard gives its bridge (OVSDB ``other_config:
+    datapath-id``): stable across restarts and re-creations, so that the daemon programs its
+    own bridge only and ignores any other that connects to its OpenFlow port. 48 bits, like
+    the MAC-based IDs OVS picks itself, with the locally administered bit set."""
+    value = int.from_bytes(_digest("datapath", bridge)[:6], "big")
+    return (value | 0x020000000000) & 0xFEFFFFFFFFFF
+
+
 def network_key(topology: str, network: str) -> int:
     """32-bit identifier of a network on the switch (carried in the metadata field)."""
     return int.from_bytes(_digest("net", topology, network)[:4], "big") or 1

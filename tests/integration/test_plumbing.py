@@ -18,6 +18,7 @@ from plumbing.plan import Problems
 from plumbing.plumber import Plumber
 from switchboard import naming
 from switchboard.hostplan import ContainerPlan, Endpoint, HostLeg, NetworkPlan, TopologyPlan
+from tests.harness import free_port, wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -25,6 +26,8 @@ pytestmark = [
 ]
 
 BRIDGE = "sbt-plumb"
+# A port no controller listens on: never a user's (6653) or the suite's daemon's.
+CONTROLLER = f"tcp:127.0.0.1:{free_port()}"
 TOPO = "sbtp"
 COMMAND = "echo started with $(ip -o -4 addr show eth0 | awk '{print $4}'); exec sleep 300"
 
@@ -82,7 +85,7 @@ def assert_interface(link: dict, mac: str, ip: IPv4Address, prefixlen: int, mtu:
 def bridge():
     br = Bridge(BRIDGE)
     br.delete()
-    br.ensure("tcp:127.0.0.1:6653")
+    br.ensure(CONTROLLER)
     yield br
     br.delete()
 
@@ -276,15 +279,18 @@ def test_ensure_corrects_the_bridge_and_then_writes_nothing(bridge):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     writes = bridge.writes
-    bridge.ensure("tcp:127.0.0.1:6653")
+    bridge.ensure(CONTROLLER)
     assert bridge.writes == writes + 1
     assert vsctl("get", "Bridge", BRIDGE, "fail_mode") == "secure"
     assert vsctl("get", "Bridge", BRIDGE, "protocols") == "[OpenFlow13]"
     assert vsctl("get", "Bridge", BRIDGE, "datapath_type") == "netdev"
     assert vsctl("get", "Bridge", BRIDGE, "other_config:disable-in-band") == '"true"'
     assert vsctl("get", "Bridge", BRIDGE, "external_ids:keep") == "me"
-    assert vsctl("get", "Controller", BRIDGE, "target") == '"tcp:127.0.0.1:6653"'
-    bridge.ensure("tcp:127.0.0.1:6653")
+    assert vsctl("get", "Controller", BRIDGE, "target") == f'"{CONTROLLER}"'
+    own_id = f'"{naming.datapath_id(BRIDGE):016x}"'  # the daemon programs this datapath only
+    assert vsctl("get", "Bridge", BRIDGE, "other_config:datapath-id") == own_id
+    assert wait_until(lambda: vsctl("get", "Bridge", BRIDGE, "datapath_id") == own_id, 10)
+    bridge.ensure(CONTROLLER)
     assert bridge.writes == writes + 1
 
 
