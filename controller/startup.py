@@ -152,4 +152,4 @@ def underlay_mtu(tunnel_ip: str) -> int:
         if any(a.get("local") == tunnel_ip for a in link.get("addr_info", [])):
             return int(link.get("mtu") or 1500)
     raise StartError(f"--tunnel-ip {tunnel_ip}: no interface of this host has that address; "
-                     "give the host its underlay address first (see README, Many hosts)")
+                     "give the host its underlay address first (see docs/many-hosts.md)")

@@ -322,7 +322,7 @@ def _tx_checksum_off(ifname: str, errors: list[str], ns: str) -> None:
     namespace the calling thread is in.
 
     Needed on the userspace datapath when packets leave by a tunnel: OVS 3.1 drops tunnelled
-    packets that still carry offload flags (see README, "Many hosts").
+    packets that still carry offload flags (see docs/many-hosts.md).
     """
     value = array.array("I", [ETHTOOL_STXCSUM, 0])  # struct ethtool_value {cmd, data}
     request = struct.pack("16sP16x", ifname.encode(), value.buffer_info()[0])  # struct ifreq

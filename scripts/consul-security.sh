@@ -23,7 +23,7 @@
 #   consul-security.sh wait-token BUNDLE [SECONDS]
 #       Wait until the agent knows Switchboard's token (made by a server's `acl`).
 #   consul-security.sh policy [PREFIX]
-#       Print Switchboard's policy (README, Security: Consul ACLs).
+#       Print Switchboard's policy (docs/security.md, Consul ACLs).
 #
 # CONSUL_HTTP_ADDR is the agent (default 127.0.0.1:8500).
 set -euo pipefail

@@ -61,8 +61,8 @@ done
 echo "$pid" >"$pidfile"
 echo "switchboard controller started (pid $pid, log $log)"
 
-# Wait until its health endpoint (SWITCHBOARD_METRICS, 127.0.0.1:9469 by default; README,
-# "Health") says healthy: OVS connected, Consul reachable, a reconcile pass done. After
+# Wait until its health endpoint (SWITCHBOARD_METRICS, 127.0.0.1:9469 by default;
+# docs/monitoring.md) says healthy: OVS connected, Consul reachable, a reconcile pass done. After
 # SWITCHBOARD_HEALTH_WAIT seconds (10) it says what is missing; the daemon runs on either way.
 metrics=${SWITCHBOARD_METRICS:-127.0.0.1:9469}
 case ${metrics,,} in off | none | no | "") exit 0 ;; esac

@@ -10,7 +10,7 @@ install -d -m 0700 "$STATE" "$STATE/consul" "$LOGS"
 
 if ! ovs-vsctl --timeout=2 show >/dev/null 2>&1; then
   /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random --no-ovs-vswitchd >/dev/null
-  # Userspace TSO keeps TCP over veths fast on the netdev datapath (see README, Troubleshooting).
+  # Userspace TSO keeps TCP over veths fast on the netdev datapath (see docs/troubleshooting.md).
   ovs-vsctl --no-wait set Open_vSwitch . other_config:userspace-tso-enable=true
   /usr/share/openvswitch/scripts/ovs-ctl start --no-ovsdb-server >/dev/null
 fi
@@ -19,7 +19,7 @@ if ! pgrep -x ovs-vswitchd >/dev/null; then
   /usr/share/openvswitch/scripts/ovs-ctl start --no-ovsdb-server >/dev/null
 fi
 
-# Consul with ACLs, default deny (README, Security: Consul ACLs). The secrets (management,
+# Consul with ACLs, default deny (docs/security.md, Consul ACLs). The secrets (management,
 # agent and Switchboard tokens) are made once in $SECRETS; Switchboard's token is installed
 # as $STATE/token, where the daemon and the CLI find it. All root's only.
 SECURITY=$(dirname "$0")/consul-security.sh

@@ -31,7 +31,7 @@ class Site:
     peers: Mapping[str, PeerHost] = field(default_factory=dict)  # other hosts by name
     netns_prefix: str = naming.NETNS_PREFIX
     max_mtu: int | None = None  # what fits in the tunnel; None: no overlay
-    tx_offload: bool = True  # False: containers checksum what they send (see README)
+    tx_offload: bool = True  # False: containers checksum what they send (docs/many-hosts.md)
 
     def host_of(self, container: str, placement: Mapping[str, str]) -> str:
         """The host that runs ``container``: its placement, else the host that runs unplaced

@@ -27,8 +27,8 @@ __all__ = ["CHILD_SECRETS", "Token", "TokenError", "default_file", "give", "reso
 CHILD_SECRETS = ("SWITCHBOARD_TOKEN", "SWITCHBOARD_TOKEN_FILE", "CONSUL_HTTP_TOKEN",
                  "CONSUL_HTTP_TOKEN_FILE")
 HOW = ("give a token with Switchboard's policy through --token, SWITCHBOARD_TOKEN or a "
-       "token file (SWITCHBOARD_TOKEN_FILE, or $SWITCHBOARD_STATE/token); see README, "
-       "Security: Consul ACLs")
+       "token file (SWITCHBOARD_TOKEN_FILE, or $SWITCHBOARD_STATE/token); see docs/security.md, "
+       "Consul ACLs")
 
 
 _given: str | None = None  # --token of this process's command line (switchboard.cli)

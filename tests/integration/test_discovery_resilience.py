@@ -210,7 +210,7 @@ def host_passing(agent: Agent, sb: Switchboard) -> bool:
 
 
 def test_agent_restart_brings_every_service_back_passing(agent, sb):
-    """How soon is measured by bench/consul_restart.py (README, Benchmarks); printed here."""
+    """How soon is measured by bench/consul_restart.py (docs/benchmarks.md); printed here."""
     before = registrations(agent)
     agent.stop()
     assert not agent.answering()

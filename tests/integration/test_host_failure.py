@@ -183,7 +183,7 @@ def rolling_restarts(cluster: dict, stop: Path) -> tuple[dict, str, list[str]]:
 
 def test_rolling_restarts_of_daemons_then_ovs_lose_no_retried_request(cluster: dict,
                                                                       tmp_path: Path) -> None:
-    """Known rare failure (README, Known limitations): restarting h1's own OVS stops all of
+    """Known rare failure (docs/limitations.md): restarting h1's own OVS stops all of
     web's traffic for 0.6 to 0.85 s, and a request in flight then waits for its 0.5 s read
     timeout, so a round now and then loses a request (2 of 30 on the lab). A failed round is
     reported as a warning and the round is run again, which must lose nothing."""
