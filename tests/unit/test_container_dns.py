@@ -224,7 +224,8 @@ def test_instances_are_registered_passing_as_soon_as_their_check_passes():
                         wait=0.3, every=0.01, probe=probe)
     assert got == {"up": True, "slow": True, "never": False}
     assert calls["up"] == 1 and calls["slow"] == 3
-    assert 0.25 <= time.monotonic() - started < 1.0
+    # "never" was given up on after the wait, not before (and not hours later)
+    assert 0.25 <= time.monotonic() - started < 30
 
 
 def test_sync_registers_with_an_initial_status_only_when_told_it_passes():
