@@ -1,14 +1,17 @@
 """Bring-up benchmark: `switchboard up` of N containers until all answer a ping.
 
 Baseline in the same run: the ovs-docker way (one `ip` / `ovs-vsctl` sequence per container)
-on the same OVS, with a single NORMAL flow. Prints seconds, per-container cost and the ratio,
-and the daemon's peak memory. Run as root with OVS and Consul started:
+on the same OVS and the same datapath as the daemon's bridge (``detect_datapath``), with a
+single NORMAL flow. Each size runs ``--rounds`` times (default 2), the two sides taking turns
+to go first. Prints seconds, per-container cost and the ratio, and the daemon's peak memory,
+one line per round. Run as root with OVS and Consul started:
 
-    /opt/switchboard/venv/bin/python bench/bringup.py 50 200 400
+    /opt/switchboard/venv/bin/python bench/bringup.py 50 200 400 [--rounds 2]
 """
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import tempfile
@@ -19,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ovsdb.bridge import detect_datapath  # noqa: E402
 from tests.harness import private_switchboard, sh, teardown  # noqa: E402
 
 SUBNET = IPv4Network("10.232.0.0/16")
@@ -42,7 +46,7 @@ def _all_answer(addresses: list[str], timeout: float = 120) -> None:
         raise RuntimeError(f"{len(pending)} containers never answered, e.g. {min(pending)}")
 
 
-def switchboard_run(n: int, state: Path) -> tuple[float, int]:
+def switchboard_run(n: int, state: Path, datapath: str) -> tuple[float, int]:
     sb = private_switchboard(state, prefix="sbbench", bridge="sbb-br", of_port=6692)
     sb.start()
     try:
@@ -50,7 +54,10 @@ def switchboard_run(n: int, state: Path) -> tuple[float, int]:
         topo = state / f"bench{n}.yaml"
         topo.write_text(f"name: bench{n}\nnetworks:\n  lan: {{subnet: {SUBNET}}}\n"
                         f"containers:\n{containers}\n")
-        time.sleep(2)  # let the daemon connect before the clock starts
+        sb.wait_ready()  # the daemon has programmed its bridge before the clock starts
+        used = sh("ovs-vsctl get bridge sbb-br datapath_type").stdout.strip().strip('"') or "system"
+        if used != datapath:
+            raise RuntimeError(f"the daemon's bridge is on {used}, the baseline on {datapath}")
         start = time.monotonic()
         sb.cli("up", str(topo), timeout=600)
         rows = sb.status(f"bench{n}")["containers"]
@@ -69,11 +76,11 @@ def _peak_kib(pid: int) -> int:
     return 0
 
 
-def baseline_run(n: int) -> float:
+def baseline_run(n: int, datapath: str) -> float:
     """ovs-docker style: namespace, veth, address, one ovs-vsctl add-port per container."""
     hosts = list(SUBNET.hosts())
     sh(f"ovs-vsctl --if-exists del-br {BASE_BRIDGE} -- add-br {BASE_BRIDGE} -- set bridge "
-       f"{BASE_BRIDGE} datapath_type=netdev fail_mode=secure", check=True)
+       f"{BASE_BRIDGE} datapath_type={datapath} fail_mode=secure", check=True)
     sh(f"ovs-ofctl add-flow {BASE_BRIDGE} actions=NORMAL", check=True)
     sh(f"ovs-vsctl add-port {BASE_BRIDGE} sbbleg -- set interface sbbleg type=internal "
        f"&& ip addr add {hosts[-1]}/{SUBNET.prefixlen} dev sbbleg && ip link set sbbleg up",
@@ -98,16 +105,29 @@ def baseline_run(n: int) -> float:
                        capture_output=True)
 
 
-def main(sizes: list[int]) -> None:
-    print(f"{'N':>5} {'switchboard s':>14} {'ms/container':>13} {'baseline s':>11} "
-          f"{'ms/container':>13} {'speed-up':>9} {'daemon peak MB':>15}")
+def main(sizes: list[int], rounds: int) -> None:
+    datapath = detect_datapath()  # what the daemon gives its bridge
+    print(f"datapath: {datapath} (both sides); {rounds} rounds per size, taking turns first")
+    print(f"{'N':>5} {'first':>11} {'switchboard s':>14} {'ms/container':>13} "
+          f"{'baseline s':>11} {'ms/container':>13} {'speed-up':>9} {'daemon peak MB':>15}")
     for n in sizes:
-        with tempfile.TemporaryDirectory(prefix="sbbench-") as tmp:
-            ours, hwm = switchboard_run(n, Path(tmp))
-        base = baseline_run(n)
-        print(f"{n:>5} {ours:>14.2f} {1000 * ours / n:>13.1f} {base:>11.2f} "
-              f"{1000 * base / n:>13.1f} {base / ours:>8.1f}x {hwm / 1024:>15.0f}", flush=True)
+        for round_ in range(rounds):
+            sides = ["switchboard", "baseline"] if round_ % 2 == 0 else ["baseline",
+                                                                        "switchboard"]
+            for side in sides:
+                if side == "baseline":
+                    base = baseline_run(n, datapath)
+                else:
+                    with tempfile.TemporaryDirectory(prefix="sbbench-") as tmp:
+                        ours, hwm = switchboard_run(n, Path(tmp), datapath)
+            print(f"{n:>5} {sides[0]:>11} {ours:>14.2f} {1000 * ours / n:>13.1f} "
+                  f"{base:>11.2f} {1000 * base / n:>13.1f} {base / ours:>8.1f}x "
+                  f"{hwm / 1024:>15.0f}", flush=True)
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [50, 200, 400])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sizes", type=int, nargs="*", default=[50, 200, 400])
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    main(args.sizes, args.rounds)

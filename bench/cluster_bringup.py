@@ -1,12 +1,16 @@
 """Cluster bring-up benchmark: N containers spread over 3 lab hosts against N on a 1-host lab.
 
-For each lab (a private 3-host lab, then a private 1-host lab, made and removed in turn, also
+For each lab (a private 3-host lab and a private 1-host lab, made and removed in turn, also
 on failure), one topology of N containers on one network, none pinned, is applied from h1
 with `switchboard up` (which places them on the ready hosts, least loaded first). The clock
-runs from the start of `up` until every container answers a ping from the host that runs it
-and, on the 3-host lab, from one other host too (the next one: h1's containers from h2, h2's
-from h3, h3's from h1). The pings go from a raw ICMP socket inside each host's namespace.
-Prints the seconds of each lab, when `up` returned, the placement, and the ratio.
+runs from the start of `up` until every container answers two pingers: on the 3-host lab,
+the host that runs it and the next one (h1's containers from h2, h2's from h3, h3's from
+h1); on the 1-host lab, the same pattern with three pingers on h1 (container cI is pinged
+by pinger I mod 3 and the next one): 2N (container, pinger) pairs from three raw ICMP
+sockets on both sides. ``--rounds`` (default 2) repeats the pair, the 3-host lab first in
+even rounds and the 1-host lab first in odd ones, so neither side always runs right after
+the other's teardown. Prints the seconds of each lab, when `up` returned, the placement, and
+the ratio of each round.
 
 All the simulated hosts share one kernel, and its ARP table's limits are global (not per
 namespace): 1000 containers pinged from two hosts need about 4000 entries (hosts' and
@@ -14,7 +18,7 @@ containers'), past the default ``gc_thresh3`` of 1024 ("neighbor table overflow"
 raises ``net.ipv4.neigh.default.gc_thresh1..3`` to fit and puts the old values back at the
 end. Run as root:
 
-    /opt/switchboard/venv/bin/python bench/cluster_bringup.py [--containers 1000]
+    /opt/switchboard/venv/bin/python bench/cluster_bringup.py [--containers 1000 --rounds 2]
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from labrun import LabRun, icmp_checksum, percentile, raw_icmp_socket  # noqa: E
 
 TOPOLOGY = "bup"
 SUBNET = "10.232.0.0/16"
+PINGERS = 3  # raw ICMP sockets on either lab: one per host of the 3-host lab
 
 
 def topology_text(n: int) -> str:
@@ -121,20 +126,21 @@ def bring_up(run: LabRun, n: int) -> dict[str, object]:
         returned = time.monotonic() - start
         rows = run.status(TOPOLOGY)
         names = [h.name for h in run.hosts]
-        targets: dict[str, set[str]] = {h: set() for h in names}
-        for row in rows.values():
-            targets[row["host"]].add(row["ip"])
-            if len(names) > 1:  # and from the next host
-                targets[names[(names.index(row["host"]) + 1) % len(names)]].add(row["ip"])
-        pingers = [HostPinger(run.host(h).netns, targets[h], (os.getpid() + i) & 0xFFFF)
-                   for i, h in enumerate(names)]
+        targets: list[set[str]] = [set() for _ in range(PINGERS)]
+        for container, row in rows.items():
+            own = (names.index(row["host"]) if len(names) == PINGERS
+                   else int(container.removeprefix("c")) % PINGERS)
+            targets[own].add(row["ip"])
+            targets[(own + 1) % PINGERS].add(row["ip"])  # and from the next pinger
+        pingers = [HostPinger(run.host(names[k % len(names)]).netns, targets[k],
+                              (os.getpid() + k) & 0xFFFF) for k in range(PINGERS)]
         pinging = time.monotonic()
         all_answer(pingers, timeout=600)
         elapsed = time.monotonic() - start
     waits = sorted(t - pinging for p in pingers for t in p.answered.values())
     placed = Counter(row["host"] for row in rows.values())
     return {"seconds": elapsed, "up": returned, "placed": dict(sorted(placed.items())),
-            "pairs": sum(len(t) for t in targets.values()),
+            "pairs": sum(len(t) for t in targets),
             "answers": [percentile(waits, q) for q in (50, 90, 99)]}
 
 
@@ -161,31 +167,33 @@ def main() -> None:
         description=__doc__.splitlines()[0],
         epilog="Makes and removes its own labs; run as root. See the module docstring.")
     parser.add_argument("--containers", type=int, default=1000, help="N (default 1000)")
-    parser.add_argument("--labs", default="3,1",
-                        help="the labs' host counts, in order (the ratio needs 3 and 1)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="pairs of runs, each lab first in turn (default 2)")
     parser.add_argument("--lab", default="sbbup", help="prefix of the private labs' names")
     args = parser.parse_args()
     n = args.containers
-    results = {}
-    for hosts in (int(h) for h in args.labs.split(",")):
-        t0 = time.monotonic()
-        with arp_table_room(4 * n + 1024), LabRun(f"{args.lab}{hosts}", hosts) as run:
-            results[hosts] = bring_up(run, n)
-            r = results[hosts]
-            print(f"{hosts} host(s): all {n} answer after {r['seconds']:.2f} s "
-                  f"(`up` returned after {r['up']:.2f} s; placed {r['placed']}; "
-                  f"{r['pairs']} (container, host) pings, answered p50/p90/p99 "
-                  + "/".join(f"{a:.2f}" for a in r["answers"]) + " s after pinging began)",
-                  flush=True)
-        print(f"  (lab up {run.up_seconds:.1f} s; whole lab, up to down, "
-              f"{time.monotonic() - t0:.0f} s)", flush=True)
-    if not {1, 3} <= results.keys():
-        return
-    spread, single = results[3], results[1]
-    print(f"\n{'containers':>10} {'3 hosts s':>10} {'up returned':>12} {'1 host s':>9} "
-          f"{'up returned':>12} {'1 host / 3 hosts':>17}")
-    print(f"{n:>10} {spread['seconds']:>10.2f} {spread['up']:>12.2f} {single['seconds']:>9.2f} "
-          f"{single['up']:>12.2f} {single['seconds'] / spread['seconds']:>16.2f}x")
+    ratios = []
+    for round_ in range(args.rounds):
+        order = (3, 1) if round_ % 2 == 0 else (1, 3)
+        results = {}
+        for hosts in order:
+            t0 = time.monotonic()
+            with arp_table_room(4 * n + 1024), LabRun(f"{args.lab}{hosts}", hosts) as run:
+                results[hosts] = r = bring_up(run, n)
+                print(f"round {round_ + 1}, {hosts} host(s): all {n} answer after "
+                      f"{r['seconds']:.2f} s (`up` returned after {r['up']:.2f} s; placed "
+                      f"{r['placed']}; {r['pairs']} (container, pinger) pings, answered "
+                      "p50/p90/p99 " + "/".join(f"{a:.2f}" for a in r["answers"])
+                      + " s after pinging began)", flush=True)
+            print(f"  (lab up {run.up_seconds:.1f} s; whole lab, up to down, "
+                  f"{time.monotonic() - t0:.0f} s)", flush=True)
+        ratios.append((order[0], results[3], results[1]))
+    print(f"\n{'first':>5} {'containers':>10} {'3 hosts s':>10} {'up returned':>12} "
+          f"{'1 host s':>9} {'up returned':>12} {'1 host / 3 hosts':>17}")
+    for first, spread, single in ratios:
+        print(f"{first:>4}h {n:>10} {spread['seconds']:>10.2f} {spread['up']:>12.2f} "
+              f"{single['seconds']:>9.2f} {single['up']:>12.2f} "
+              f"{single['seconds'] / spread['seconds']:>16.2f}x")
 
 
 if __name__ == "__main__":

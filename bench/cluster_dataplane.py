@@ -6,13 +6,15 @@ interleaved rounds (iperf3 TCP from the first to the second, then ping):
 
 - pipeline, across hosts: a (h1) -> b (h2), through the full pipeline and the flow-based
   VXLAN port ``sb-tun``;
-- plain VXLAN baseline: on the same two hosts' OVS, a second netdev bridge per host with one
+- plain VXLAN baseline: on the same two hosts' OVS, a second bridge per host, on the same
+  datapath as the daemon's ``sb-int`` there (kernel or userspace), with one
   NORMAL flow, a VXLAN port with a fixed ``remote_ip`` (the peer's tunnel address) and key
   (UDP port 4790, so it never meets ``sb-tun``'s traffic), and a namespace on a veth with
   the containers' settings: MTU 1450, ``ethtool -K eth0 tx off``;
 - pipeline, one host: a -> c, both on h1 (the same offload settings).
 
-Prints the median Gbit/s, TCP retransmits and ping RTT of each, and the ratios. The lab is
+Each round starts with the next path, so each path goes first as often. Prints the median
+Gbit/s, TCP retransmits and ping RTT of each, and the ratios. The lab is
 removed at the end, also on failure. Needs iperf3 (``apt-get install -y iperf3``). Run as
 root:
 
@@ -29,12 +31,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dataplane import PORT, Servers  # noqa: E402
+from dataplane import PORT, Servers, wait_listening  # noqa: E402
 from labrun import LabRun  # noqa: E402
 
 TOPOLOGY = "dp"
@@ -66,6 +67,10 @@ def add_baseline(run: LabRun) -> dict[str, str]:
     """Per host, bridge sbbl (one NORMAL flow) with a plain VXLAN port to the other host and a
     namespace on a veth. Returns host -> the namespace. `lab down` removes all of it."""
     h1, h2 = run.host("h1"), run.host("h2")
+    datapath = run.run("h1", "ovs-vsctl", "get", "bridge", "sb-int",
+                       "datapath_type").stdout.strip().strip('"') or "system"
+    print(f"datapath: {datapath} (the daemons' sb-int and the baseline's {BASE_BRIDGE})",
+          flush=True)
     made = {}
     for k, (me, peer) in enumerate(((h1, h2), (h2, h1)), start=1):
         ns = f"{run.name}-bl{k}"
@@ -78,7 +83,7 @@ def add_baseline(run: LabRun) -> dict[str, str]:
         sh("ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off")
         sh("ip", "-n", me.netns, "link", "set", "blv", "up")
         run.run(me.name, "ovs-vsctl", "add-br", BASE_BRIDGE, "--", "set", "bridge", BASE_BRIDGE,
-                "datapath_type=netdev", "fail_mode=secure", "--", "add-port", BASE_BRIDGE,
+                f"datapath_type={datapath}", "fail_mode=secure", "--", "add-port", BASE_BRIDGE,
                 "blv", "--", "add-port", BASE_BRIDGE, "bltun", "--", "set", "interface",
                 "bltun", "type=vxlan", f"options:remote_ip={peer.tunnel_ip}",
                 f"options:key={BASE_KEY}", f"options:dst_port={BASE_UDP_PORT}")
@@ -127,15 +132,18 @@ def measure(run: LabRun, rounds: int, seconds: int, pings: int) -> None:
     try:
         for _, server_ns, _ in paths.values():
             servers.start(server_ns)
-        time.sleep(1)
+        wait_listening([server_ns for _, server_ns, _ in paths.values()])
         for client, _, address in paths.values():  # warm: ARP, tunnel neighbours, conntrack
             ping(client, address, 3)
         gbits: dict[str, list[float]] = {k: [] for k in paths}
         retrans: dict[str, list[int]] = {k: [] for k in paths}
         rtts: dict[str, list[float]] = {k: [] for k in paths}
         lost: dict[str, int] = dict.fromkeys(paths, 0)
-        for r in range(rounds):  # interleaved, so load from elsewhere hits every path alike
-            for kind, (client, _, address) in paths.items():
+        order = list(paths)
+        for r in range(rounds):  # interleaved, each path first in turn, so load from
+            turn = r % len(order)  # elsewhere and warm caches hit every path alike
+            for kind in order[turn:] + order[:turn]:
+                client, _, address = paths[kind]
                 g, re_ = iperf(client, address, seconds)
                 gbits[kind].append(g)
                 retrans[kind].append(re_)

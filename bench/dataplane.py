@@ -3,9 +3,11 @@
 For each N, a topology of N containers on two networks joined by a router, with a policy
 (so conntrack, routing and policy stages are all on the path) is brought up on a private
 daemon. iperf3 runs between two of its containers on the same network and between two on
-different networks. The baseline, in the same run and interleaved with it: the same two
-containers' namespaces, each with one more veth on a separate netdev bridge (the same
-userspace datapath) that holds a single NORMAL flow. Prints the median Gbit/s of each,
+different networks. The baseline, in the same run and interleaved with it (each round
+starts with the next kind, so each goes first as often): the same two containers'
+namespaces, each with one more veth on a separate bridge on the daemon's datapath
+(``detect_datapath``: kernel where the module is loaded, else userspace) that holds a single
+NORMAL flow. Prints the median Gbit/s of each,
 the ratios, and the flow count per container. Run as root with OVS and Consul started:
 
     /opt/switchboard/venv/bin/python bench/dataplane.py 10 20 40 [--seconds 4 --rounds 5]
@@ -22,12 +24,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.harness import Switchboard, private_switchboard, sh, teardown  # noqa: E402
+from ovsdb.bridge import detect_datapath  # noqa: E402
+from tests.harness import Switchboard, private_switchboard, sh, teardown, wait_until  # noqa: E402
 
 NORMAL_BRIDGE = "sbd-normal"
 NORMAL_SUBNET = "10.234.9"  # .1 client, .2 server, on the NORMAL bridge
@@ -96,10 +98,25 @@ class Servers:
                 proc.wait()
 
 
-def add_normal_legs(pairs: list[tuple[str, str]]) -> None:
-    """A netdev bridge with one NORMAL flow and a veth into each (namespace, address)."""
+def wait_listening(namespaces: list[str], timeout: float = 10) -> None:
+    """Wait until an iperf3 server listens on PORT in each namespace."""
+    for ns in namespaces:
+        if not wait_until(lambda ns=ns: sh(f"ip netns exec {ns} ss -Hltn sport = :{PORT}")
+                          .stdout.strip(), timeout):
+            raise RuntimeError(f"iperf3 -s did not start in {ns}")
+
+
+def datapath_of(bridge: str) -> str:
+    """A bridge's datapath type (OVS's empty default is the kernel's, ``system``)."""
+    out = sh(f"ovs-vsctl get bridge {bridge} datapath_type", check=True).stdout
+    return out.strip().strip('"') or "system"
+
+
+def add_normal_legs(pairs: list[tuple[str, str]], datapath: str) -> None:
+    """A bridge on ``datapath`` with one NORMAL flow and a veth into each (namespace,
+    address)."""
     sh(f"ovs-vsctl --if-exists del-br {NORMAL_BRIDGE} -- add-br {NORMAL_BRIDGE} -- set bridge "
-       f"{NORMAL_BRIDGE} datapath_type=netdev fail_mode=secure", check=True)
+       f"{NORMAL_BRIDGE} datapath_type={datapath} fail_mode=secure", check=True)
     sh(f"ovs-ofctl -O OpenFlow13 add-flow {NORMAL_BRIDGE} actions=NORMAL", check=True)
     for i, (ns, ip) in enumerate(pairs):
         host, peer = f"sbdn{i}", f"sbdp{i}"
@@ -129,15 +146,17 @@ def measure(sb: Switchboard, n: int, seconds: int, rounds: int) -> dict[str, flo
     client, same, routed = (f"sb-{name}-c{i}" for i in (0, 2, 1))
     servers = Servers()
     try:
-        add_normal_legs([(client, f"{NORMAL_SUBNET}.1"), (same, f"{NORMAL_SUBNET}.2")])
+        add_normal_legs([(client, f"{NORMAL_SUBNET}.1"), (same, f"{NORMAL_SUBNET}.2")],
+                        datapath_of(sb.bridge))
         servers.start(same)
         servers.start(routed)
-        time.sleep(1)
+        wait_listening([same, routed])
         runs: dict[str, list[tuple[float, float]]] = {"same": [], "routed": [], "normal": []}
-        targets = {"same": rows["c2"]["ip"], "routed": rows["c1"]["ip"],
-                   "normal": f"{NORMAL_SUBNET}.2"}
-        for _ in range(rounds):  # interleaved, so load from elsewhere hits all three alike
-            for kind, ip in targets.items():
+        targets = [("same", rows["c2"]["ip"]), ("routed", rows["c1"]["ip"]),
+                   ("normal", f"{NORMAL_SUBNET}.2")]
+        for round_ in range(rounds):  # interleaved, each kind first in turn: load from
+            turn = round_ % len(targets)  # elsewhere and warm caches hit all three alike
+            for kind, ip in targets[turn:] + targets[:turn]:
                 runs[kind].append(iperf(client, ip, seconds))
         result = {kind: statistics.median(g for g, _ in values) for kind, values in runs.items()}
         result.update({f"{kind}_cpu": statistics.median(c for _, c in values)
@@ -158,9 +177,6 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("iperf3") is None:
         sys.exit("iperf3 is missing: apt-get install -y iperf3")
-    print(f"{'N':>4} {'same net Gb/s':>14} {'routed+policy':>14} {'NORMAL Gb/s':>12} "
-          f"{'same/NORMAL':>12} {'routed/NORMAL':>14} {'vswitchd ms/GB s|r|N':>21} "
-          f"{'flows':>6} {'flows/container':>16}")
     previous: tuple[int, int] | None = None
     with tempfile.TemporaryDirectory(prefix="sbd-bench-") as tmp:
         sb = private_switchboard(Path(tmp), prefix="sbbench-dp", bridge="sbd-br",
@@ -168,6 +184,11 @@ def main() -> None:
         sb.start()
         try:
             sb.wait_ready()
+            print(f"datapath: {datapath_of(sb.bridge)} (the daemon's bridge and the NORMAL "
+                  f"bridge; detect_datapath: {detect_datapath()})", flush=True)
+            print(f"{'N':>4} {'same net Gb/s':>14} {'routed+policy':>14} {'NORMAL Gb/s':>12} "
+                  f"{'same/NORMAL':>12} {'routed/NORMAL':>14} {'vswitchd ms/GB s|r|N':>21} "
+                  f"{'flows':>6} {'flows/container':>16}")
             for n in args.sizes:
                 r = measure(sb, n, args.seconds, args.rounds)
                 flows = int(r["flows"])

@@ -14,7 +14,8 @@ from switchboard.store import DEFAULT_CONSUL
 @dataclass
 class DaemonConfig:
     """Where the daemon finds its parts: command-line options of ``switchboard controller``,
-    and environment variables (``SWITCHBOARD_RESYNC_SECONDS``, ``SWITCHBOARD_CONSUL_DNS``)."""
+    and environment variables (``SWITCHBOARD_RESYNC_SECONDS``, ``SWITCHBOARD_CONSUL_DNS``,
+    ``SWITCHBOARD_UPSTREAM_DNS``)."""
 
     consul: str = DEFAULT_CONSUL
     prefix: str = "switchboard"
@@ -33,6 +34,9 @@ class DaemonConfig:
         default_factory=lambda: os.environ.get("SWITCHBOARD_CONSUL_DNS", "127.0.0.1:8600")
     )
     dns_port: int = 53  # where containers' DNS queries arrive, on the host's address
+    upstream_dns: str | None = field(  # HOST[:PORT],... for names outside Consul (None: the
+        default_factory=lambda: os.environ.get("SWITCHBOARD_UPSTREAM_DNS") or None
+    )  # host's own resolvers, from /etc/resolv.conf)
     consul_timeout: float = 5.0  # seconds any Consul call may take (blocking ones: + wait)
     retry_seconds: float = 1.0  # next pass after a Consul call failed
     tunnel_ip: str | None = None  # this host's underlay address for the overlay

@@ -38,6 +38,7 @@ from discovery.plan import SyncPlan
 from discovery.readiness import EarlyChecks, container_netns, register_when_ready
 from discovery.scope import scopes_of
 from discovery.sync import ReadyGate, ServiceSync, SyncError
+from discovery.upstream import upstream_servers
 from ovsdb.bridge import Bridge, detect_datapath
 from plumbing.plumber import Plumber
 from switchboard import hosts as host_inventory
@@ -87,8 +88,10 @@ class Daemon:
         self._early = partial(EarlyChecks, netns=container_netns(config.netns_prefix))
         self.health = HealthWatch(self.store.client, self.wake.set)
         self._service_topologies: set[str] = set()  # topologies whose services we registered
+        upstreams = upstream_servers(config.upstream_dns)
         self.dns = DnsProxy(parse_server(config.consul_dns, 8600), port=config.dns_port,
-                            health=consul_health(config.consul, config.consul_timeout))
+                            health=consul_health(config.consul, config.consul_timeout),
+                            upstreams=(lambda: upstreams) if upstreams else None)
         self.dns.fresh = self.fresh
         self.dns.catalog = CatalogNames(consul_services(self.store.client))
         self.consul_ok = True  # False once a Consul call of the current pass failed

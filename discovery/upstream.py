@@ -30,6 +30,11 @@ def parse_server(text: str, default_port: int = 53) -> Server:
     return text, default_port
 
 
+def upstream_servers(text: str | None) -> list[Server]:
+    """``HOST[:PORT],...`` (``--upstream-dns``) as servers; empty when none is given."""
+    return [parse_server(part) for part in (text or "").split(",") if part.strip()]
+
+
 def host_resolvers(resolv_conf: str) -> list[Server]:
     """The ``nameserver`` entries of a resolv.conf (glibc's 127.0.0.1 when there is none)."""
     servers = []

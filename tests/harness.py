@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,21 @@ class Switchboard:
     def metrics_url(self) -> str:
         """Base URL of the daemon's metrics and health server (``/metrics``, ``/healthz``)."""
         return f"http://{self.env['SWITCHBOARD_METRICS']}"
+
+    def reconcile_passes(self) -> float:
+        """Reconcile passes the daemon finished, whatever their result (from /metrics)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"{self.metrics_url}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        return sum(s.value for family in text_string_to_metric_families(text)
+                   for s in family.samples if s.name == "switchboard_reconcile_passes_total")
+
+    def wait_passes(self, count: int = 2, timeout: float = 60) -> bool:
+        """Wait until ``count`` more passes have finished: with 2, a whole pass started after
+        the call (one may have been under way)."""
+        start = self.reconcile_passes()
+        return wait_until(lambda: self.reconcile_passes() >= start + count, timeout, 0.2)
 
     def counters(self, topology: str) -> dict[str, int]:
         return self.status(topology)["counters"]

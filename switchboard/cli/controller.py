@@ -45,12 +45,16 @@ from switchboard.cli.output import fail as _fail
               show_default=True,
               help="IP:PORT of the HTTP server for Prometheus metrics (/metrics) and the "
                    "daemon's health (/healthz), or off.")
+@click.option("--upstream-dns", envvar="SWITCHBOARD_UPSTREAM_DNS", default=None,
+              help="DNS servers for the containers' names outside Consul, HOST[:PORT] "
+                   "separated by commas, asked in turn (default: the host's own, from "
+                   "/etc/resolv.conf, read again when it changes).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every change made.")
 @click.pass_context
 def controller(
     ctx: click.Context, bridge: str, of_port: int, state_dir: Path, host_id: str | None,
     ovsdb: str | None, run_dir: Path, tunnel_ip: str | None, netns_prefix: str,
-    reschedule_after: float, metrics: str, verbose: bool,
+    reschedule_after: float, metrics: str, upstream_dns: str | None, verbose: bool,
 ) -> None:
     """Run the per-host daemon: os-ken app, plumbing and status reports (foreground).
 
@@ -85,7 +89,8 @@ def controller(
     config = DaemonConfig(consul=ctx.obj["consul"], prefix=ctx.obj["prefix"], bridge=bridge,
                           of_port=of_port, state_dir=state_dir, ovsdb=ovsdb,
                           tunnel_ip=tunnel_ip, netns_prefix=netns_prefix, underlay_mtu=mtu,
-                          reschedule_after=reschedule_after, metrics=metrics)
+                          reschedule_after=reschedule_after, metrics=metrics,
+                          upstream_dns=upstream_dns)
     if host_id:
         config.host_id = host_id
     daemon = Daemon(config)

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from ovsdb.bridge import DEFAULT_DB
 from tests.harness import Switchboard, sh
 
 pytestmark = pytest.mark.integration
@@ -37,6 +38,21 @@ def listening(pid: int) -> list[tuple[str, str, int]]:
     return found
 
 
+def ovsdb_channels(pid: int) -> dict[str, list[str]]:
+    """How process ``pid`` talks to ovsdb-server, read from the kernel's socket tables: the
+    paths of the unix sockets ovsdb-server serves that it is connected to, and its TCP
+    connections to a port an ovsdb-server listens on."""
+    unix = [f for f in (line.split() for line in sh("ss -xpH").stdout.splitlines())
+            if len(f) > 8]  # type state recv send local inode peer peer-inode process
+    served = {f[5]: f[4] for f in unix if '"ovsdb-server"' in f[8]}
+    peers = [f[7] for f in unix if f"pid={pid}," in f[8]]
+    listens = {line.split()[3].rpartition(":")[2] for line in sh("ss -tlpnH").stdout.splitlines()
+               if '"ovsdb-server"' in line}
+    tcp = [f[4] for f in (line.split() for line in sh("ss -tnpH").stdout.splitlines())
+           if len(f) > 5 and f"pid={pid}," in f[5] and f[4].rpartition(":")[2] in listens]
+    return {"unix": sorted({served[p] for p in peers if p in served}), "tcp": tcp}
+
+
 def test_the_daemon_listens_on_loopback_and_on_host_addresses_for_dns_only(
     switchboard: Switchboard, tmp_path
 ) -> None:
@@ -55,7 +71,7 @@ def test_the_daemon_listens_on_loopback_and_on_host_addresses_for_dns_only(
                 continue
             assert (address, port) in {(ip, 53) for ip in host_ips}, (proto, address, port)
         assert {p for _, a, p in sockets if a in host_ips} == {53}
-        assert switchboard.env.get("SWITCHBOARD_OVSDB", "unix:").startswith("unix:")
+        assert ovsdb_channels(pid) == {"unix": [DEFAULT_DB.removeprefix("unix:")], "tcp": []}
     finally:
         switchboard.cli("down", "chan", check=False)
 

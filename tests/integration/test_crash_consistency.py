@@ -288,7 +288,7 @@ def test_interfaces_changed_behind_the_daemons_back_are_repaired_on_the_next_pas
                 f"ip link del {naming.veth_name(TOPOLOGY, 'c15', 'lan')}",  # the pair goes
                 f"ip addr flush dev {naming.host_leg_name(TOPOLOGY, 'lan')}"]:
         assert sh(cmd).returncode == 0, cmd
-    time.sleep(2.5)  # the next resync pass (every 2 s here)
+    assert sb.wait_passes(2)  # a whole pass after the changes (resync: every 2 s here)
     assert wait_until(lambda: report(sb).get("state") == "converged", 10), report(sb)
     assert_all_answer_and_status_agrees(sb, ALL, 1500)
     for name in ("c10", "c11", "c12", "c13", "c14", "c15"):
@@ -299,7 +299,7 @@ def test_interfaces_changed_behind_the_daemons_back_are_repaired_on_the_next_pas
     assert sh(f"ip -n {ns['c16']} -o link show dev eth0").stdout.split(":")[0] == own_link
     assert "192.0.2.7/32" in sh(f"ip -n {ns['c16']} -o addr show dev eth0").stdout
     assert sh(f"ip -n {ns['c16']} addr del 192.0.2.7/32 dev eth0").returncode == 0
-    time.sleep(2.5)
+    assert sb.wait_passes(2)
     assert report(sb).get("state") == "converged", report(sb)
     assert_all_answer_and_status_agrees(sb, ALL, 1500)
     sb.cli("down", TOPOLOGY, timeout=120)

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from discovery.dnsproxy import DnsProxy
-from discovery.priority import COOL_DOWN
+from tests.harness import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -97,14 +97,16 @@ def test_a_flooding_container_does_not_starve_the_others(proxy: DnsProxy) -> Non
     listener itself (see bench/dns_flood.py)."""
     flooder = subprocess.Popen([sys.executable, FLOODER, str(proxy.port), NAME, "20000"])
     try:
-        time.sleep(1)
-        delays = [ask_as_a_resolver_does(proxy) for _ in range(30)]
+        assert wait_until(lambda: proxy.limiter.dropped["127.0.0.2"] > 1000, 30)  # at its limit
+        delays = [ask_as_a_resolver_does(proxy) for _ in range(30)]  # each one is answered
+        assert flooder.poll() is None  # the flood went on meanwhile
     finally:
         flooder.kill()
         flooder.wait()
-    assert proxy.limiter.dropped["127.0.0.2"] > 1000  # the flood met its limit
     assert proxy.limiter.dropped["127.0.0.3"] == 0
-    assert sorted(delays)[len(delays) // 2] < 0.1, delays
+    # most are answered at the first try, as a resolver sees it (the time goes to
+    # bench/dns_flood.py, which measures it against no flood)
+    assert sum(d < 1.0 for d in delays) > len(delays) // 2, delays
 
 
 def listener_policy(proxy: DnsProxy) -> int:
@@ -115,13 +117,16 @@ def listener_policy(proxy: DnsProxy) -> int:
 def test_threads_the_listener_starts_have_the_normal_policy(proxy: DnsProxy) -> None:
     """The workers (started by the listener on demand) and TCP connections' threads do not
     inherit its real-time policy."""
-    ask(proxy)  # forwarded to Consul's DNS: by a worker
-    dns.query.tcp(dns.message.make_query(NAME, "A"), "127.0.0.1", 2.0, proxy.port,
-                  source="127.0.0.3")
-    workers = [t for t in threading.enumerate() if t.name.startswith(("dns-consul", "dns-tcp"))]
-    assert any(t.name.startswith("dns-consul") for t in workers)
-    for thread in workers:
-        if thread.native_id is not None and thread.is_alive():
+    ask(proxy)  # forwarded to Consul's DNS: by a worker of a pool (they stay)
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5,
+                                  source_address=("127.0.0.3", 0)) as conn:
+        dns.query.send_tcp(conn, dns.message.make_query(NAME, "A"))
+        dns.query.receive_tcp(conn, time.time() + 5)  # its thread serves until it closes
+        workers = [t for t in threading.enumerate()
+                   if t.name.startswith(("dns-consul", "dns-tcp")) and t.is_alive()]
+        assert {t.name.split("_")[0] for t in workers} == {"dns-consul", "dns-tcp"}, workers
+        for thread in workers:
+            assert thread.native_id is not None
             assert os.sched_getscheduler(thread.native_id) == os.SCHED_OTHER, thread.name
 
 
@@ -132,13 +137,12 @@ def test_the_listener_is_real_time_until_a_flood_and_again_after_it(proxy: DnsPr
     assert listener_policy(proxy) == os.SCHED_RR
     flooder = subprocess.Popen([sys.executable, FLOODER, str(proxy.port), NAME, "0"])
     try:
-        deadline = time.monotonic() + 5
-        while listener_policy(proxy) != os.SCHED_OTHER and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert listener_policy(proxy) == os.SCHED_OTHER
+        assert wait_until(lambda: listener_policy(proxy) == os.SCHED_OTHER, 30, 0.05)
     finally:
         flooder.kill()
         flooder.wait()
-    time.sleep(COOL_DOWN + 0.2)
-    ask(proxy)  # a quiet wake-up after the cool-down
-    assert listener_policy(proxy) == os.SCHED_RR
+
+    def quiet_question_restores_it() -> bool:
+        ask(proxy)  # a quiet wake-up; after the cool-down it restores the policy
+        return listener_policy(proxy) == os.SCHED_RR
+    assert wait_until(quiet_question_restores_it, 30, 0.2)

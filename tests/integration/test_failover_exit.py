@@ -93,16 +93,20 @@ def lab(switchboard: Switchboard, tmp_path_factory: pytest.TempPathFactory
 
 
 def test_killed_instance_leaves_the_vip_and_consul_at_once_without_its_check(lab):
-    gets = start_gets(CLIENT_NS, VIP, 80, seconds=3)
-    time.sleep(1)
+    # The checks run every 10 s: the bounds below (3 s) leave a wide margin on a loaded
+    # machine and still tell the daemon's reaction from the check's; the figure (under
+    # 100 ms) is bench/failover.py's.
+    gets = start_gets(CLIENT_NS, VIP, 80, seconds=6)
+    time.sleep(1)  # connections are being made before the kill
     killed_at = time.monotonic()
     kill_command(lab, "fx-1")
-    assert wait_until(lambda: "fx-1" not in passing(), 1.0, interval=0.02), \
-        "Consul still shows fx-1 passing 1 s after its command exited (its check: 10 s)"
+    assert wait_until(lambda: "fx-1" not in passing(), 3.0, interval=0.02), \
+        "Consul still shows fx-1 passing 3 s after its command exited (its check: 10 s)"
     results = gets_of(gets)
     late = [(round(start - killed_at, 3), answer) for start, _, answer in results
-            if start >= killed_at + 0.5 and answer not in ("fx-2", "fx-3")]
-    assert not late, f"new connections still failed or reached fx-1 after 0.5 s: {late}"
+            if start >= killed_at + 3 and answer not in ("fx-2", "fx-3")]
+    assert not late, f"new connections still failed or reached fx-1 after 3 s: {late}"
+    assert any(start >= killed_at + 3 for start, _, _ in results), "no connection after 3 s"
     notes = maintenance_of("fx-1")
     assert notes and "command of container fx-1 exited" in notes[0]
     row = next(r for r in lab.status(TOPO)["containers"] if r["container"] == "fx-1")
@@ -113,8 +117,8 @@ def test_killed_instance_leaves_the_vip_and_consul_at_once_without_its_check(lab
 
 def test_restarted_instance_returns_once_its_check_passes(lab):
     kill_command(lab, "fx-2", signal.SIGTERM)
-    assert wait_until(lambda: "fx-2" not in passing(), 1.0, interval=0.02)
-    assert wait_until(lambda: "fx-2" in passing(), 5, interval=0.05), lab.log_tail()
+    assert wait_until(lambda: "fx-2" not in passing(), 3.0, interval=0.02)  # as above
+    assert wait_until(lambda: "fx-2" in passing(), 30, interval=0.05), lab.log_tail()
     assert maintenance_of("fx-2") == []
     seen = answers(http_gets(CLIENT_NS, VIP, 80, 40))
     assert seen["fx-2"] > 0 and sum(seen[n] for n in ("fx-2", "fx-3")) == 40, seen

@@ -96,9 +96,9 @@ def test_the_catalog_names_follow_the_real_agent():
     try:
         assert wait_until(lambda: names.lacks(name) and not names.lacks("consul"), 5)
         agent.agent.service.register(name, service_id=name, address="127.0.0.1", port=1)
-        assert wait_until(lambda: not names.lacks(name.upper()), 2)
+        assert wait_until(lambda: not names.lacks(name.upper()), 10)
         agent.agent.service.deregister(name)
-        assert wait_until(lambda: names.lacks(name), 2)
+        assert wait_until(lambda: names.lacks(name), 10)
     finally:
         names.stop()
         with contextlib.suppress(consul.ConsulException):  # gone already when it passed

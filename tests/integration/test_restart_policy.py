@@ -99,7 +99,7 @@ def test_never_leaves_a_failed_command_stopped_with_its_exit_status_and_log(lab)
     log = lab.state_dir / "logs" / TOPO / "broken.log"
     assert str(log) in row["note"] and "last exit 3" in row["note"]
     assert "boom" in log.read_text()
-    time.sleep(2)
+    assert lab.wait_passes(2)  # a whole pass after it was seen failed: it stays so
     assert rows(lab)["broken"]["restarts"] == 0
     out = lab.cli("status", TOPO).stdout
     assert "failed" in out and "last exit 3" in out
@@ -108,7 +108,7 @@ def test_never_leaves_a_failed_command_stopped_with_its_exit_status_and_log(lab)
 def test_on_failure_leaves_a_clean_exit_alone(lab):
     assert wait_until(lambda: rows(lab)["done"]["state"] == "exited", 10), rows(lab)["done"]
     assert rows(lab)["done"]["exit_status"] == 0
-    time.sleep(2)
+    assert lab.wait_passes(2)
     assert rows(lab)["done"]["restarts"] == 0
 
 

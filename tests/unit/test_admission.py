@@ -35,8 +35,14 @@ def test_subnet_overlapping_another_applied_topology_is_rejected() -> None:
 
 
 def test_reapplying_the_same_topology_is_not_an_overlap() -> None:
-    check_against_applied(_two("shop", "10.10.1.0/24"), [_two("shop", "10.10.0.0/16")])
-    check_against_applied(_two("shop", "10.10.1.0/24"), [_two("lab", "10.10.2.0/24")])
+    new, earlier = _two("shop", "10.10.1.0/24", "web"), _two("shop", "10.10.0.0/16", "web")
+    assert conflicts(new, [earlier]) == []
+    check_against_applied(new, [earlier])  # accepted
+    # the same networks and container under another name do conflict: the name decides
+    renamed = _two("lab", "10.10.0.0/16", "web")
+    assert len(conflicts(new, [renamed])) == 1
+    with pytest.raises(TopologyError):
+        check_against_applied(new, [renamed])
 
 
 def test_containers_whose_namespace_names_collide_across_topologies_conflict() -> None:

@@ -3,6 +3,7 @@ the tunnel probes sent right after its flows are in, not from the first packets 
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -49,11 +50,18 @@ def connected(installed: set[int]) -> tuple[SwitchboardApp, FakeDatapath]:
     return app, dp
 
 
-def wait_for(check: Any, timeout: float = 2.0) -> bool:
+def wait_for(check: Any, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while not check() and time.monotonic() < deadline:
         time.sleep(0.01)
     return bool(check())
+
+
+def probing_done() -> bool:
+    """No probe thread is left: every probe that was going out has gone out (a probe thread
+    is started inside ``program``, so one that a pass started is alive when it returns)."""
+    return wait_for(lambda: not any(t.name == "tunnel-probe" for t in threading.enumerate()),
+                    10.0)
 
 
 FLOW = Flow(table="classifier", priority=1, match=(("in_port", 1),))
@@ -74,7 +82,7 @@ def test_a_fresh_bridge_probes_every_other_host_through_the_tunnel_after_its_flo
     assert probe.actions[-1].port == 7
     assert {p.actions[1].value for p in dp.probes()} == {"10.99.1.2", "10.99.1.3"}
     app.program([FLOW])  # later passes: no more probes on this connection
-    time.sleep(0.05)
+    assert probing_done()
     assert len(dp.probes()) == 4
 
 
@@ -82,7 +90,7 @@ def test_a_bridge_that_kept_its_flows_is_not_probed() -> None:
     """A daemon restart finds OVS with its flows and its neighbor cache."""
     app, dp = connected(installed={FLOW.cookie})
     assert app.program([FLOW])
-    time.sleep(0.05)
+    assert probing_done()
     assert dp.probes() == []
 
 
@@ -93,7 +101,7 @@ def test_probes_stop_when_the_bridge_disconnects() -> None:
     assert wait_for(lambda: len(dp.probes()) == 2)
     with app._lock:
         del app.switches[dp.id]
-    time.sleep(0.3)
+    assert probing_done()  # the second round was due 0.2 s after the first
     assert len(dp.probes()) == 2
 
 
