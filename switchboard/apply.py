@@ -19,7 +19,13 @@ from typing import Any
 from switchboard import hosts as host_inventory
 from switchboard import ipam
 from switchboard.admission import check_against_applied
-from switchboard.desired import DesiredState, StoredTopology, digest_of, topology_objects
+from switchboard.desired import (
+    DesiredState,
+    StoredTopology,
+    digest_of,
+    topology_objects,
+    with_cni,
+)
 from switchboard.hostplan import mtu_problems, overlay_mtu
 from switchboard.model import Topology, TopologyError
 from switchboard.placement import Placement, load_of, place
@@ -49,13 +55,16 @@ class Decision:
 
 
 def decide(
-    store: Store, state: DesiredState, build: Topology | Builder, allow_unplaced: bool = False
+    store: Store, state: DesiredState, build: Topology | Builder, allow_unplaced: bool = False,
+    cni: dict[str, dict[str, Any]] | None = None,
 ) -> Decision:
     """Admission's decision on ``state``, writing nothing: check ``build`` against the
     applied topologies and the hosts' MTU, place its containers and allocate its addresses
-    (keeping earlier ones). Raises TopologyError or PlacementError. `up` commits what this
-    returns; `switchboard plan` shows it."""
+    (keeping earlier ones). The containers the CNI plugin added (``cni``, else those
+    ``state`` holds) are merged in. Raises TopologyError or PlacementError. `up` commits what
+    this returns; `switchboard plan` shows it."""
     topology = build(state) if callable(build) else build
+    topology = with_cni(topology, state.cni.get(topology.name, {}) if cni is None else cni)
     applied = state.topologies
     previous = applied.get(topology.name)
     check_against_applied(topology, (s.topology for s in applied.values()))
@@ -72,7 +81,9 @@ def decide(
 
 
 def admit(
-    store: Store, build: Topology | Builder, source: str, allow_unplaced: bool = False
+    store: Store, build: Topology | Builder, source: str, allow_unplaced: bool = False,
+    cni: Callable[[DesiredState], dict[str, dict[str, Any]]] | None = None,
+    extra: list[dict[str, Any]] | None = None,
 ) -> tuple[Topology, str, Placement]:
     """Store a topology as desired state, with its placement, in one atomic step; the
     topology, its digest and its placement (container -> host).
@@ -82,29 +93,31 @@ def admit(
     TopologyError or PlacementError, having changed nothing, when it conflicts with an
     applied topology or names a host that is unknown or down. ``allow_unplaced`` stores
     containers no ready host can take without a host (see switchboard.placement).
+    ``cni`` gives the CNI plugin's containers to merge in (from the state read; default:
+    those stored) and ``extra`` more operations for the commit (a CNI record's change).
     """
     staged: str | None = None
     name = ""
     for attempt in range(ATTEMPTS):
         state = store.snapshot()
         try:
-            decision = decide(store, state, build, allow_unplaced)
+            decision = decide(store, state, build, allow_unplaced,
+                              cni(state) if cni is not None else None)
         except Exception:
             if staged is not None:  # an earlier attempt staged a version: take it back
                 _discard(store, name, staged)
             raise
         topology, placement, digest = decision.topology, decision.placement, decision.digest
         name, previous = topology.name, decision.previous
-        if previous is not None and (previous.digest, previous.source, previous.placement) == (
-            digest, source, placement
-        ):
+        if not extra and previous is not None and (
+            previous.digest, previous.source, previous.placement) == (digest, source, placement):
             return topology, digest, placement  # already desired as it is: nothing to write
         if staged is not None and staged != digest:
             _discard(store, topology.name, staged)
         staged = digest
         sealed = store.stage(state, topology.name, digest, decision.objects)
         _pause_for_tests()
-        if store.commit(state, topology.name, digest, source, sealed, placement):
+        if store.commit(state, topology.name, digest, source, sealed, placement, extra):
             return topology, digest, placement
         time.sleep(random.uniform(0, 0.01 * min(attempt + 1, 20)))  # let the winner finish
     raise ApplyError(f"could not store topology {topology.name}: other writers changed the "
