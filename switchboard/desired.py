@@ -240,7 +240,8 @@ def parse_desired(base: str, entries: Iterable[dict[str, Any]]) -> DesiredState:
             state.cni.setdefault(name, {})[path[len(CNI):]] = record
         else:
             state.skipped[key] = (f"not a key of Switchboard's layout ({base}<topology>/"
-                                  f"{MARKER}, {PLACEMENT}, {CNI}<container> or {VERSIONS}<digest>/...)")
+                                  f"{MARKER}, {PLACEMENT}, {CNI}<container> or "
+                                  f"{VERSIONS}<digest>/...)")
     for name in sorted(state.markers, key=lambda n: (marker_index[n], n)):
         try:
             stored = _read_version(name, state, objects.get(name, {}), marker_index[name])
