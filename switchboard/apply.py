@@ -81,9 +81,7 @@ def decide(
 
 
 def admit(
-    store: Store, build: Topology | Builder, source: str, allow_unplaced: bool = False,
-    cni: Callable[[DesiredState], dict[str, dict[str, Any]]] | None = None,
-    extra: list[dict[str, Any]] | None = None,
+    store: Store, build: Topology | Builder, source: str, allow_unplaced: bool = False
 ) -> tuple[Topology, str, Placement]:
     """Store a topology as desired state, with its placement, in one atomic step; the
     topology, its digest and its placement (container -> host).
@@ -93,31 +91,29 @@ def admit(
     TopologyError or PlacementError, having changed nothing, when it conflicts with an
     applied topology or names a host that is unknown or down. ``allow_unplaced`` stores
     containers no ready host can take without a host (see switchboard.placement).
-    ``cni`` gives the CNI plugin's containers to merge in (from the state read; default:
-    those stored) and ``extra`` more operations for the commit (a CNI record's change).
     """
     staged: str | None = None
     name = ""
     for attempt in range(ATTEMPTS):
         state = store.snapshot()
         try:
-            decision = decide(store, state, build, allow_unplaced,
-                              cni(state) if cni is not None else None)
+            decision = decide(store, state, build, allow_unplaced)
         except Exception:
             if staged is not None:  # an earlier attempt staged a version: take it back
                 _discard(store, name, staged)
             raise
         topology, placement, digest = decision.topology, decision.placement, decision.digest
         name, previous = topology.name, decision.previous
-        if not extra and previous is not None and (
-            previous.digest, previous.source, previous.placement) == (digest, source, placement):
+        if previous is not None and (previous.digest, previous.source, previous.placement) == (
+            digest, source, placement
+        ):
             return topology, digest, placement  # already desired as it is: nothing to write
         if staged is not None and staged != digest:
             _discard(store, topology.name, staged)
         staged = digest
         sealed = store.stage(state, topology.name, digest, decision.objects)
         _pause_for_tests()
-        if store.commit(state, topology.name, digest, source, sealed, placement, extra):
+        if store.commit(state, topology.name, digest, source, sealed, placement):
             return topology, digest, placement
         time.sleep(random.uniform(0, 0.01 * min(attempt + 1, 20)))  # let the winner finish
     raise ApplyError(f"could not store topology {topology.name}: other writers changed the "
