@@ -11,6 +11,7 @@ Its address is fixed in the record when it is first admitted, so it keeps it for
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import time
@@ -118,6 +119,8 @@ def admit(store: Store, topology: str, change: Change) -> Decision | None:
 
 def add(store: Store, request: Request, host: str) -> Attached:
     """ADD: admit the attachment on ``host`` and wait until its daemon plugged it."""
+    if not is_netns(request.netns):
+        raise CniError(INVALID_ENV, f"CNI_NETNS {request.netns} is not a network namespace")
     state = store.snapshot()
     stored = _topology(state, request)
     asked = request.requested_ip()
@@ -162,6 +165,14 @@ def add(store: Store, request: Request, host: str) -> Attached:
     except CniError:
         release(store, request, settle=0)  # undo: ADD failed, so nothing stays
         raise
+
+
+def is_netns(path: str) -> bool:
+    """Whether ``path`` is a network namespace (a file of the kernel's nsfs)."""
+    try:
+        return os.stat(path).st_dev == os.stat("/proc/self/ns/net").st_dev
+    except OSError:
+        return False
 
 
 def _free_name(request: Request, stored: StoredTopology, records: Records) -> str:

@@ -193,6 +193,9 @@ def test_bad_requests_are_refused_with_their_codes_and_change_nothing(
         ("bad CNI_ARGS", conf, {"args": "K8S_POD_NAME"}, 4),
         ("no container ID", conf, {"container_id": ""}, 4),
         ("no namespace", conf, {"netns": ""}, 4),
+        ("a namespace that is not one", conf, {"netns": str(tmp_path / "token")}, 4),
+        ("a namespace that does not exist", conf, {"netns": "/run/netns/sbt-cni-none"}, 4),
+        ("a host that is not known", {**conf, "host": "sbt-cni-nohost"}, {}, 1001),
         ("a bad interface name", conf, {"ifname": "a/b"}, 4),
         ("an unknown command", conf, {"command": "FROB"}, 4),
         ("a negative timeout", {**conf, "timeout": -1}, {}, 7),
@@ -209,6 +212,27 @@ def test_bad_requests_are_refused_with_their_codes_and_change_nothing(
     assert namespaces() == spaces
     assert ports(switchboard.bridge) == bridge
     assert sh(f"ip -n {path.rsplit('/', 1)[1]} -o link").stdout == links
+
+
+def test_add_that_is_not_plugged_in_time_is_undone(
+    switchboard: Switchboard, topology: Path, netns: list[str], tmp_path: Path
+) -> None:
+    conf = config(switchboard, token_file(tmp_path), TOPO, timeout=3)
+    path = make(netns, "e")
+    kv = kv_tree(switchboard.prefix)
+    assert switchboard.proc is not None
+    os.kill(switchboard.proc.pid, signal.SIGSTOP)  # a daemon that does not answer in time
+    try:
+        rc, out, err = cni("ADD", conf, f"sbtcni{os.getpid()}e", path)
+    finally:
+        os.kill(switchboard.proc.pid, signal.SIGCONT)
+    assert rc == 1 and out is not None and out["code"] == 11, (out, err)
+    assert "did not plug" in out["msg"]
+    admission = f"{switchboard.prefix}/admission"  # two admissions: the ADD and its undoing
+    after = kv_tree(switchboard.prefix)
+    assert {k: v for k, v in after.items() if k != admission} == {
+        k: v for k, v in kv.items() if k != admission}
+    assert cni_keys(switchboard.prefix, TOPO) == []
 
 
 def test_version_lists_the_versions(tmp_path: Path) -> None:
