@@ -235,6 +235,39 @@ def test_add_that_is_not_plugged_in_time_is_undone(
     assert cni_keys(switchboard.prefix, TOPO) == []
 
 
+def test_file_and_cni_containers_coexist_until_down(
+    switchboard: Switchboard, topology: Path, netns: list[str], tmp_path: Path
+) -> None:
+    conf = config(switchboard, token_file(tmp_path), TOPO)
+    path = make(netns, "f")
+    cid = f"sbtcni{os.getpid()}f"
+    rc, result, err = cni("ADD", conf, cid, path, args="K8S_POD_NAME=sbt-pod")
+    assert rc == 0, (result, err)
+    # a file that declares a container of the CNI container's name is refused
+    clash = tmp_path / "clash.yaml"
+    clash.write_text(FILE + "  sbt-pod:\n    networks: [net]\n")
+    refused = switchboard.cli("up", str(clash), check=False)
+    assert refused.returncode != 0
+    assert "containers.sbt-pod: the CNI plugin added a container of this name" in (
+        refused.stdout + refused.stderr)
+    # a file that adds another container keeps the CNI one, at its address
+    grown = tmp_path / "grown.yaml"
+    grown.write_text(FILE + "  other:\n    networks: [net]\n")
+    switchboard.cli("up", str(grown))
+    names = {r["container"]: r for r in rows(switchboard, TOPO)}
+    assert names["sbt-pod"]["source"] == "cni" and names["other"]["source"] == "file"
+    assert names["sbt-pod"]["ip"] + "/24" == result["ips"][0]["address"]
+    assert names["other"]["ip"] != names["sbt-pod"]["ip"]
+    # `down` takes the CNI containers with it; the runtime's namespace stays, unplugged
+    switchboard.cli("down", TOPO)
+    assert cni_keys(switchboard.prefix, TOPO) == []
+    name = path.rsplit("/", 1)[1]
+    assert name in namespaces()
+    assert "eth0" not in sh(f"ip -n {name} -o link").stdout
+    rc, out, err = cni("DEL", conf, cid, path)  # nothing left to release
+    assert rc == 0 and out is None, (out, err)
+
+
 def test_version_lists_the_versions(tmp_path: Path) -> None:
     rc, out, _ = cni("VERSION", '{"cniVersion": "1.0.0"}')
     assert rc == 0 and out == {"cniVersion": "1.0.0",
