@@ -243,6 +243,9 @@ def test_file_and_cni_containers_coexist_until_down(
     cid = f"sbtcni{os.getpid()}f"
     rc, result, err = cni("ADD", conf, cid, path, args="K8S_POD_NAME=sbt-pod")
     assert rc == 0, (result, err)
+    # `plan` of the unchanged file sees nothing to change: the CNI container stays
+    planned = switchboard.cli("plan", str(topology), check=False)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
     # a file that declares a container of the CNI container's name is refused
     clash = tmp_path / "clash.yaml"
     clash.write_text(FILE + "  sbt-pod:\n    networks: [net]\n")
