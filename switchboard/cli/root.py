@@ -249,12 +249,12 @@ def _print_topology(topo: dict[str, Any]) -> None:
         nets.add_row(n["name"], n["subnet"], n["gateway"], ", ".join(n["host_ips"]),
                      str(n["mtu"]))
     console.print(nets)
-    rows = Table("container", "from", "host", "network", "namespace", "if", "ip", "mac",
-                 "ovs port", "ofport", "state", "restarts", box=None)
+    rows = Table("container", "host", "network", "namespace", "if", "ip", "mac", "ovs port",
+                 "ofport", "state", "restarts", "from", box=None)
     for r in topo["containers"]:
-        rows.add_row(r["container"], r.get("source", "file"), r["host"], r["network"],
-                     r["netns"], r["interface"], r["ip"], r["mac"], r["port"],
-                     str(r["ofport"] or "-"), r["state"], str(r.get("restarts", "-")))
+        rows.add_row(r["container"], r["host"], r["network"], r["netns"], r["interface"],
+                     r["ip"], r["mac"], r["port"], str(r["ofport"] or "-"), r["state"],
+                     str(r.get("restarts", "-")), r.get("source", "file"))
     console.print(rows)
     noted = set()
     for r in topo["containers"]:

@@ -89,6 +89,9 @@ def test_add_plugs_a_namespace_that_then_reaches_the_topology(
     (row,) = [r for r in rows(switchboard, TOPO) if r.get("source") == "cni"]
     assert row["container_id"] == cid and row["ip"] == str(address.ip)
     assert row["state"] == "attached"
+    text = switchboard.cli("status", TOPO).stdout  # the table says where it comes from
+    assert any(line.split()[:1] == [row["container"]] and line.split()[-1] == "cni"
+               for line in text.splitlines()), text
 
     # `up` of the file again keeps the CNI container and its address
     switchboard.cli("up", str(topology))
