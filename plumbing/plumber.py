@@ -137,9 +137,7 @@ class Plumber:
         all_plans = plans
         plans, orphans = _without_dead_attachments(plans)
         with self._lock:
-            self.problems = Problems(containers={
-                key: "the process to attach to is not running"
-                for key in _dead_attachments(all_plans)})
+            self.problems = Problems(containers=_dead_attachments(all_plans))
             seen = self._observe(plans)
             wanted = wanted_commands(plans, self.files.pid_path)
             review = self.supervisor.review(wanted.values(), seen.running, seen.commands)
@@ -225,10 +223,12 @@ class Plumber:
         return apply_plan(plan, plans, self.bridge, self.files, self.ofport_timeout)
 
 
-def _dead_attachments(plans: list[TopologyPlan]) -> list[tuple[str, str]]:
-    """(topology, container) of containers whose attach process is gone."""
-    return [(topo.name, c.name) for topo in plans for c in topo.containers
-            if c.attached and _pid_netns(c.attach_source) is None]
+def _dead_attachments(plans: list[TopologyPlan]) -> dict[tuple[str, str], str]:
+    """(topology, container) -> why, of containers whose namespace to attach to is gone."""
+    return {(topo.name, c.name): "the process to attach to is not running"
+            if c.attach_pid is not None else f"the namespace {c.attach_path} does not exist"
+            for topo in plans for c in topo.containers
+            if c.attached and _pid_netns(c.attach_source) is None}
 
 
 def _without_dead_attachments(

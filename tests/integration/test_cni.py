@@ -274,6 +274,29 @@ def test_file_and_cni_containers_coexist_until_down(
     assert rc == 0 and out is None, (out, err)
 
 
+def test_a_namespace_gone_without_del_is_shown_and_gc_releases_it(
+    switchboard: Switchboard, topology: Path, netns: list[str], tmp_path: Path
+) -> None:
+    conf = config(switchboard, token_file(tmp_path), TOPO, version="1.1.0")
+    path = make(netns, "g")
+    cid = f"sbtcni{os.getpid()}g"
+    rc, result, err = cni("ADD", conf, cid, path)
+    assert rc == 0, (result, err)
+    sh(f"ip netns del {path.rsplit('/', 1)[1]}", check=True)  # a runtime that lost it
+    assert wait_until(lambda: [r["state"] for r in rows(switchboard, TOPO)
+                               if r.get("source") == "cni"] == ["broken"], 60), rows(
+        switchboard, TOPO)
+    (row,) = [r for r in rows(switchboard, TOPO) if r.get("source") == "cni"]
+    assert "does not exist" in row["problem"], row
+    # `up` of the file says which container keeps it from converging, until GC releases it
+    up = switchboard.cli("up", str(topology), check=False)
+    assert up.returncode != 0 and row["container"] in up.stderr, up.stderr
+    rc, out, err = cni("GC", {**conf, "cni.dev/valid-attachments": []})
+    assert rc == 0, (out, err)
+    assert cni_keys(switchboard.prefix, TOPO) == []
+    switchboard.cli("up", str(topology))
+
+
 def test_version_lists_the_versions(tmp_path: Path) -> None:
     rc, out, _ = cni("VERSION", '{"cniVersion": "1.0.0"}')
     assert rc == 0 and out == {"cniVersion": "1.0.0",
