@@ -137,9 +137,16 @@ def test_podman_run_gets_a_switchboard_address_and_rm_releases_it(
     answer = podman("exec", name, "nslookup", "sbt-cni-peer.service.consul").stdout
     assert "10.181.2.10" in answer, answer
 
-    # podman rm releases it: the record and the port go
+    # a fixed address (podman run --ip), kept beside the first container
+    podman("run", "-d", "--name", f"{name}-ip", "--network", NETWORK, "--ip", "10.181.2.50",
+           IMAGE, "sleep", "600")
+    assert {r["container"]: r["ip"] for r in rows(switchboard, TOPO)
+            if r.get("source") == "cni"} == {name: row["ip"], f"{name}-ip": "10.181.2.50"}
+    assert podman("exec", f"{name}-ip", "ping", "-c", "1", "-W", "2", row["ip"]).returncode == 0
+
+    # podman rm releases them: the records and the ports go
     assert row["port"] in ports(switchboard.bridge)
-    podman("rm", "-f", "-t", "0", name)
+    podman("rm", "-f", "-t", "0", name, f"{name}-ip")
     assert cni_keys(switchboard.prefix, TOPO) == []
     assert wait_until(lambda: row["port"] not in ports(switchboard.bridge), 30)
     assert not [r for r in rows(switchboard, TOPO) if r.get("source") == "cni"]
