@@ -39,7 +39,7 @@ def container_rows(
         for ep in container.endpoints:
             seen = observed.get(ep.port, {})
             running = seen.get("running")
-            if container.attach_pid is not None:
+            if container.attached:
                 state = "attached" if seen.get("netns_exists") else "missing"
             elif container.command is None:
                 state = "up" if seen.get("netns_exists") else "missing"

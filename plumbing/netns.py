@@ -122,19 +122,24 @@ def _ip_batch(steps: Sequence[tuple[str, str]]) -> None:
 
 def create(
     namespaces: Iterable[str] = (),
-    attach: Iterable[tuple[str, int]] = (),
+    attach: Iterable[tuple[str, int | str]] = (),
     veths: Iterable[Veth] = (),
 ) -> None:
-    """Create namespaces, name the namespaces of running processes, and make veths: one batch.
+    """Create namespaces, name the namespaces of running processes (a pid) or at a path (a
+    bind mount, as ``ip netns attach`` makes), and make veths: one batch.
 
     Host ends come up with no IPv6 address and with ARP off: on the userspace datapath the
     host kernel also sees every frame on them, and must not answer a container's ARP for one
     of the host's own addresses with the veth's MAC (that would bypass the switch).
     """
+    attach = list(attach)
+    for ns, source in attach:
+        if isinstance(source, str):
+            bind_netns(ns, source)
     steps = [(f"netns add {ns}", f"creating namespace {ns}") for ns in namespaces]
     steps += [
         (f"netns attach {ns} {pid}", f"attaching namespace {ns} to pid {pid}")
-        for ns, pid in attach
+        for ns, pid in attach if isinstance(pid, int)
     ]
     for v in veths:
         what = f"creating veth {v.port} <-> {v.netns}/{v.ifname}"
@@ -149,6 +154,23 @@ def create(
             (f"link set {v.port} addrgenmode none arp off up", f"bringing up {v.port}")
         )
     _ip_batch(steps)
+
+
+def bind_netns(netns: str, path: str) -> None:
+    """Name the network namespace at ``path`` (a CNI runtime's) ``netns``: bind-mount it on
+    ``/run/netns/<netns>``. NetnsError when ``path`` is no network namespace."""
+    target = NETNS_DIR / netns
+    try:
+        os.stat(path)
+    except OSError as exc:
+        raise NetnsError(f"attaching namespace {netns} to {path}: {exc.strerror}") from None
+    NETNS_DIR.mkdir(parents=True, exist_ok=True)
+    target.touch(exist_ok=True)
+    proc = subprocess.run(["mount", "--bind", path, str(target)], capture_output=True,
+                          text=True, check=False)
+    if proc.returncode != 0:
+        target.unlink(missing_ok=True)
+        raise NetnsError(f"attaching namespace {netns} to {path}: {proc.stderr.strip()}")
 
 
 def attach_pid(netns: str, pid: int) -> None:

@@ -81,7 +81,8 @@ class PlumbingPlan:
     delete_netns: list[str] = field(default_factory=list)  # names only, for attached ones
     delete_resolv: list[str] = field(default_factory=list)  # namespaces whose file goes
     create_netns: list[str] = field(default_factory=list)
-    attach_netns: list[tuple[str, int]] = field(default_factory=list)  # (name, pid)
+    # (name, pid or namespace path)
+    attach_netns: list[tuple[str, int | str]] = field(default_factory=list)
     create_endpoints: list[Endpoint] = field(default_factory=list)
     create_host_legs: list[HostLeg] = field(default_factory=list)
     configure_endpoints: list[Endpoint] = field(default_factory=list)  # set MAC, address...
@@ -189,8 +190,8 @@ def plan_plumbing(
         if name in netns and name not in stale_netns:
             continue
         fresh.add(name)
-        if c.attach_pid is not None:
-            plan.attach_netns.append((name, c.attach_pid))
+        if c.attach_source is not None:
+            plan.attach_netns.append((name, c.attach_source))
         else:
             plan.create_netns.append(name)
     plan.delete_netns = sorted((netns - containers.keys()) | (netns & stale_netns))

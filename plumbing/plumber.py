@@ -82,8 +82,8 @@ class Plumber:
             self.files.mark(adopted)
         stale = set()
         for name in ours & wanted.keys():
-            pid = wanted[name].attach_pid
-            if pid is not None and netns.netns_inode(name) != _pid_netns(pid):
+            source = wanted[name].attach_source
+            if source is not None and netns.netns_inode(name) != _pid_netns(source):
                 stale.add(name)
         running, commands = {}, {}
         for key, path in self.files.pid_files().items():
@@ -137,9 +137,7 @@ class Plumber:
         all_plans = plans
         plans, orphans = _without_dead_attachments(plans)
         with self._lock:
-            self.problems = Problems(containers={
-                key: "the process to attach to is not running"
-                for key in _dead_attachments(all_plans)})
+            self.problems = Problems(containers=_dead_attachments(all_plans))
             seen = self._observe(plans)
             wanted = wanted_commands(plans, self.files.pid_path)
             review = self.supervisor.review(wanted.values(), seen.running, seen.commands)
@@ -225,10 +223,12 @@ class Plumber:
         return apply_plan(plan, plans, self.bridge, self.files, self.ofport_timeout)
 
 
-def _dead_attachments(plans: list[TopologyPlan]) -> list[tuple[str, str]]:
-    """(topology, container) of containers whose attach process is gone."""
-    return [(topo.name, c.name) for topo in plans for c in topo.containers
-            if c.attach_pid and _pid_netns(c.attach_pid) is None]
+def _dead_attachments(plans: list[TopologyPlan]) -> dict[tuple[str, str], str]:
+    """(topology, container) -> why, of containers whose namespace to attach to is gone."""
+    return {(topo.name, c.name): "the process to attach to is not running"
+            if c.attach_pid is not None else f"the namespace {c.attach_path} does not exist"
+            for topo in plans for c in topo.containers
+            if c.attached and _pid_netns(c.attach_source) is None}
 
 
 def _without_dead_attachments(
@@ -237,9 +237,11 @@ def _without_dead_attachments(
     """Plans minus containers whose attach process is gone, and a sentence for each."""
     kept, orphans = [], []
     for topo in plans:
-        dead = [c for c in topo.containers if c.attach_pid and _pid_netns(c.attach_pid) is None]
+        dead = [c for c in topo.containers if c.attached and _pid_netns(c.attach_source) is None]
         orphans += [
             f"{topo.name}/{c.name}: process {c.attach_pid} to attach to is not running"
+            if c.attach_pid is not None else
+            f"{topo.name}/{c.name}: namespace {c.attach_path} to attach to does not exist"
             for c in dead
         ]
         containers = tuple(c for c in topo.containers if c not in dead)
@@ -247,9 +249,11 @@ def _without_dead_attachments(
     return kept, orphans
 
 
-def _pid_netns(pid: int) -> tuple[int, int] | None:
+def _pid_netns(source: int | str | None) -> tuple[int, int] | None:
+    """(device, inode) of the namespace of a pid or at a path; None when there is none."""
+    path = f"/proc/{source}/ns/net" if isinstance(source, int) else source
     try:
-        st = Path(f"/proc/{pid}/ns/net").stat()
+        st = Path(str(path)).stat()
     except OSError:
         return None
     return st.st_dev, st.st_ino

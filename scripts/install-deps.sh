@@ -18,6 +18,12 @@ command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v pgrep >/dev/null || need_apt+=(procps)
 command -v dot >/dev/null || need_apt+=(graphviz)  # switchboard graph --format svg|png
 python3 -c "import ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv)
+# CNI: the reference plugins (/usr/lib/cni), and Podman with runc for the CNI plugin's tests
+# (no recommended packages: they would make netavark Podman's default network backend)
+[ -d /usr/lib/cni ] || need_apt+=(containernetworking-plugins)
+command -v podman >/dev/null || need_apt+=(podman)
+command -v runc >/dev/null || need_apt+=(runc)
+[ -x /bin/busybox ] || need_apt+=(busybox-static)  # the tests' image (no registry needed)
 
 if ! command -v consul >/dev/null; then
   # Debian 12 has no consul; Debian 11's 1.8.7 installs from the bullseye suite. Add that suite
@@ -56,3 +62,6 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/pip" install -q -e '.[test]'
 ln -sf "$VENV/bin/switchboard" /usr/local/bin/switchboard
+# the CNI plugin, where container runtimes look for plugins (docs/cni.md)
+mkdir -p /opt/cni/bin
+ln -sf "$VENV/bin/switchboard-cni" /opt/cni/bin/switchboard

@@ -19,7 +19,13 @@ from typing import Any
 from switchboard import hosts as host_inventory
 from switchboard import ipam
 from switchboard.admission import check_against_applied
-from switchboard.desired import DesiredState, StoredTopology, digest_of, topology_objects
+from switchboard.desired import (
+    DesiredState,
+    StoredTopology,
+    digest_of,
+    topology_objects,
+    with_cni,
+)
 from switchboard.hostplan import mtu_problems, overlay_mtu
 from switchboard.model import Topology, TopologyError
 from switchboard.placement import Placement, load_of, place
@@ -49,13 +55,16 @@ class Decision:
 
 
 def decide(
-    store: Store, state: DesiredState, build: Topology | Builder, allow_unplaced: bool = False
+    store: Store, state: DesiredState, build: Topology | Builder, allow_unplaced: bool = False,
+    cni: dict[str, dict[str, Any]] | None = None,
 ) -> Decision:
     """Admission's decision on ``state``, writing nothing: check ``build`` against the
     applied topologies and the hosts' MTU, place its containers and allocate its addresses
-    (keeping earlier ones). Raises TopologyError or PlacementError. `up` commits what this
-    returns; `switchboard plan` shows it."""
+    (keeping earlier ones). The containers the CNI plugin added (``cni``, else those
+    ``state`` holds) are merged in. Raises TopologyError or PlacementError. `up` commits what
+    this returns; `switchboard plan` shows it."""
     topology = build(state) if callable(build) else build
+    topology = with_cni(topology, state.cni.get(topology.name, {}) if cni is None else cni)
     applied = state.topologies
     previous = applied.get(topology.name)
     check_against_applied(topology, (s.topology for s in applied.values()))

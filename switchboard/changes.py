@@ -236,8 +236,8 @@ def _effect(name: str, old: Desired, new: Desired) -> list[Effect]:
     restart = []
     if before.command != after.command:
         restart.append("its command changes" if after.command else "its command is removed")
-    old_pid = before.attach.pid if before.attach else None
-    new_pid = after.attach.pid if after.attach else None
+    old_pid = before.attach.source if before.attach else None
+    new_pid = after.attach.source if after.attach else None
     if old_pid != new_pid:
         restart.append(f"it attaches to pid {new_pid} instead of {old_pid}")
     was, goes = old.placement.get(name), new.placement.get(name)

@@ -7,6 +7,8 @@ Layout below a topology's key ``P/topologies/<topo>/`` (``P`` is the prefix)::
     applied                           {"digest": ..., "source": ...}: which version is desired
     placement                         {"<container>": "<host>"}: where its containers run,
                                       written in the transaction that switches ``applied``
+    cni/<container>                   a container the CNI plugin added (``cni``): merged into
+                                      every version of the topology (``with_cni``)
 
 A version is staged under its own digest, so two writers never mix their keys; the
 ``applied`` marker is the commit point, switched in one transaction (switchboard.store).
@@ -31,13 +33,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from switchboard import ipam
-from switchboard.model import Topology, validation_problems
+from switchboard.model import Topology, TopologyError, validation_problems
 
 KINDS = ("networks", "routers", "policies", "containers", "services")
 MARKER = "applied"
 PLACEMENT = "placement"
 SEALED = "sealed"
 VERSIONS = "versions/"
+CNI = "cni/"
+CNI_FIELDS = ("container_id", "ifname", "netns", "network")  # strings every record has
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,55 @@ class DesiredState:
     admission_index: int = 0  # ModifyIndex of the admission key (0: no admission yet)
     generation: int = 0  # how many admissions the prefix has seen
     host_entries: list[dict[str, Any]] = field(default_factory=list)  # P/hosts/ (snapshot)
+    # topology -> container -> record of a container added by the CNI plugin (see with_cni)
+    cni: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+
+def cni_record_problem(value: Any) -> str | None:
+    """Why a value under ``cni/`` is not a CNI record; None when it is one. Pure."""
+    if not isinstance(value, dict):
+        return "not a JSON object"
+    for key in CNI_FIELDS:
+        if not isinstance(value.get(key), str) or not value[key]:
+            return f"{key!r} is not a string"
+    for key in ("ip", "host"):
+        if value.get(key) is not None and not isinstance(value[key], str):
+            return f"{key!r} is not a string"
+    return None
+
+
+def cni_container(record: dict[str, Any]) -> dict[str, Any]:
+    """The container spec (as in a topology file) of a CNI record."""
+    attachment = {"ip": record["ip"]} if record.get("ip") else {}
+    spec: dict[str, Any] = {
+        "networks": {record["network"]: attachment},
+        "attach": {"netns": record["netns"], "ifname": record["ifname"]},
+    }
+    if record.get("host"):
+        spec["host"] = record["host"]
+    return spec
+
+
+def with_cni(topology: Topology, records: dict[str, dict[str, Any]]) -> Topology:
+    """``topology`` (what its file declares) with the containers the CNI plugin added.
+    TopologyError when the file declares a container of the same name, or when a record no
+    longer fits (its network is gone, its address left the subnet)."""
+    if not records:
+        return topology
+    doc = topology.model_dump(mode="json", by_alias=True, exclude_none=True)
+    containers = doc.setdefault("containers", {})
+    problems = [f"containers.{name}: the CNI plugin added a container of this name (container "
+                f"ID {records[name]['container_id'][:12]}); rename the file's container"
+                for name in sorted(records) if name in containers]
+    if problems:
+        raise TopologyError(problems)
+    for name, record in sorted(records.items()):
+        containers[name] = cni_container(record)
+    try:
+        return Topology.model_validate(doc)
+    except ValidationError as err:
+        raise TopologyError([f"with the containers the CNI plugin added: {p}"
+                             for p in validation_problems(err)]) from None
 
 
 def topology_objects(topology: Topology, allocation: ipam.Allocation) -> dict[str, Any]:
@@ -176,9 +229,19 @@ def parse_desired(base: str, entries: Iterable[dict[str, Any]]) -> DesiredState:
             state.versions.setdefault(name, {}).setdefault(digest, {})[rest] = raw
         elif name and (path == PLACEMENT or path.partition("/")[0] in KINDS):
             objects.setdefault(name, {})[path] = raw
+        elif name and path.startswith(CNI) and "/" not in path[len(CNI):] and path[len(CNI):]:
+            try:
+                record = load_json(raw)
+                if why := cni_record_problem(record):
+                    raise ValueError(why)
+            except ValueError as exc:
+                state.skipped[key] = f"not a CNI record: {exc}"
+                continue
+            state.cni.setdefault(name, {})[path[len(CNI):]] = record
         else:
             state.skipped[key] = (f"not a key of Switchboard's layout ({base}<topology>/"
-                                  f"{MARKER}, {PLACEMENT} or {VERSIONS}<digest>/...)")
+                                  f"{MARKER}, {PLACEMENT}, {CNI}<container> or "
+                                  f"{VERSIONS}<digest>/...)")
     for name in sorted(state.markers, key=lambda n: (marker_index[n], n)):
         try:
             stored = _read_version(name, state, objects.get(name, {}), marker_index[name])

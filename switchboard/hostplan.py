@@ -134,6 +134,17 @@ class ContainerPlan:
     endpoints: tuple[Endpoint, ...]
     host: str = ""  # the host that runs it ("": this one)
     restart: str = "always"  # restart policy of its command (always, on-failure, never)
+    attach_path: str | None = None  # an existing namespace by its path (CNI's CNI_NETNS)
+
+    @property
+    def attached(self) -> bool:
+        """An existing namespace (by pid or path), not one Switchboard made."""
+        return self.attach_pid is not None or self.attach_path is not None
+
+    @property
+    def attach_source(self) -> int | str | None:
+        """The pid or the path of the namespace it attaches to (None: not attached)."""
+        return self.attach_pid if self.attach_pid is not None else self.attach_path
 
 
 @dataclass(frozen=True)
@@ -350,7 +361,8 @@ def plan_topology(
                     container=c_name,
                     network=net_name,
                     netns=netns,
-                    ifname=naming.container_ifname(index),
+                    ifname=(container.attach.ifname if index == 0 and container.attach
+                            and container.attach.ifname else naming.container_ifname(index)),
                     port=naming.veth_name(topo, c_name, net_name),
                     mac=attachment.mac or naming.container_mac(topo, c_name, net_name),
                     ip=allocation[(c_name, net_name)],
@@ -367,6 +379,7 @@ def plan_topology(
                 netns=netns,
                 command=container.command,
                 attach_pid=container.attach.pid if container.attach else None,
+                attach_path=container.attach.netns if container.attach else None,
                 endpoints=tuple(endpoints),
                 host=site.host_of(c_name, placement),
                 restart=container.restart_policy,

@@ -83,6 +83,10 @@ class Store:
     def _version_prefix(self, name: str, digest: str) -> str:
         return f"{self._topo_prefix(name)}{VERSIONS}{digest}/"
 
+    def cni_key(self, topology: str, container: str) -> str:
+        """Key of a container the CNI plugin added to ``topology``."""
+        return f"{self._topo_prefix(topology)}cni/{container}"
+
     def status_key(self, host: str, topology: str) -> str:
         return f"{self.prefix}/status/{host}/{topology}"
 
@@ -150,11 +154,12 @@ class Store:
 
     def commit(
         self, state: DesiredState, name: str, digest: str, source: str, sealed_index: int,
-        placement: dict[str, str] | None = None,
+        placement: dict[str, str] | None = None, extra: list[dict[str, Any]] | None = None,
     ) -> bool:
         """Make version ``digest`` the desired one, with its ``placement`` (container ->
         host; None leaves the stored one as it is), and drop the topology's other versions,
-        if nothing was admitted since ``state`` was read; False when something was."""
+        if nothing was admitted since ``state`` was read; False when something was.
+        ``extra``: more operations of the same transaction (a CNI record's write)."""
         ops = [
             self._admission_op(state, f"up {name} {digest}"),
             kv_op("check-index", self._version_prefix(name, digest) + SEALED,
@@ -164,6 +169,7 @@ class Store:
         ]
         if placement is not None:
             ops.append(kv_op("set", self._topo_prefix(name) + PLACEMENT, encode(placement)))
+        ops += extra or []
         stale = [d for d in state.versions.get(name, {}) if d != digest]
         ops += [kv_op("delete-tree", self._version_prefix(name, d))
                 for d in stale[:TXN_LIMIT - len(ops) - len(KINDS)]]

@@ -87,7 +87,8 @@ def picture(
             for n in container.networks if (c_name, n) in allocation
         ]
         if container.attach is not None:
-            lines.append(f"attached pid {container.attach.pid}")
+            how = "pid" if container.attach.pid is not None else "netns"
+            lines.append(f"attached {how} {container.attach.source}")
         pic.nodes.append(Node(cid, "container", tuple(lines)))
         pic.edges += [Edge(cid, _id("net", name, n), "link") for n in container.networks]
     declared = topology.declared_services()

@@ -199,13 +199,20 @@ def status(ctx: click.Context, name: str | None, as_json: bool) -> None:
         if name and topo_name != name:
             continue
         hosts = {host: r for (host, t), r in reports.items() if t == topo_name}
+        containers = merged_rows(hosts, stored.placement, down, frozenset(
+            c for c, spec in stored.topology.containers.items() if spec.host))
+        added = state.cni.get(topo_name, {})
+        for row in containers:  # where each container comes from: its file or CNI
+            record = added.get(str(row["container"]))
+            row["source"] = "cni" if record else "file"
+            if record:
+                row["container_id"] = record["container_id"]
         topologies.append({
             "name": topo_name, "digest": stored.digest, "source": stored.source,
             "hosts": hosts, "placement": stored.placement,
             "down_hosts": {h: why for h, why in down.items() if h in hosts
                            or h in stored.placement.values()},
-            "containers": merged_rows(hosts, stored.placement, down, frozenset(
-                c for c, spec in stored.topology.containers.items() if spec.host)),
+            "containers": containers,
         })
     if name and not topologies:
         _fail(f"no topology named {name!r} is applied")
@@ -243,11 +250,11 @@ def _print_topology(topo: dict[str, Any]) -> None:
                      str(n["mtu"]))
     console.print(nets)
     rows = Table("container", "host", "network", "namespace", "if", "ip", "mac", "ovs port",
-                 "ofport", "state", "restarts", box=None)
+                 "ofport", "state", "restarts", "from", box=None)
     for r in topo["containers"]:
         rows.add_row(r["container"], r["host"], r["network"], r["netns"], r["interface"],
                      r["ip"], r["mac"], r["port"], str(r["ofport"] or "-"), r["state"],
-                     str(r.get("restarts", "-")))
+                     str(r.get("restarts", "-")), r.get("source", "file"))
     console.print(rows)
     noted = set()
     for r in topo["containers"]:

@@ -50,10 +50,41 @@ class Attachment(_Model):
     mac: Annotated[StrictStr, AfterValidator(_check_mac)] | None = None
 
 
-class Attach(_Model):
-    """An existing network namespace, by the PID of a process inside it."""
+_IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 
-    pid: Annotated[StrictInt, Field(ge=1)]
+
+def _check_netns_path(value: str) -> str:
+    if not value.startswith("/") or "\n" in value or "/../" in value + "/":
+        raise ValueError(f"netns {value!r} must be an absolute path to a network namespace "
+                         "(such as /run/netns/NAME or /proc/PID/ns/net)")
+    return value
+
+
+def _check_ifname(value: str) -> str:
+    if not _IFNAME_RE.fullmatch(value) or value in (".", ".."):
+        raise ValueError(f"bad interface name {value!r}: 1 to 15 of A-Z a-z 0-9 _ . -")
+    return value
+
+
+class Attach(_Model):
+    """An existing network namespace: by the PID of a process inside it, or by the path of a
+    namespace file (``netns``, as CNI runtimes pass it). ``ifname`` names the interface of
+    the container's first network inside it (default ``eth0``)."""
+
+    pid: Annotated[StrictInt, Field(ge=1)] | None = None
+    netns: Annotated[StrictStr, AfterValidator(_check_netns_path)] | None = None
+    ifname: Annotated[StrictStr, AfterValidator(_check_ifname)] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Attach:
+        if (self.pid is None) == (self.netns is None):
+            raise ValueError("attach needs exactly one of pid (a process) or netns (a path)")
+        return self
+
+    @property
+    def source(self) -> int | str:
+        """The PID or the namespace path."""
+        return self.pid if self.pid is not None else str(self.netns)
 
 
 class Check(_Model):
