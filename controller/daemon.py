@@ -40,6 +40,7 @@ from discovery.scope import scopes_of
 from discovery.sync import ReadyGate, ServiceSync, SyncError
 from discovery.upstream import upstream_servers
 from ovsdb.bridge import Bridge, detect_datapath
+from plumbing.hostnat import HostNat
 from plumbing.plumber import Plumber
 from switchboard import hosts as host_inventory
 from switchboard.desired import DesiredState
@@ -101,6 +102,7 @@ class Daemon:
             self.store, config.host_id, session_check_id(host_inventory.service_id(config.prefix)),
             config.reschedule_after, self.stopping)
         self.monitor = Monitor(self, config.metrics)  # metrics, /healthz, events
+        self.hostnat = HostNat(config.bridge, config.state_dir)  # the host's part of egress
 
     # --- lifecycle -------------------------------------------------------------------------
     def run(self) -> None:
@@ -122,6 +124,7 @@ class Daemon:
         self.hosts.start()
         self.dns.catalog.start()
         self.rescheduler.start()
+        self.hostnat.start()
         LOG.info("controller for bridge %s on %s:%d, host %s", self.config.bridge,
                  self.config.of_host, self.config.of_port, self.config.host_id)
         while not self.stopping.is_set():
@@ -139,6 +142,7 @@ class Daemon:
                 if self.consul_ok and self._outage:
                     LOG.warning("the Consul agent answers again")
                     self._outage = False
+        self.hostnat.close()  # stopped for good: the host's egress settings go
 
     def stop(self) -> None:
         self.stopping.set()
@@ -221,6 +225,7 @@ class Daemon:
         self._ports = ports
         self.failover.settle(self.plumber.running)
         self._serve_dns(plans, errors)
+        plans = self.hostnat.sync(plans, ports, errors)
         self.health.watch((p.name, s.name) for p in plans for s in p.services)
         passing = self.failover.adjust(plans, self.health.passing())
         tunnel_port = self._tunnel_port()
@@ -251,6 +256,7 @@ class Daemon:
         """Program the flows with the ports of the last pass and without the instances whose
         command exited: the VIPs let them go without waiting for the plumbing."""
         if self._ports is not None and self.app.connected.is_set():
+            plans = self.hostnat.usable(plans)
             passing = self.failover.adjust(plans, self.health.passing())
             compiled = compile_pipeline(plans, self._ports, passing, self._tunnel_port())
             self.app.program(compiled.flows, compiled.groups)

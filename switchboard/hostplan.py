@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 
 from switchboard import ipam, naming
-from switchboard.model import DEFAULT_MTU, PortSpec, Topology, TopologyError
+from switchboard.model import CIDR_PREFIX, DEFAULT_MTU, PortSpec, Topology, TopologyError
 
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 
@@ -120,6 +120,7 @@ class NetworkPlan:
     host_leg: HostLeg
     tunnel_key: int = 0  # VXLAN network identifier between hosts
     peer_legs: tuple[PeerLeg, ...] = ()
+    egress: bool = False  # containers reach addresses outside the topology through the host
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,8 @@ def _routes(topology: Topology) -> tuple[tuple[str, str], ...]:
 
 
 def _addresses(topology: Topology, allocation: ipam.Allocation, ref: str) -> tuple[str, ...]:
+    if topology.endpoint_kind(ref) == "cidr":
+        return (str(IPv4Network(ref[len(CIDR_PREFIX):])),)
     if ref in topology.networks:
         return (str(topology.networks[ref].subnet),)
     return tuple(f"{ip}/32" for (c, _), ip in sorted(allocation.items()) if c == ref)
@@ -335,6 +338,7 @@ def plan_topology(
                 host_leg=leg,
                 tunnel_key=naming.tunnel_key(topo, net_name),
                 peer_legs=_peer_legs(topology, net_name, allocation, site),
+                egress=net.egress,
             )
         )
     mtus = {n.name: n.mtu for n in networks}

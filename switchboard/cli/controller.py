@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from pathlib import Path
 
 import click
@@ -94,6 +95,7 @@ def controller(
     if host_id:
         config.host_id = host_id
     daemon = Daemon(config)
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())  # stops for good: cleans up
     try:
         daemon.run()
     except KeyboardInterrupt:

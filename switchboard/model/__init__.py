@@ -11,6 +11,7 @@ from switchboard.model.loading import load_topology, load_topology_file, validat
 from switchboard.model.network import Network, Router
 from switchboard.model.policy import Policy, PortSpec, parse_port_spec
 from switchboard.model.scalars import (
+    CIDR_PREFIX,
     DEFAULT_CHECK_INTERVAL,
     DEFAULT_MTU,
     SERVICE_PREFIX,
@@ -25,6 +26,7 @@ from switchboard.model.scalars import (
 from switchboard.model.topology import ServiceSettings, Topology
 
 __all__ = [
+    "CIDR_PREFIX",
     "DEFAULT_CHECK_INTERVAL",
     "DEFAULT_MTU",
     "SERVICE_PREFIX",

@@ -1,0 +1,111 @@
+"""Egress and ``cidr:`` policies on the in-memory switch (with conntrack)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from plumbing.hostnat import Leg, render, table_name
+from switchboard.model import TopologyError, load_topology
+from tests.unit.test_pipeline_l3 import SHOP, Lab
+
+OUTSIDE = "198.18.7.2"
+
+
+def _from_outside(lab: Lab, out: dict[str, Any], network: str, *, dst: str | None = None,
+                  sport: int | None = None, dport: int | None = None) -> Any:
+    """What the host's kernel hands back on the leg: the answer to ``out`` (or, with
+    ``dst``/``dport``, a new packet from the same outside address)."""
+    leg = lab.net(network).host_leg
+    pkt = {"in_port": lab.ports[leg.port], "eth_src": leg.mac, "eth_dst": "",
+           "eth_type": 0x0800, "ipv4_src": out["ipv4_dst"], "ipv4_dst": dst or out["ipv4_src"],
+           "ip_proto": out["ip_proto"], "ip_ttl": 63}
+    if out["ip_proto"] == 6:
+        pkt.update(tcp_src=sport or out["tcp_dst"], tcp_dst=dport or out["tcp_src"])
+    for ep in lab.plan.endpoints():
+        if str(ep.ip) == pkt["ipv4_dst"]:
+            pkt["eth_dst"] = ep.mac
+    return lab.switch.process(pkt)
+
+
+def test_egress_goes_to_the_host_leg_and_only_its_replies_come_back():
+    lab = Lab(SHOP)
+    front = lab.net("front")
+    out = lab.send("web", OUTSIDE, dport=443)
+    assert out.ports == [lab.ports[front.host_leg.port]]
+    packet = out.outputs[0][1]
+    assert packet["eth_dst"] == front.host_leg.mac and packet["ip_ttl"] == 63
+    assert _from_outside(lab, packet, "front").ports == [lab.port_of("web")]
+    # a new connection from outside, to the same container, is not a reply
+    assert _from_outside(lab, packet, "front", sport=5555, dport=22).ports == []
+
+
+def test_egress_off_leaves_the_network_an_island():
+    lab = Lab(SHOP.replace("front: {subnet: 10.10.1.0/24}",
+                           "front: {subnet: 10.10.1.0/24, egress: false}"))
+    assert lab.send("web", OUTSIDE, dport=443).ports == []
+    assert lab.send("api-1", OUTSIDE, dport=443).ports == [
+        lab.ports[lab.net("back").host_leg.port]]
+
+
+def test_egress_never_carries_a_topology_subnet_nor_skips_the_host_guard():
+    lab = Lab(SHOP)
+    assert lab.send("web", "10.10.3.10").ports == []  # an unrouted network stays apart
+    leg = lab.net("front").host_leg
+    # the host's own address on the network: only DNS (the guard), not egress
+    assert lab.send("web", str(leg.ip), dport=22, dst_mac=leg.mac).ports == []
+
+
+POLICY = """
+policies:
+  - {from: web, to: "cidr:198.18.7.0/24", ports: [tcp/443]}
+"""
+
+
+def test_with_policies_egress_needs_a_cidr_rule():
+    lab = Lab(SHOP + POLICY)
+    leg_port = lab.ports[lab.net("front").host_leg.port]
+    allowed = lab.send("web", OUTSIDE, dport=443)
+    assert allowed.ports == [leg_port]
+    assert _from_outside(lab, allowed.outputs[0][1], "front").ports == [lab.port_of("web")]
+    assert lab.send("web", OUTSIDE, dport=80).ports == []  # another port
+    assert lab.send("web", "198.18.8.2", dport=443).ports == []  # outside the CIDR
+    assert lab.send("api-1", OUTSIDE, dport=443).ports == []  # another source
+
+
+def test_a_cidr_source_reaches_a_container_where_a_rule_says():
+    lab = Lab(SHOP + """
+policies:
+  - {from: "cidr:10.10.1.10/32", to: back, ports: [tcp/8080]}
+""")
+    assert lab.send("web", "10.10.2.11", dport=8080).ports == [lab.port_of("api-1")]
+    assert lab.send("web", "10.10.2.11", dport=22).ports == []
+
+
+@pytest.mark.parametrize("ref, words", [
+    ("cidr:198.18.7.1/24", "host bits set"),
+    ("cidr:198.18.7.0", "prefix length"),
+    ("cidr:not-an-address/8", "not an IPv4 CIDR"),
+])
+def test_a_bad_cidr_is_named_with_its_place(ref: str, words: str):
+    with pytest.raises(TopologyError) as err:
+        load_topology(SHOP + f'\npolicies:\n  - {{from: web, to: "{ref}"}}\n')
+    assert "policies.0.to" in str(err.value) and words in str(err.value)
+
+
+def test_egress_must_be_true_or_false():
+    with pytest.raises(TopologyError, match="networks.front.egress"):
+        load_topology(SHOP.replace("front: {subnet: 10.10.1.0/24}",
+                                   "front: {subnet: 10.10.1.0/24, egress: yes}"))
+
+
+def test_host_table_masquerades_egress_subnets_and_guards_host_addresses():
+    legs = [Leg("sbhaaa", "10.10.1.254", "10.10.1.0/24", True),
+            Leg("sbhbbb", "10.10.2.254", "10.10.2.0/24", False)]
+    script = render(table_name("sbt-x"), legs, ["eth0"])
+    assert "table ip switchboard_sbt-x {" in script
+    assert 'ip saddr { 10.10.1.0/24 } oifname != { "sbhaaa", "sbhbbb" } masquerade' in script
+    assert 'iifname "sbhbbb" ip daddr != 10.10.2.254 ct state new drop' in script
+    assert 'iifname { "eth0" } ct state established,related accept' in script
+    assert table_name("sb-int") == "switchboard"
