@@ -5,12 +5,22 @@ as they were."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import Switchboard, in_ns, sh, wait_until
+from tests.harness import (
+    Switchboard,
+    free_port,
+    in_ns,
+    private_switchboard,
+    sh,
+    teardown,
+    wait_until,
+)
 from tests.outside import Outside
 
 pytestmark = pytest.mark.integration
@@ -151,3 +161,44 @@ def test_down_leaves_the_host_as_it_was(switchboard: Switchboard, egress: dict[s
     assert "forwarding eth0" in egress and f"forwarding {outside.veth}" in egress
     assert wait_until(lambda: same(egress, host_state()), 30), (
         f"before:\n{egress}\nafter down:\n{host_state()}")
+
+
+STOPPING = """
+name: sbt-out-stop
+networks:
+  lan: {subnet: 10.182.3.0/24}
+containers:
+  probe: {networks: {lan: {ip: 10.182.3.10}}}
+"""
+
+
+def test_a_daemon_that_stops_for_good_removes_its_table_and_a_killed_ones_is_cleaned(
+        tmp_path: Path) -> None:
+    """SIGKILL leaves the table and forwarding flags; the next start removes them (then makes
+    what its topologies need); SIGTERM removes them, with the topology still up."""
+    run = os.getpid()
+    sb = private_switchboard(tmp_path, prefix=f"sbt25stop-{run}", bridge=f"sbt25s{run % 10000}",
+                             of_port=free_port())
+    table = f"table ip switchboard_{sb.bridge}"
+    with Outside(27) as outside:
+        before = host_state()
+        sb.start()
+        sb.wait_ready()
+        try:
+            sb.up(tmp_path, STOPPING)
+            probe = "sb-sbt-out-stop-probe"
+            assert wait_until(lambda: in_ns(probe, f"ping -c 1 -W 1 {outside.ip}")
+                              .returncode == 0, 30)
+            sb.kill(signal.SIGKILL)
+            assert table in sh("nft list tables").stdout  # what a SIGKILL leaves
+            sb.start()
+            sb.wait_ready()
+            assert wait_until(lambda: "an earlier daemon left" in sb.log.read_text(), 30)
+            assert wait_until(lambda: in_ns(probe, f"ping -c 1 -W 1 {outside.ip}")
+                              .returncode == 0, 30)
+            sb.kill(signal.SIGTERM)
+            assert table not in sh("nft list tables").stdout
+            assert same(before, host_state())
+        finally:
+            teardown(sb)
+    assert table not in sh("nft list tables").stdout
