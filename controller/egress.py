@@ -15,7 +15,8 @@ topology subnet), with a metadata key of its own (``egress_key``), so that the p
 
 Replies come back from the host leg with a source that is not the leg's address: they go
 through conntrack in the topology's zone and pass only as replies (or related ICMP errors) of
-a connection a container opened. Nothing else from outside gets in this way.
+a connection a container opened, or as a new connection to a published port (the host's
+table destination-NATs the host's port to it). Nothing else from outside gets in this way.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ from controller.matches import (
     CT_RPL,
     CT_TRK,
     ETH_IPV4,
+    PROTOCOLS,
     ct_state,
     masked,
 )
-from switchboard.hostplan import NetworkPlan, TopologyPlan
+from switchboard.hostplan import NetworkPlan, PublishedPort, TopologyPlan
 from switchboard.naming import network_key
 
 EGRESS_ROUTE_PRIORITY = 10  # below every route to a topology subnet (100)
@@ -49,13 +51,16 @@ def egress_key(net: NetworkPlan) -> int:
 
 
 def egress_flows(plan: TopologyPlan, ports: Mapping[str, int]) -> list[Flow]:
-    """The flows of every network of ``plan`` with egress on whose host leg is plugged in."""
+    """The flows of every network of ``plan`` with egress on or a published port, whose host
+    leg is plugged in. A network with published ports and egress off routes only replies
+    to the host leg."""
     flows: list[Flow] = []
     after_route = "l2_forward" if plan.policies is None else "policy"
     subnets = [str(n.subnet) for n in plan.networks]
     for net in plan.networks:
         leg_port = ports.get(net.host_leg.port)
-        if not net.egress or leg_port is None:
+        published = [p for p in plan.published if p.network == net.name]
+        if leg_port is None or not (net.egress or published):
             continue
         owner = f"{plan.name}/{net.name}/egress"
         key, out_key = net.key, egress_key(net)
@@ -68,16 +73,19 @@ def egress_flows(plan: TopologyPlan, ports: Mapping[str, int]) -> list[Flow]:
             flows.append(flow("l3_router", OWN_SUBNET_PRIORITY,
                               {**to_gateway, "ipv4_dst": masked(subnet)}, owner=owner))
         out = {"metadata": out_key, "eth_type": ETH_IPV4}
+        new = {**out, "ct_state": ct_state(on=CT_TRK | CT_NEW, off=CT_INV)}
         if plan.policies is not None:
             for state in (CT_EST, CT_REL):
                 flows.append(flow("policy", 200,
                                   {**out, "ct_state": ct_state(on=state | CT_TRK),
                                    "ct_mark": ALLOWED_MARK},
                                   goto="l2_forward", owner=owner))
+            if not net.egress:  # no rule opens what the network does not do
+                flows.append(flow("policy", 190, new, owner=owner))
         flows += [
-            flow("l2_forward", 100, {**out, "ct_state": ct_state(on=CT_TRK | CT_NEW, off=CT_INV)},
-                 [Ct(zone=plan.zone, commit=True, mark=ALLOWED_MARK), Output(leg_port)],
-                 owner=owner),
+            flow("l2_forward", 100, new,
+                 [Ct(zone=plan.zone, commit=True, mark=ALLOWED_MARK), Output(leg_port)]
+                 if net.egress else [], owner=owner),
             flow("l2_forward", 95, {**out, "ct_state": ct_state(on=CT_TRK | CT_INV)},
                  owner=owner),
             # the rest: replies, and what the policy stage committed (a ct action without a
@@ -85,9 +93,29 @@ def egress_flows(plan: TopologyPlan, ports: Mapping[str, int]) -> list[Flow]:
             flow("l2_forward", 90, out, [Output(leg_port)], owner=owner),
         ]
         flows += _reply_flows(net, plan.zone, leg_port, owner)
+        flows += _published_flows(plan, published, net, owner)
     return flows
 
 
+def _published_flows(plan: TopologyPlan, published: list[PublishedPort], net: NetworkPlan,
+                     owner: str) -> list[Flow]:
+    """From the host leg: a new connection the host's table destination-NATed to a published
+    port passes (in a topology with policies, where a rule allows it, like any routed new
+    connection); the client's address is kept."""
+    flows = []
+    for pub in published:
+        proto = pub.publish.proto
+        match = {"metadata": net.key, "eth_type": ETH_IPV4,
+                 "ct_state": ct_state(on=CT_TRK | CT_NEW, off=CT_INV), "ipv4_dst": str(pub.ip),
+                 "ip_proto": PROTOCOLS[proto], f"{proto}_dst": pub.publish.port}
+        if plan.policies is None:
+            flows.append(flow("uplink_check", 110, match,
+                              [Ct(zone=plan.zone, commit=True, mark=ALLOWED_MARK)],
+                              goto="l2_forward", owner=f"{owner}/publish"))
+        else:
+            flows.append(flow("uplink_check", 110, match, goto="policy",
+                              owner=f"{owner}/publish"))
+    return flows
 def _reply_flows(net: NetworkPlan, zone: int, leg_port: int, owner: str) -> list[Flow]:
     """From the host leg with a source other than the host's: only egress replies pass."""
     ipv4 = {"metadata": net.key, "eth_type": ETH_IPV4}
@@ -99,6 +127,11 @@ def _reply_flows(net: NetworkPlan, zone: int, leg_port: int, owner: str) -> list
              owner=owner),
         flow("uplink_check", 100,
              {**ipv4, "ct_state": ct_state(on=CT_TRK | CT_EST | CT_RPL, off=CT_INV)},
+             goto="l2_forward", owner=owner),
+        # a published port's connection, after its first packet
+        flow("uplink_check", 100,
+             {**ipv4, "ct_state": ct_state(on=CT_TRK | CT_EST, off=CT_INV | CT_RPL),
+              "ct_mark": ALLOWED_MARK},
              goto="l2_forward", owner=owner),
         flow("uplink_check", 100,
              {**ipv4, "ct_state": ct_state(on=CT_TRK | CT_REL, off=CT_INV | CT_NEW)},

@@ -45,6 +45,21 @@ class Leg:
     ip: str
     subnet: str
     egress: bool
+    publishes: bool = False  # a container on it has a published port
+
+
+@dataclass(frozen=True)
+class Dnat:
+    """A published port: the host's ``host_port`` to ``ip:port``."""
+
+    proto: str
+    host_port: int
+    ip: str
+    port: int
+
+    def rule(self) -> str:
+        return (f"fib daddr type local {self.proto} dport {self.host_port} "
+                f"dnat to {self.ip}:{self.port}")
 
 
 def table_name(bridge: str) -> str:
@@ -57,20 +72,29 @@ def _set(items: Iterable[str], quote: bool = False) -> str:
     return "{ " + ", ".join(f'"{v}"' if quote else v for v in values) + " }"
 
 
-def render(table: str, legs: list[Leg], enabled_uplinks: list[str]) -> str:
+def render(table: str, legs: list[Leg], enabled_uplinks: list[str],
+           published: Iterable[Dnat] = ()) -> str:
     """The nft script that replaces the table in one transaction. Pure."""
     names = [leg.name for leg in legs]
+    dnats = sorted(published, key=lambda d: (d.proto, d.host_port))
     subnets = [leg.subnet for leg in legs if leg.egress]
     lines = [f"table ip {table} {{}}", f"delete table ip {table}", f"table ip {table} {{"]
     lines += ["  chain postrouting {", "    type nat hook postrouting priority srcnat;"]
     if subnets and names:
         lines.append(f"    ip saddr {_set(subnets)} oifname != {_set(names, True)} masquerade")
+    lines += ["  }", "  chain prerouting {", "    type nat hook prerouting priority dstnat;"]
+    not_legs = f"iifname != {_set(names, True)} " if names else ""
+    lines += [f"    {not_legs}{d.rule()}" for d in dnats]
+    lines += ["  }", "  chain output {", "    type nat hook output priority -100;"]
+    lines += [f"    {d.rule()}" for d in dnats]
     lines += ["  }", "  chain forward {", "    type filter hook forward priority filter;"]
     if names:
         lines.append(f"    iifname {_set(names, True)} oifname {_set(names, True)} drop")
     if enabled_uplinks:
         uplinks = _set(enabled_uplinks, True)
         lines.append(f"    iifname {uplinks} ct state established,related accept")
+        if dnats:
+            lines.append(f"    iifname {uplinks} ct status dnat accept")
         lines.append(f"    iifname {uplinks} drop")
     lines += ["  }", "  chain input {", "    type filter hook input priority filter;"]
     for leg in sorted(legs, key=lambda leg: leg.name):
@@ -120,10 +144,18 @@ class HostNat:
         """Set up the host's part of egress for the plugged-in legs; where that fails, the
         plans without egress (its flows must not come without the host's table), and an
         error on each topology that wants egress."""
-        legs = [Leg(net.host_leg.port, str(net.host_leg.ip), str(net.subnet), net.egress)
-                for plan in plans for net in plan.networks if net.host_leg.port in ports]
+        legs, dnats = [], []
+        for plan in plans:
+            for net in plan.networks:
+                if net.host_leg.port not in ports:
+                    continue
+                pubs = [Dnat(p.publish.proto, p.publish.host_port, str(p.ip), p.publish.port)
+                        for p in plan.published if p.network == net.name]
+                legs.append(Leg(net.host_leg.port, str(net.host_leg.ip), str(net.subnet),
+                                net.egress, bool(pubs)))
+                dnats += pubs
         try:
-            self.apply(legs)
+            self.apply(legs, dnats)
             self.ok = True
         except Exception as exc:  # noqa: BLE001 - reported on the topologies that want it
             detail = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) \
@@ -131,16 +163,17 @@ class HostNat:
             LOG.warning("egress: the host's part failed: %s", detail)
             self.ok = False
             for plan in plans:
-                if any(net.egress for net in plan.networks):
-                    errors.setdefault(plan.name, f"egress: {detail}")
+                if plan.published or any(net.egress for net in plan.networks):
+                    errors.setdefault(plan.name, f"egress and published ports: {detail}")
         return self.usable(plans)
 
     def usable(self, plans: list[TopologyPlan]) -> list[TopologyPlan]:
         """``plans``, without egress while the host's part is not in place."""
         if self.ok:
             return plans
-        return [replace(plan, networks=tuple(replace(net, egress=False)
-                                             for net in plan.networks)) for plan in plans]
+        return [replace(plan, published=(), networks=tuple(replace(net, egress=False)
+                                                           for net in plan.networks))
+                for plan in plans]
 
     def available(self) -> bool:
         return shutil.which("nft") is not None
@@ -158,16 +191,17 @@ class HostNat:
         self.active = True  # a table without a record (none, or one of an older daemon) too
         self.close()
 
-    def apply(self, legs: list[Leg]) -> None:
-        """Make the table and forwarding flags fit ``legs``; with no egress leg, remove all."""
-        if not any(leg.egress for leg in legs):
+    def apply(self, legs: list[Leg], published: list[Dnat] | None = None) -> None:
+        """Make the table and forwarding flags fit ``legs`` and ``published``; with neither
+        an egress leg nor a published port, remove all."""
+        if not any(leg.egress or leg.publishes for leg in legs):
             self.close()
             return
         if not self.available():
             raise RuntimeError("egress needs nftables (the nft command): "
                                "apt-get install nftables, or set egress: false")
         for leg in legs:
-            if leg.egress and _forwarding(leg.name) == "0":
+            if (leg.egress or leg.publishes) and _forwarding(leg.name) == "0":
                 _set_forwarding(leg.name, "1")
         for name in uplinks():
             if name not in self.enabled and _forwarding(name) == "0":
@@ -175,7 +209,7 @@ class HostNat:
         self.enabled = [n for n in self.enabled if _forwarding(n) is not None]
         self._save()  # before the change: a crash in between still leaves a record
         self.active = True
-        script = render(self.table, legs, self.enabled)
+        script = render(self.table, legs, self.enabled, published or [])
         subprocess.run(["nft", "-f", "-"], input=script, text=True, check=True,
                        capture_output=True)
         for name in self.enabled:

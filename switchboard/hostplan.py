@@ -8,7 +8,14 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 
 from switchboard import ipam, naming
-from switchboard.model import CIDR_PREFIX, DEFAULT_MTU, PortSpec, Topology, TopologyError
+from switchboard.model import (
+    CIDR_PREFIX,
+    DEFAULT_MTU,
+    PortSpec,
+    Publish,
+    Topology,
+    TopologyError,
+)
 
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 
@@ -180,6 +187,16 @@ class ServicePlan:
 
 
 @dataclass(frozen=True)
+class PublishedPort:
+    """A container port the host's ports reach (on the container's first network)."""
+
+    container: str
+    network: str
+    ip: IPv4Address
+    publish: Publish
+
+
+@dataclass(frozen=True)
 class TopologyPlan:
     """Everything a host needs to realise one topology."""
 
@@ -195,6 +212,7 @@ class TopologyPlan:
     services: tuple[ServicePlan, ...] = ()
     zone: int = 1  # conntrack zone of the topology
     site: Site = field(default_factory=Site, compare=False)
+    published: tuple[PublishedPort, ...] = ()
 
     def endpoints(self) -> list[Endpoint]:
         return [ep for c in self.containers for ep in c.endpoints]
@@ -381,4 +399,9 @@ def plan_topology(
         routes=_routes(topology), policies=_policy_rules(topology, allocation),
         host_rules=_host_rules(topology, allocation),
         services=_services(topology, allocation), zone=naming.ct_zone(topo), site=site,
+        published=tuple(
+            PublishedPort(c_name, container.default_network,
+                          allocation[(c_name, container.default_network)], pub)
+            for c_name, container in topology.containers.items() for pub in container.published
+        ),
     )

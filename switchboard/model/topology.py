@@ -12,6 +12,7 @@ from switchboard.model.base import Path, _Model, _Problems
 from switchboard.model.container import Container, ServiceInstance, _container_problems
 from switchboard.model.network import Network, Router, _network_problems, _router_problems
 from switchboard.model.policy import Policy
+from switchboard.model.publish import parse_publish
 from switchboard.model.scalars import (
     CIDR_PREFIX,
     HOST,
@@ -123,6 +124,19 @@ def _cross_problems(t: Topology) -> Iterator[tuple[Path, str]]:
                     ("routers", rname, "networks", i),
                     f"unknown network {n!r} (networks: {known_nets})",
                 )
+
+    published: dict[tuple[str, int], str] = {}
+    for cname, c in t.containers.items():
+        for i, text in enumerate(c.publish):
+            try:
+                pub = parse_publish(text)
+            except ValueError:
+                continue  # reported where it is
+            other = published.setdefault((pub.proto, pub.host_port), cname)
+            if other != cname:
+                yield (("containers", cname, "publish", i),
+                       f"host port {pub.host_port}/{pub.proto} is already published by "
+                       f"container {other!r}")
 
     gateways = {n.gateway: name for name, n in nets.items()}
     fixed: dict[tuple[str, IPv4Address], str] = {}

@@ -109,3 +109,66 @@ def test_host_table_masquerades_egress_subnets_and_guards_host_addresses():
     assert 'iifname "sbhbbb" ip daddr != 10.10.2.254 ct state new drop' in script
     assert 'iifname { "eth0" } ct state established,related accept' in script
     assert table_name("sb-int") == "switchboard"
+
+
+PUBLISHED = SHOP.replace("web: {networks: {front: {ip: 10.10.1.10}}}",
+                         'web: {networks: {front: {ip: 10.10.1.10}}, publish: ["8080:80/tcp"]}')
+
+
+def _client(lab: Lab, dport: int, src: str = "198.18.7.2") -> Any:
+    """A new connection the host's table destination-NATed to web, from ``src``."""
+    fake = {"ipv4_dst": src, "ipv4_src": str(lab.ep("web").ip), "ip_proto": 6,
+            "tcp_dst": 33000, "tcp_src": dport}
+    return _from_outside(lab, fake, "front")
+
+
+def test_a_published_port_is_reached_from_the_leg_with_the_clients_address_and_answers():
+    lab = Lab(PUBLISHED)
+    came = _client(lab, 80)
+    assert came.ports == [lab.port_of("web")]
+    assert came.outputs[0][1]["ipv4_src"] == "198.18.7.2"  # the client's address is kept
+    answer = lab.reply(came.outputs[0][1], "web")
+    assert answer.ports == [lab.ports[lab.net("front").host_leg.port]]
+    again = _from_outside(lab, answer.outputs[0][1], "front")  # the client's next packet
+    assert again.ports == [lab.port_of("web")]
+    assert _client(lab, 22).ports == []  # an unpublished port
+
+
+def test_a_published_port_on_a_network_without_egress_answers_but_opens_nothing():
+    lab = Lab(PUBLISHED.replace("front: {subnet: 10.10.1.0/24}",
+                                "front: {subnet: 10.10.1.0/24, egress: false}"))
+    came = _client(lab, 80)
+    assert came.ports == [lab.port_of("web")]
+    assert lab.reply(came.outputs[0][1], "web").ports == [
+        lab.ports[lab.net("front").host_leg.port]]
+    assert lab.send("web", OUTSIDE, dport=443).ports == []
+
+
+def test_with_policies_a_published_port_needs_a_cidr_source():
+    lab = Lab(PUBLISHED + """
+policies:
+  - {from: "cidr:198.18.7.0/24", to: web, ports: [tcp/80]}
+""")
+    assert _client(lab, 80).ports == [lab.port_of("web")]
+    assert _client(lab, 80, src="198.18.8.2").ports == []
+
+
+def test_a_host_port_published_twice_is_named():
+    with pytest.raises(TopologyError, match=r"containers.solo.publish.0: host port 8080/tcp is "
+                                            r"already published by container 'web'"):
+        load_topology(PUBLISHED.replace("solo: {networks: {lone: {ip: 10.10.3.10}}}",
+                                        'solo: {networks: {lone: {ip: 10.10.3.10}}, '
+                                        'publish: ["8080:81"]}'))
+    with pytest.raises(TopologyError, match="write HOSTPORT:PORT/tcp"):
+        load_topology(PUBLISHED.replace("8080:80/tcp", "8080/tcp"))
+
+
+def test_host_table_dnats_published_ports_from_outside_and_from_the_host():
+    from plumbing.hostnat import Dnat
+    legs = [Leg("sbhaaa", "10.10.1.254", "10.10.1.0/24", False, True)]
+    script = render("switchboard", legs, ["eth0"], [Dnat("tcp", 8080, "10.10.1.10", 80)])
+    rule = "fib daddr type local tcp dport 8080 dnat to 10.10.1.10:80"
+    assert f'iifname != {{ "sbhaaa" }} {rule}' in script  # prerouting: not from a leg
+    assert f"    {rule}\n" in script  # output: the host's own connections
+    assert 'iifname { "eth0" } ct status dnat accept' in script
+    assert "masquerade" not in script
