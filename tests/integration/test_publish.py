@@ -109,3 +109,13 @@ def _file(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "topology.yaml"
     path.write_text(text)
     return path
+
+
+def test_status_and_plan_show_what_is_published(switchboard: Switchboard, published: Path,
+                                                 tmp_path: Path) -> None:
+    status = switchboard.cli("status", NAME).stdout
+    assert f"web: host port {HOST_PORT}/tcp -> 10.182.4.10:8080/tcp" in status, status
+    changed = _file(tmp_path, topology(published, f"{HOST_PORT}:8080/tcp\", \"18183:9/udp"))
+    plan = switchboard.cli("plan", str(changed), check=False)
+    assert plan.returncode == 2, plan.stdout + plan.stderr
+    assert "publish" in plan.stdout and "18183:9/udp" in plan.stdout, plan.stdout

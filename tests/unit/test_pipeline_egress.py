@@ -172,3 +172,13 @@ def test_host_table_dnats_published_ports_from_outside_and_from_the_host():
     assert f"    {rule}\n" in script  # output: the host's own connections
     assert 'iifname { "eth0" } ct status dnat accept' in script
     assert "masquerade" not in script
+
+
+def test_graph_shows_cidr_ends_published_ports_and_networks_without_egress():
+    from switchboard.cli.graph import picture, to_mermaid
+    text = PUBLISHED.replace("back: {subnet: 10.10.2.0/24}",
+                             "back: {subnet: 10.10.2.0/24, egress: false}") + POLICY
+    mermaid = to_mermaid([picture(load_topology(text))])
+    assert "publishes 8080:80/tcp" in mermaid
+    assert "no egress" in mermaid
+    assert "cidr:198.18.7.0/24" in mermaid and "cidr__shop__198_18_7_0_24" in mermaid
