@@ -38,7 +38,7 @@ from discovery.plan import SyncPlan
 from discovery.readiness import EarlyChecks, container_netns, register_when_ready
 from discovery.scope import scopes_of
 from discovery.sync import ReadyGate, ServiceSync, SyncError
-from discovery.upstream import upstream_servers
+from discovery.upstream import describe_upstreams, upstream_servers
 from ovsdb.bridge import Bridge, detect_datapath
 from plumbing.hostnat import HostNat
 from plumbing.plumber import Plumber
@@ -89,7 +89,7 @@ class Daemon:
         self._early = partial(EarlyChecks, netns=container_netns(config.netns_prefix))
         self.health = HealthWatch(self.store.client, self.wake.set)
         self._service_topologies: set[str] = set()  # topologies whose services we registered
-        upstreams = upstream_servers(config.upstream_dns)
+        upstreams = self.upstreams = upstream_servers(config.upstream_dns)
         self.dns = DnsProxy(parse_server(config.consul_dns, 8600), port=config.dns_port,
                             health=consul_health(config.consul, config.consul_timeout),
                             upstreams=(lambda: upstreams) if upstreams else None)
@@ -353,6 +353,7 @@ class Daemon:
                 "error": errors.get(plan.name, "") or pending.get(plan.name, ""),
                 "daemon_pid": os.getpid(),
                 "bridge": self.config.bridge,
+                "upstream_dns": describe_upstreams(self.upstreams),  # for `resolve`
                 "flows": flow_count,
                 "counters": {
                     "flow_mods": self.app.flow_mods_sent,

@@ -33,6 +33,23 @@ SERVER = textwrap.dedent("""
     http.server.ThreadingHTTPServer((addr, 8080), Who).serve_forever()
 """)
 
+DNS_SERVER = textwrap.dedent("""
+    import socket, sys
+    import dns.message, dns.rcode, dns.rrset
+    addr, zone, answer = sys.argv[1:4]
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); udp.bind((addr, 53))
+    while True:
+        data, peer = udp.recvfrom(4096)
+        query = dns.message.from_wire(data)
+        reply = dns.message.make_response(query)
+        q = query.question[0]
+        if q.name.to_text().rstrip(".").endswith(zone) and q.rdtype == 1:
+            reply.answer.append(dns.rrset.from_text(q.name, 30, "IN", "A", answer))
+        else:
+            reply.set_rcode(dns.rcode.NXDOMAIN)
+        udp.sendto(reply.to_wire(), peer)
+""")
+
 
 class Outside:
     """The outside namespace ``index`` (0-255): ``root_ip`` is the host's side."""
@@ -44,6 +61,7 @@ class Outside:
         self.root_ip = f"198.18.{index}.1"
         self.ip = f"198.18.{index}.2"
         self.server: subprocess.Popen[bytes] | None = None
+        self.dns: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Outside:
         try:
@@ -76,7 +94,24 @@ class Outside:
         """A command inside the outside namespace."""
         return sh(f"ip netns exec {self.netns} {cmd}", timeout=timeout)
 
+    def serve_dns(self, zone: str, answer: str) -> None:
+        """A DNS server on UDP port 53: A names under ``zone`` are ``answer``, the rest
+        NXDOMAIN."""
+        self.dns = subprocess.Popen(
+            ["ip", "netns", "exec", self.netns, sys.executable, "-c", DNS_SERVER, self.ip, zone,
+             answer], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        if not wait_until(lambda: answer in self.run(
+                f"dig +short +time=1 +tries=1 @{self.ip} www.{zone} A").stdout, 20):
+            raise AssertionError("the outside DNS server never answered")
+
+    def stop_dns(self) -> None:
+        if self.dns is not None and self.dns.poll() is None:
+            self.dns.kill()
+            self.dns.wait(10)
+
     def close(self) -> None:
+        self.stop_dns()
         if self.server is not None and self.server.poll() is None:
             self.server.kill()
             self.server.wait(10)
