@@ -142,7 +142,7 @@ class Daemon:
                 if self.consul_ok and self._outage:
                     LOG.warning("the Consul agent answers again")
                     self._outage = False
-        self.hostnat.close()  # stopped for good: the host's egress settings go
+        self.hostnat.shutdown()  # stopped for good: the host's egress settings go
 
     def stop(self) -> None:
         self.stopping.set()

@@ -69,9 +69,11 @@ def egress_flows(plan: TopologyPlan, ports: Mapping[str, int]) -> list[Flow]:
                           [SetField("eth_src", net.gateway_mac), DecTtl(),
                            SetField("eth_dst", net.host_leg.mac)],
                           write_metadata=out_key, goto=after_route, owner=owner))
-        for subnet in subnets:  # an unrouted network of the same topology stays unreachable
+        for subnet in subnets:  # an unrouted network of the same topology stays unreachable:
+            # on to L2 output as before egress, which has no port for the gateway's MAC
             flows.append(flow("l3_router", OWN_SUBNET_PRIORITY,
-                              {**to_gateway, "ipv4_dst": masked(subnet)}, owner=owner))
+                              {**to_gateway, "ipv4_dst": masked(subnet)}, goto="l2_forward",
+                              owner=owner))
         out = {"metadata": out_key, "eth_type": ETH_IPV4}
         new = {**out, "ct_state": ct_state(on=CT_TRK | CT_NEW, off=CT_INV)}
         if plan.policies is not None:

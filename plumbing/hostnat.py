@@ -26,6 +26,7 @@ import json
 import logging
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -138,6 +139,8 @@ class HostNat:
         self.enabled: list[str] = []  # uplinks whose forwarding this daemon turned on
         self.active = False
         self.ok = True  # False: the last apply failed, egress flows are left out
+        self.lock = threading.Lock()
+        self.final = False  # shut down for good: nothing is made again
 
     def sync(self, plans: list[TopologyPlan], ports: Mapping[str, int],
              errors: dict[str, str]) -> list[TopologyPlan]:
@@ -194,6 +197,18 @@ class HostNat:
     def apply(self, legs: list[Leg], published: list[Dnat] | None = None) -> None:
         """Make the table and forwarding flags fit ``legs`` and ``published``; with neither
         an egress leg nor a published port, remove all."""
+        with self.lock:
+            if self.final:
+                return
+            self._apply(legs, published)
+
+    def shutdown(self) -> None:
+        """The daemon stops for good: remove everything, make nothing again."""
+        with self.lock:
+            self.final = True
+            self.close()
+
+    def _apply(self, legs: list[Leg], published: list[Dnat] | None) -> None:
         if not any(leg.egress or leg.publishes for leg in legs):
             self.close()
             return

@@ -198,7 +198,9 @@ def test_a_daemon_that_stops_for_good_removes_its_table_and_a_killed_ones_is_cle
                               .returncode == 0, 30)
             sb.kill(signal.SIGTERM)
             assert table not in sh("nft list tables").stdout
-            assert same(before, host_state())
+            after = host_state()
+            assert same(before, after), {k: (before[k], after[k]) for k in before.keys()
+                                         & after.keys() if before[k] != after[k]}
         finally:
             teardown(sb)
     assert table not in sh("nft list tables").stdout
