@@ -182,3 +182,17 @@ def test_graph_shows_cidr_ends_published_ports_and_networks_without_egress():
     assert "publishes 8080:80/tcp" in mermaid
     assert "no egress" in mermaid
     assert "cidr:198.18.7.0/24" in mermaid and "cidr__shop__198_18_7_0_24" in mermaid
+
+
+def test_the_upstream_path_says_where_names_outside_consul_go(tmp_path):
+    from discovery.upstream import describe_upstreams
+    from switchboard.cli.services import _outside_consul
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 127.0.0.53\n")
+    assert describe_upstreams([("198.18.30.2", 53)]) == "198.18.30.2:53 (--upstream-dns)"
+    stub = describe_upstreams([], conf)
+    assert stub.startswith("127.0.0.53:53 (the host's resolvers") and "loopback stub" in stub
+    conf.write_text("nameserver 192.0.2.1\n")
+    assert "loopback" not in describe_upstreams([], conf)
+    assert _outside_consul("www.example.org") and not _outside_consul("v1.web")
+    assert not _outside_consul("web.service.consul")
