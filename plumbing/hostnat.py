@@ -11,8 +11,10 @@ What the host kernel needs for egress (measured on Debian 12's kernel, docs/oper
   ``net.ipv4.ip_forward`` and ``conf.all`` are left alone;
 - the table ``ip switchboard`` (``switchboard_<bridge>`` for a daemon on another bridge):
   masquerade for packets from egress subnets leaving by a non-leg interface; in ``forward``,
-  nothing between legs (topologies stay apart), and on an uplink whose forwarding the daemon
-  turned on, only replies and related packets (what it forwarded before: nothing);
+  nothing between legs (topologies stay apart), no new connection into a topology subnet
+  from elsewhere unless destination-NATed to a published port, and on an uplink whose
+  forwarding the daemon turned on, only replies, related packets and published ports (what
+  it forwarded before: nothing);
   in ``input``, a new connection arriving on a leg for any host address but the leg's own
   is dropped (egress never reaches the host's own listeners).
 
@@ -91,6 +93,11 @@ def render(table: str, legs: list[Leg], enabled_uplinks: list[str],
     lines += ["  }", "  chain forward {", "    type filter hook forward priority filter;"]
     if names:
         lines.append(f"    iifname {_set(names, True)} oifname {_set(names, True)} drop")
+        # from anywhere but a leg, into a topology subnet: only published ports (DNATed),
+        # also on a host that forwards everything (the switch cannot tell them apart)
+        subnets_in = _set(leg.subnet for leg in legs)
+        lines.append(f"    iifname != {_set(names, True)} ip daddr {subnets_in}"
+                     " ct state new ct status & dnat != dnat drop")
     if enabled_uplinks:
         uplinks = _set(enabled_uplinks, True)
         lines.append(f"    iifname {uplinks} ct state established,related accept")

@@ -30,7 +30,7 @@ networks:
 containers:
   web:
     networks: {{lan: {{ip: {subnet}.10}}}}
-    command: {sys.executable} {script} 0.0.0.0
+    command: {sys.executable} -m http.server 9090 & exec {sys.executable} {script} 0.0.0.0
     publish: ["{publish}"]
 """
 
@@ -76,8 +76,13 @@ def test_nothing_unpublished_is_reachable_from_outside(published: Path,
     assert wait_until(lambda: _get(outside, f"http://{outside.root_ip}:{HOST_PORT}/")
                       == outside.ip, 30)
     assert outside.run(f"curl -s -m 3 http://{outside.root_ip}:8080/").returncode != 0
+    assert outside.run(f"curl -s -m 3 http://{outside.root_ip}:9090/").returncode != 0
+    assert sh("curl -s -o /dev/null -m 3 http://10.182.4.10:9090/").returncode == 0  # it runs
     outside.run(f"ip route add 10.182.4.0/24 via {outside.root_ip}")
-    try:  # a client that routes the container's subnet through the host
+    try:  # a client that routes the container's subnet through the host (whether the host
+        # forwards everything or not): neither an unpublished port nor the published one
+        # but by the host's port
+        assert outside.run("curl -s -m 3 http://10.182.4.10:9090/").returncode != 0
         assert outside.run("curl -s -m 3 http://10.182.4.10:8080/").returncode != 0
         udp = outside.run("python3 -c \"import socket; s = socket.socket(2, 2); "
                           "s.settimeout(3); s.sendto(b'hi', ('10.182.4.10', 5353)); "
