@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
 from controller.clientport import client_port_flows, pipeline_flows, vip_entry_flows
+from controller.egress import egress_flows
 from controller.flows import (
     Ct,
     DecTtl,
@@ -305,6 +306,7 @@ def _topology(
     flows += _policy_flows(plan)
     flows += refused_policy_flows(plan)
     flows += hairpin_flows(plan, ports)
+    flows += egress_flows(plan, ports)
     clients = {service.name: _client_networks(plan, service) for service in plan.services}
     reaching = {net.name: net for nets in clients.values() for net in nets}
     flows += client_port_flows(plan, reaching.values(), tunnel_port is not None)

@@ -38,8 +38,9 @@ from discovery.plan import SyncPlan
 from discovery.readiness import EarlyChecks, container_netns, register_when_ready
 from discovery.scope import scopes_of
 from discovery.sync import ReadyGate, ServiceSync, SyncError
-from discovery.upstream import upstream_servers
+from discovery.upstream import describe_upstreams, upstream_servers
 from ovsdb.bridge import Bridge, detect_datapath
+from plumbing.hostnat import HostNat
 from plumbing.plumber import Plumber
 from switchboard import hosts as host_inventory
 from switchboard.desired import DesiredState
@@ -88,7 +89,7 @@ class Daemon:
         self._early = partial(EarlyChecks, netns=container_netns(config.netns_prefix))
         self.health = HealthWatch(self.store.client, self.wake.set)
         self._service_topologies: set[str] = set()  # topologies whose services we registered
-        upstreams = upstream_servers(config.upstream_dns)
+        upstreams = self.upstreams = upstream_servers(config.upstream_dns)
         self.dns = DnsProxy(parse_server(config.consul_dns, 8600), port=config.dns_port,
                             health=consul_health(config.consul, config.consul_timeout),
                             upstreams=(lambda: upstreams) if upstreams else None)
@@ -101,6 +102,7 @@ class Daemon:
             self.store, config.host_id, session_check_id(host_inventory.service_id(config.prefix)),
             config.reschedule_after, self.stopping)
         self.monitor = Monitor(self, config.metrics)  # metrics, /healthz, events
+        self.hostnat = HostNat(config.bridge, config.state_dir)  # the host's part of egress
 
     # --- lifecycle -------------------------------------------------------------------------
     def run(self) -> None:
@@ -122,6 +124,7 @@ class Daemon:
         self.hosts.start()
         self.dns.catalog.start()
         self.rescheduler.start()
+        self.hostnat.start()
         LOG.info("controller for bridge %s on %s:%d, host %s", self.config.bridge,
                  self.config.of_host, self.config.of_port, self.config.host_id)
         while not self.stopping.is_set():
@@ -139,6 +142,7 @@ class Daemon:
                 if self.consul_ok and self._outage:
                     LOG.warning("the Consul agent answers again")
                     self._outage = False
+        self.hostnat.shutdown()  # stopped for good: the host's egress settings go
 
     def stop(self) -> None:
         self.stopping.set()
@@ -221,6 +225,7 @@ class Daemon:
         self._ports = ports
         self.failover.settle(self.plumber.running)
         self._serve_dns(plans, errors)
+        plans = self.hostnat.sync(plans, ports, errors)
         self.health.watch((p.name, s.name) for p in plans for s in p.services)
         passing = self.failover.adjust(plans, self.health.passing())
         tunnel_port = self._tunnel_port()
@@ -251,6 +256,7 @@ class Daemon:
         """Program the flows with the ports of the last pass and without the instances whose
         command exited: the VIPs let them go without waiting for the plumbing."""
         if self._ports is not None and self.app.connected.is_set():
+            plans = self.hostnat.usable(plans)
             passing = self.failover.adjust(plans, self.health.passing())
             compiled = compile_pipeline(plans, self._ports, passing, self._tunnel_port())
             self.app.program(compiled.flows, compiled.groups)
@@ -347,6 +353,7 @@ class Daemon:
                 "error": errors.get(plan.name, "") or pending.get(plan.name, ""),
                 "daemon_pid": os.getpid(),
                 "bridge": self.config.bridge,
+                "upstream_dns": describe_upstreams(self.upstreams),  # for `resolve`
                 "flows": flow_count,
                 "counters": {
                     "flow_mods": self.app.flow_mods_sent,

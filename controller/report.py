@@ -58,6 +58,8 @@ def container_rows(
                 "container": container.name, "network": ep.network, "netns": ep.netns,
                 "interface": ep.ifname, "ip": str(ep.ip), "mac": ep.mac, "port": ep.port,
                 "ofport": ports.get(ep.port), "state": state, "problem": problem,
+                "published": [str(p.publish) for p in plan.published
+                              if p.container == container.name and p.network == ep.network],
                 **_command_fields(command),
             })
     return rows

@@ -8,6 +8,8 @@ TABLES: dict[str, int] = {
     "arp_responder": 10,  # answers ARP for every known address in the switch
     "tunnel_conntrack": 15,  # from another host: conntrack in the topology's zone, NAT undone
     "tunnel_commit": 16,  # from another host: a new connection is recorded as allowed
+    "uplink_conntrack": 17,  # from the host leg, not from its address: conntrack (egress replies)
+    "uplink_check": 18,  # from the host leg, not from its address: only egress replies pass
     "conntrack": 20,  # every IPv4 packet through conntrack (zone per topology, NAT undone)
     "hairpin_conntrack": 21,  # from an instance to its VIP, after the hairpin zone: own zone
     "vip_source": 22,  # to a VIP: the client port swapped out of Linux's ephemeral range
@@ -29,7 +31,7 @@ _STAGE_ORDER = [
     "classifier", "arp_responder", "conntrack", "service_lb", "service_nat", "l3_router",
     "l3_neighbor", "policy", "l2_forward", "tunnel_conntrack", "tunnel_commit",
     "hairpin_conntrack", "hairpin_output", "vip_source", "vip_conntrack", "hairpin_reply",
-    "vip_reply",
+    "vip_reply", "uplink_conntrack", "uplink_check",
 ]
 STAGE_IDS: dict[str, int] = {name: index + 1 for index, name in enumerate(_STAGE_ORDER)}
 assert set(STAGE_IDS) == set(TABLES), "every table needs a stage id"
@@ -39,6 +41,8 @@ DESCRIPTIONS: dict[str, str] = {
     "arp_responder": "ARP responder: the switch answers for every known address",
     "tunnel_conntrack": "from another host: track the connection, undo service NAT",
     "tunnel_commit": "from another host: the sending host's policy allowed it; record that",
+    "uplink_conntrack": "from the host leg with a foreign source: track the connection",
+    "uplink_check": "from the host leg with a foreign source: only replies to egress pass",
     "conntrack": "conntrack: track the connection, undo service NAT on replies",
     "service_lb": "service VIP: pick one passing instance for a new connection",
     "service_nat": "service NAT: rewrite the VIP to the chosen instance",

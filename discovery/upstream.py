@@ -95,3 +95,14 @@ def system_resolvers(path: Path = RESOLV_CONF) -> Callable[[], list[Server]]:
         return list(cache["servers"])  # type: ignore[call-overload]
 
     return servers
+
+
+def describe_upstreams(configured: list[Server], path: Path = RESOLV_CONF) -> str:
+    """Where names outside ``.consul`` go, in words (``switchboard resolve`` shows it)."""
+    if configured:
+        return ", ".join(f"{h}:{p}" for h, p in configured) + " (--upstream-dns)"
+    servers = system_resolvers(path)()
+    text = ", ".join(f"{h}:{p}" for h, p in servers) + f" (the host's resolvers, {path})"
+    if all(h.startswith("127.") or h == "::1" for h, _ in servers):
+        text += "; a loopback stub: set --upstream-dns to the servers it asks"
+    return text

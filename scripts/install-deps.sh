@@ -11,6 +11,7 @@ command -v ovs-vswitchd >/dev/null || need_apt+=(openvswitch-switch)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v ping >/dev/null || need_apt+=(iputils-ping)
 command -v dig >/dev/null || need_apt+=(dnsutils)
+command -v nft >/dev/null || need_apt+=(nftables)  # egress: the daemon's own NAT table
 command -v curl >/dev/null || need_apt+=(curl)
 command -v ethtool >/dev/null || need_apt+=(ethtool)
 command -v iperf3 >/dev/null || need_apt+=(iperf3)

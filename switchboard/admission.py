@@ -32,6 +32,9 @@ def _identifiers(topology: Topology) -> dict[str, dict[object, str]]:
                        for n in topology.networks},
         "conntrack zone": {naming.ct_zone(name): "the topology"},
         "VIP group": {naming.group_id(name, s): f"service {s!r}" for s in topology.vips()},
+        "published host port": {f"{p.host_port}/{p.proto}": f"container {c!r}"
+                                for c, container in topology.containers.items()
+                                for p in container.published},
     }
 
 

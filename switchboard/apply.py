@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,6 +69,9 @@ def decide(
     applied = state.topologies
     previous = applied.get(topology.name)
     check_against_applied(topology, (s.topology for s in applied.values()))
+    taken = taken_host_ports(topology, previous.topology if previous else None)
+    if taken:
+        raise TopologyError(taken)
     hosts = _hosts(store, state)
     fits = mtu_problems(topology, overlay_mtu([h.underlay_mtu for h in hosts.values()]))
     if fits:
@@ -78,6 +82,28 @@ def decide(
     allocation = ipam.allocate(topology, previous.allocation if previous else None)
     objects = topology_objects(topology, allocation)
     return Decision(topology, allocation, placement, objects, digest_of(objects), previous)
+
+
+def taken_host_ports(topology: Topology, previous: Topology | None) -> list[str]:
+    """Ports ``topology`` newly publishes that something on this host already listens on
+    (a port its earlier version publishes is the topology's own)."""
+    before = {(p.proto, p.host_port) for c in (previous.containers.values() if previous
+                                                else ()) for p in c.published}
+    problems = []
+    for name, container in topology.containers.items():
+        for i, pub in enumerate(container.published):
+            if (pub.proto, pub.host_port) in before:
+                continue
+            kind = socket.SOCK_STREAM if pub.proto == "tcp" else socket.SOCK_DGRAM
+            with socket.socket(socket.AF_INET, kind) as sock:
+                try:
+                    sock.bind(("0.0.0.0", pub.host_port))
+                except OSError as exc:
+                    problems.append(
+                        f"topology {topology.name!r}: containers.{name}.publish.{i}: host port "
+                        f"{pub.host_port}/{pub.proto} is already taken on this host "
+                        f"({exc.strerror}); pick another port or stop what listens on it")
+    return problems
 
 
 def admit(

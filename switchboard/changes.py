@@ -209,6 +209,8 @@ def _container_summary(name: str, side: Desired) -> tuple[str, ...]:
         parts.append(f"on host {host}")
     if container.command:
         parts.append(f"command {_show(container.command)}")
+    if container.publish:
+        parts.append(f"publishes {', '.join(container.publish)}")
     return tuple(parts)
 
 

@@ -8,7 +8,14 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 
 from switchboard import ipam, naming
-from switchboard.model import DEFAULT_MTU, PortSpec, Topology, TopologyError
+from switchboard.model import (
+    CIDR_PREFIX,
+    DEFAULT_MTU,
+    PortSpec,
+    Publish,
+    Topology,
+    TopologyError,
+)
 
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 
@@ -120,6 +127,7 @@ class NetworkPlan:
     host_leg: HostLeg
     tunnel_key: int = 0  # VXLAN network identifier between hosts
     peer_legs: tuple[PeerLeg, ...] = ()
+    egress: bool = False  # containers reach addresses outside the topology through the host
 
 
 @dataclass(frozen=True)
@@ -190,6 +198,16 @@ class ServicePlan:
 
 
 @dataclass(frozen=True)
+class PublishedPort:
+    """A container port the host's ports reach (on the container's first network)."""
+
+    container: str
+    network: str
+    ip: IPv4Address
+    publish: Publish
+
+
+@dataclass(frozen=True)
 class TopologyPlan:
     """Everything a host needs to realise one topology."""
 
@@ -205,6 +223,7 @@ class TopologyPlan:
     services: tuple[ServicePlan, ...] = ()
     zone: int = 1  # conntrack zone of the topology
     site: Site = field(default_factory=Site, compare=False)
+    published: tuple[PublishedPort, ...] = ()
 
     def endpoints(self) -> list[Endpoint]:
         return [ep for c in self.containers for ep in c.endpoints]
@@ -239,6 +258,8 @@ def _routes(topology: Topology) -> tuple[tuple[str, str], ...]:
 
 
 def _addresses(topology: Topology, allocation: ipam.Allocation, ref: str) -> tuple[str, ...]:
+    if topology.endpoint_kind(ref) == "cidr":
+        return (str(IPv4Network(ref[len(CIDR_PREFIX):])),)
     if ref in topology.networks:
         return (str(topology.networks[ref].subnet),)
     return tuple(f"{ip}/32" for (c, _), ip in sorted(allocation.items()) if c == ref)
@@ -346,6 +367,7 @@ def plan_topology(
                 host_leg=leg,
                 tunnel_key=naming.tunnel_key(topo, net_name),
                 peer_legs=_peer_legs(topology, net_name, allocation, site),
+                egress=net.egress,
             )
         )
     mtus = {n.name: n.mtu for n in networks}
@@ -390,4 +412,9 @@ def plan_topology(
         routes=_routes(topology), policies=_policy_rules(topology, allocation),
         host_rules=_host_rules(topology, allocation),
         services=_services(topology, allocation), zone=naming.ct_zone(topo), site=site,
+        published=tuple(
+            PublishedPort(c_name, container.default_network,
+                          allocation[(c_name, container.default_network)], pub)
+            for c_name, container in topology.containers.items() for pub in container.published
+        ),
     )

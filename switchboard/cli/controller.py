@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import click
@@ -94,8 +97,20 @@ def controller(
     if host_id:
         config.host_id = host_id
     daemon = Daemon(config)
+
+    def terminate(*_: object) -> None:  # stops for good: the host's egress settings go
+        daemon.stop()
+
+        def _bounded() -> None:  # a pass under way may take long: do not wait for it
+            time.sleep(3)
+            daemon.hostnat.shutdown()
+            os._exit(0)
+        threading.Thread(target=_bounded, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         daemon.run()
     except KeyboardInterrupt:
         daemon.stop()
+        daemon.hostnat.shutdown()
     os._exit(0)  # os-ken's threads do not stop on their own

@@ -74,6 +74,8 @@ def picture(
         lines = [net_name, str(net.subnet)]
         if net.mtu is not None:
             lines.append(f"mtu {net.mtu}")
+        if not net.egress:
+            lines.append("no egress")
         pic.nodes.append(Node(_id("net", name, net_name), "network", tuple(lines)))
     for router_name, router in topology.routers.items():
         rid = _id("router", name, router_name)
@@ -89,6 +91,8 @@ def picture(
         if container.attach is not None:
             how = "pid" if container.attach.pid is not None else "netns"
             lines.append(f"attached {how} {container.attach.source}")
+        if container.publish:
+            lines.append(f"publishes {', '.join(container.publish)}")
         pic.nodes.append(Node(cid, "container", tuple(lines)))
         pic.edges += [Edge(cid, _id("net", name, n), "link") for n in container.networks]
     declared = topology.declared_services()
@@ -104,6 +108,10 @@ def picture(
                       for c, inst in declared.get(svc, [])]
     if any(topology.endpoint_kind(p.to) == "host" for p in topology.policies):
         pic.nodes.append(Node(_id("hostaddr", name, "host"), "host", ("host addresses",)))
+    cidrs = {ref for p in topology.policies for ref in (p.from_, p.to)
+             if topology.endpoint_kind(ref) == "cidr"}
+    for ref in sorted(cidrs):  # addresses a policy names by range (outside, or inside)
+        pic.nodes.append(Node(_cidr_id(name, ref), "host", (ref,)))
     for policy in topology.policies:
         ports = ", ".join(policy.ports) if policy.ports else "all"
         pic.edges.append(Edge(_ref(topology, policy.from_), _ref(topology, policy.to),
@@ -117,6 +125,11 @@ def picture(
     return pic
 
 
+def _cidr_id(topology: str, ref: str) -> str:
+    """The node of a ``cidr:A.B.C.D/N`` policy end (its dots and slash made id-safe)."""
+    return _id("cidr", topology, ref.split(":", 1)[1].replace(".", "_").replace("/", "_"))
+
+
 def _ref(topology: Topology, ref: str) -> str:
     """The node a policy's ``from``/``to`` names."""
     kind = topology.endpoint_kind(ref)
@@ -124,6 +137,8 @@ def _ref(topology: Topology, ref: str) -> str:
         return _id("svc", topology.name, ref[len(SERVICE_PREFIX):])
     if kind == "host":  # `to: host`: the hosts' own addresses on the networks
         return _id("hostaddr", topology.name, "host")
+    if kind == "cidr":
+        return _cidr_id(topology.name, ref)
     return _id("net" if kind == "network" else "ctr", topology.name, ref)
 
 

@@ -256,6 +256,11 @@ def _print_topology(topo: dict[str, Any]) -> None:
                      r["ip"], r["mac"], r["port"], str(r["ofport"] or "-"), r["state"],
                      str(r.get("restarts", "-")), r.get("source", "file"))
     console.print(rows)
+    for r in topo["containers"]:
+        for entry in r.get("published") or []:  # HOSTPORT:PORT/PROTO
+            host_port, rest = entry.split(":", 1)
+            console.print(f"  {r['container']}: host port {host_port}/{rest.split('/')[1]} -> "
+                          f"{r['ip']}:{rest}", highlight=False)
     noted = set()
     for r in topo["containers"]:
         if r.get("problem"):  # what keeps it from working as planned

@@ -7,6 +7,7 @@ import socket
 from typing import Any
 
 import click
+import dns.rcode
 from rich.table import Table
 
 from discovery import lookup
@@ -68,9 +69,40 @@ def services(ctx: click.Context, topology: str | None, everything: bool, as_json
         console.print(vip_table)
 
 
+def _outside_consul(name: str) -> bool:
+    """A name with dots that is not under ``.consul`` (``web``, ``v1.web`` are services)."""
+    name = name.rstrip(".")
+    return not name.endswith(".consul") and name.count(".") >= 2
+
+
+def _resolve_upstream(name: str, server: tuple[str, int], report: dict[str, Any],
+                      timeout: float) -> None:
+    """A name outside Consul, as the topology's containers get it: the path, then the
+    addresses (or the error the forwarder answers)."""
+    upstream = report.get("upstream_dns") or "the daemon's upstream servers"
+    click.echo(f"{name}: not under .consul: the forwarder at {server[0]}:{server[1]} asks "
+               f"{upstream}")
+    try:
+        answer = lookup.query(name, "A", server, timeout)
+    except lookup.DNSError as exc:
+        _fail(f"{name}: {exc}")
+    except ValueError as exc:
+        _fail(f"cannot resolve {name!r}: {exc}", 2)
+    found = [r.address for rrset in answer.answer for r in rrset if hasattr(r, "address")]
+    if not found:
+        _fail(f"{name}: no address ({dns.rcode.to_text(answer.rcode())})")
+    for address in found:
+        click.echo(address)
+
+
 def local_forwarder(store: Store, topology: str) -> tuple[str, int]:
     """The daemon's DNS forwarder for ``topology``'s containers on this host: the first of
     the host addresses in the topology's reports that is configured here, port 53."""
+    return local_report(store, topology)[0]
+
+
+def local_report(store: Store, topology: str) -> tuple[tuple[str, int], dict[str, Any]]:
+    """``local_forwarder`` and the report of this host it comes from."""
     for (_, _), report in sorted(store.reports(topology).items()):
         for network in report.get("networks") or []:
             address = str(network.get("host_ip") or "")
@@ -79,7 +111,7 @@ def local_forwarder(store: Store, topology: str) -> tuple[str, int]:
                     probe.bind((address, 0))  # succeeds only for an address of this host
             except (OSError, ValueError, OverflowError):
                 continue
-            return address, 53
+            return (address, 53), report
     _fail(f"topology {topology} has no network on this host; is it up? "
           f"(`switchboard status {topology}`)")
     raise AssertionError  # _fail exits
@@ -102,7 +134,10 @@ def resolve(
     host (every topology's instances); with it: what that topology's containers get."""
     if topology:
         client = reach.consul_client(ctx.obj["consul"])
-        dns_server = local_forwarder(Store(client, ctx.obj["prefix"]), topology)
+        dns_server, report = local_report(Store(client, ctx.obj["prefix"]), topology)
+        if _outside_consul(name):
+            _resolve_upstream(name, dns_server, report, timeout)
+            return
     else:
         try:
             dns_server = parse_server(server, 8600)

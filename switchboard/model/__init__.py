@@ -10,7 +10,9 @@ from switchboard.model.container import Attach, Attachment, Check, Container, Se
 from switchboard.model.loading import load_topology, load_topology_file, validation_problems
 from switchboard.model.network import Network, Router
 from switchboard.model.policy import Policy, PortSpec, parse_port_spec
+from switchboard.model.publish import Publish, parse_publish
 from switchboard.model.scalars import (
+    CIDR_PREFIX,
     DEFAULT_CHECK_INTERVAL,
     DEFAULT_MTU,
     SERVICE_PREFIX,
@@ -25,6 +27,7 @@ from switchboard.model.scalars import (
 from switchboard.model.topology import ServiceSettings, Topology
 
 __all__ = [
+    "CIDR_PREFIX",
     "DEFAULT_CHECK_INTERVAL",
     "DEFAULT_MTU",
     "SERVICE_PREFIX",
@@ -38,6 +41,8 @@ __all__ = [
     "Name",
     "Network",
     "Policy",
+    "Publish",
+    "parse_publish",
     "Port",
     "PortSpec",
     "Router",

@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from switchboard.model.base import Path, _Model, _Problems, _raise_unless_deferred
+from switchboard.model.publish import Publish, check_publish, parse_publish
 from switchboard.model.scalars import (
     DEFAULT_CHECK_INTERVAL,
     Duration,
@@ -163,6 +164,13 @@ class Container(_Model):
     attach: Attach | None = None
     host: HostName | None = None  # the host that runs it; None: `up` places it
     restart: RestartPolicy | None = None  # when its command runs again (None: the default)
+    # host ports that reach it from outside the host and from the host itself
+    publish: list[Annotated[StrictStr, AfterValidator(check_publish)]] = []
+
+    @property
+    def published(self) -> tuple[Publish, ...]:
+        """Parsed ``publish``."""
+        return tuple(parse_publish(p) for p in self.publish)
 
     @property
     def restart_policy(self) -> RestartPolicy:
@@ -202,6 +210,16 @@ def _container_problems(c: Container) -> Iterator[tuple[Path, str]]:
             "restart says when a command runs again, and this container has no command; "
             "add a command or remove restart",
         )
+    ports: dict[tuple[str, int], int] = {}
+    for i, text in enumerate(c.publish):
+        try:
+            pub = parse_publish(text)
+        except ValueError:
+            continue  # reported where it is
+        if (pub.proto, pub.host_port) in ports:
+            yield (("publish", i), f"host port {pub.host_port}/{pub.proto} is published twice "
+                                   f"(also publish.{ports[pub.proto, pub.host_port]})")
+        ports.setdefault((pub.proto, pub.host_port), i)
     seen: dict[str, int] = {}
     for i, svc in enumerate(c.services):
         if svc.name in seen:

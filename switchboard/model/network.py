@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import Field, StrictInt, ValidationInfo, model_validator
 
 from switchboard.model.base import Path, _Model, _raise_unless_deferred
-from switchboard.model.scalars import DEFAULT_MTU, IPv4, Name, Subnet
+from switchboard.model.scalars import DEFAULT_MTU, Flag, IPv4, Name, Subnet
 
 
 class Network(_Model):
@@ -18,6 +18,9 @@ class Network(_Model):
     subnet: Subnet
     gateway: IPv4 | None = None
     mtu: Annotated[StrictInt, Field(ge=576, le=9000)] | None = None
+    # containers reach addresses outside every topology through their host, source-NATed
+    # to the host's address (docs/topology-format.md)
+    egress: Flag = True
 
     @model_validator(mode="after")
     def _gateway(self, info: ValidationInfo) -> Network:

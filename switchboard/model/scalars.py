@@ -11,7 +11,20 @@ from pydantic import AfterValidator, BeforeValidator, Field, StrictInt, StrictSt
 DEFAULT_MTU = 1500
 DEFAULT_CHECK_INTERVAL = "10s"
 SERVICE_PREFIX = "service:"
+CIDR_PREFIX = "cidr:"  # a policy's ``from``/``to: cidr:A.B.C.D/N``: any IPv4 address in it
 HOST = "host"  # a policy's ``to: host``: the hosts' own addresses on the networks
+
+def _yaml_bool(value: Any) -> Any:
+    """true/false as written in a file (the loader keeps them as text), or a bool."""
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return value == "true"
+    raise ValueError(f"write true or false (got {value!r})")
+
+
+# a boolean key: true or false, nothing else (not yes/no/on/off, not 1/0)
+Flag = Annotated[bool, BeforeValidator(_yaml_bool)]
 
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
 _TOPOLOGY_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,19}")

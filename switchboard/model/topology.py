@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, StrictStr, field_validator, model_validator
@@ -12,7 +12,9 @@ from switchboard.model.base import Path, _Model, _Problems
 from switchboard.model.container import Container, ServiceInstance, _container_problems
 from switchboard.model.network import Network, Router, _network_problems, _router_problems
 from switchboard.model.policy import Policy
+from switchboard.model.publish import parse_publish
 from switchboard.model.scalars import (
+    CIDR_PREFIX,
     HOST,
     SERVICE_PREFIX,
     IPv4,
@@ -61,11 +63,16 @@ class Topology(_Model):
                 out.setdefault(svc.name, []).append((cname, svc))
         return out
 
-    def endpoint_kind(self, ref: str) -> Literal["network", "container", "service", "host"]:
-        """What a policy's ``from``/``to`` names (validated, so always one of the four).
-        ``host`` is the hosts' own addresses, unless a network or container has that name."""
+    def endpoint_kind(
+        self, ref: str
+    ) -> Literal["network", "container", "service", "host", "cidr"]:
+        """What a policy's ``from``/``to`` names (validated, so always one of the five).
+        ``host`` is the hosts' own addresses, unless a network or container has that name;
+        ``cidr:A.B.C.D/N`` any address in that range, inside the topology or outside it."""
         if ref.startswith(SERVICE_PREFIX):
             return "service"
+        if ref.startswith(CIDR_PREFIX):
+            return "cidr"
         if ref == HOST and ref not in self.networks and ref not in self.containers:
             return "host"
         return "network" if ref in self.networks else "container"
@@ -73,6 +80,17 @@ class Topology(_Model):
     def vips(self) -> dict[str, IPv4Address]:
         """Service name -> VIP, for services that have one."""
         return {n: s.vip for n, s in self.services.items() if s.vip is not None}
+
+
+def cidr_problem(text: str) -> str | None:
+    """Why ``text`` is not an IPv4 CIDR a policy can name (None: it is one)."""
+    if "/" not in text:
+        return "write the prefix length too, like 192.0.2.7/32"
+    try:
+        IPv4Network(text, strict=True)
+    except ValueError as exc:
+        return f"not an IPv4 CIDR like 192.0.2.0/24 ({exc})"
+    return None
 
 
 def _prefixed(prefix: Path, problems: Iterable[tuple[Path, str]]) -> Iterator[tuple[Path, str]]:
@@ -106,6 +124,19 @@ def _cross_problems(t: Topology) -> Iterator[tuple[Path, str]]:
                     ("routers", rname, "networks", i),
                     f"unknown network {n!r} (networks: {known_nets})",
                 )
+
+    published: dict[tuple[str, int], str] = {}
+    for cname, c in t.containers.items():
+        for i, text in enumerate(c.publish):
+            try:
+                pub = parse_publish(text)
+            except ValueError:
+                continue  # reported where it is
+            other = published.setdefault((pub.proto, pub.host_port), cname)
+            if other != cname:
+                yield (("containers", cname, "publish", i),
+                       f"host port {pub.host_port}/{pub.proto} is already published by "
+                       f"container {other!r}")
 
     gateways = {n.gateway: name for name, n in nets.items()}
     fixed: dict[tuple[str, IPv4Address], str] = {}
@@ -157,6 +188,10 @@ def _cross_problems(t: Topology) -> Iterator[tuple[Path, str]]:
                         path,
                         f"unknown service {svc!r} (services declared by containers: {known_svcs})",
                     )
+            elif ref.startswith(CIDR_PREFIX):
+                problem = cidr_problem(ref[len(CIDR_PREFIX):])
+                if problem:
+                    yield (path, f"{ref!r}: {problem}")
             elif t.endpoint_kind(ref) == "host":
                 if key == "from":
                     yield (path, f"{ref!r}: a policy can only go to the host, not from it "
