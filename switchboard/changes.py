@@ -207,6 +207,8 @@ def _container_summary(name: str, side: Desired) -> tuple[str, ...]:
     parts = [f"{net} {side.allocation[(name, net)]}" for net in container.networks]
     if host := side.placement.get(name):
         parts.append(f"on host {host}")
+    if container.image:
+        parts.append(f"image {container.image}")
     if container.command:
         parts.append(f"command {_show(container.command)}")
     return tuple(parts)
@@ -236,6 +238,9 @@ def _effect(name: str, old: Desired, new: Desired) -> list[Effect]:
     restart = []
     if before.command != after.command:
         restart.append("its command changes" if after.command else "its command is removed")
+    for key in ("image", "env", "volumes", "workdir", "user"):
+        if getattr(before, key) != getattr(after, key):
+            restart.append(f"its {key} changes (the runtime's container is made again)")
     old_pid = before.attach.pid if before.attach else None
     new_pid = after.attach.pid if after.attach else None
     if old_pid != new_pid:

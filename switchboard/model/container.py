@@ -18,6 +18,14 @@ from pydantic import (
 )
 
 from switchboard.model.base import Path, _Model, _Problems, _raise_unless_deferred
+from switchboard.model.image import (
+    check_env_name,
+    check_image,
+    check_user,
+    check_volume,
+    check_workdir,
+    image_problems,
+)
 from switchboard.model.scalars import (
     DEFAULT_CHECK_INTERVAL,
     Duration,
@@ -123,8 +131,8 @@ def _normalize_networks(value: Any) -> Any:
 
 class Container(_Model):
     """A network namespace with legs on ``networks`` (file order; the first is the default
-    route), either created by Switchboard (optionally running ``command``) or an existing
-    one given by ``attach``."""
+    route), either created by Switchboard (optionally running ``command``, or an OCI
+    ``image`` with ``command`` as its arguments) or an existing one given by ``attach``."""
 
     networks: Annotated[dict[Name, Attachment], BeforeValidator(_normalize_networks)]
     command: StrictStr | None = None
@@ -132,6 +140,11 @@ class Container(_Model):
     attach: Attach | None = None
     host: HostName | None = None  # the host that runs it; None: `up` places it
     restart: RestartPolicy | None = None  # when its command runs again (None: the default)
+    image: Annotated[StrictStr, AfterValidator(check_image)] | None = None
+    env: dict[Annotated[StrictStr, AfterValidator(check_env_name)], StrictStr] = {}
+    volumes: list[Annotated[StrictStr, AfterValidator(check_volume)]] = []
+    workdir: Annotated[StrictStr, AfterValidator(check_workdir)] | None = None
+    user: Annotated[StrictStr, AfterValidator(check_user)] | None = None
 
     @property
     def restart_policy(self) -> RestartPolicy:
@@ -165,12 +178,13 @@ def _container_problems(c: Container) -> Iterator[tuple[Path, str]]:
             "a container with attach runs in an existing namespace and cannot have "
             "a command; remove one of them",
         )
-    if c.restart is not None and c.command is None:
+    if c.restart is not None and c.command is None and c.image is None:
         yield (
             ("restart",),
-            "restart says when a command runs again, and this container has no command; "
-            "add a command or remove restart",
+            "restart says when a command or image runs again, and this container has "
+            "neither; add a command or an image, or remove restart",
         )
+    yield from image_problems(c)
     seen: dict[str, int] = {}
     for i, svc in enumerate(c.services):
         if svc.name in seen:
