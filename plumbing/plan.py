@@ -65,6 +65,7 @@ class Command:
     container: str
     netns: str
     command: str
+    runtime: str | None = None  # an image container's runtime (command: its client)
 
     @property
     def key(self) -> str:
@@ -232,7 +233,8 @@ def plan_plumbing(
             continue
         if key in running:
             plan.stop_commands.append(key)
-        plan.start_commands.append(Command(c.topology, c.name, name, c.command))
+        plan.start_commands.append(Command(c.topology, c.name, name, c.command,
+                                           c.command.split()[1] if c.image else None))
     plan.stop_commands += [k for k in running if k not in wanted_keys]
     if wanted_resolv is not None:
         observed_resolv = observed_resolv or {}

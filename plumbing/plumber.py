@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ovsdb.bridge import TOPOLOGY_KEY, Bridge, OwnedPort
-from plumbing import netns, processes, resolvconf
+from plumbing import images, netns, processes, resolvconf
 from plumbing.apply import PlumbingError, apply_plan
 from plumbing.exitwatch import ExitWatch
 from plumbing.observe import InterfaceReader, ObservedInterfaces
@@ -48,11 +48,14 @@ class Plumber:
     def __init__(self, bridge: Bridge, state_dir: Path, ofport_timeout: float = 30.0,
                  netns_prefix: str = netns.PREFIX,
                  on_exit: Callable[[str], None] | None = None,
-                 wake: Callable[[], None] | None = None) -> None:
+                 wake: Callable[[], None] | None = None,
+                 runtime: str = images.DEFAULT_RUNTIME) -> None:
         """``on_exit(key)``: called (from a watcher thread) as soon as a command exits;
         ``wake()``: called when a command held back by its backoff is due."""
         self.bridge = bridge
         self.netns_prefix = netns_prefix  # the container namespaces this plumber owns
+        self.runtime = runtime  # what runs image containers (plumbing.images)
+        self._ids: dict[str, tuple[int, str]] = {}  # name -> (client PID, runtime's ID)
         self.files = StateFiles(private_dir(state_dir))  # logs and commands: root's only
         self.ofport_timeout = ofport_timeout
         self._lock = threading.Lock()
@@ -121,7 +124,22 @@ class Plumber:
             if key in self._wanted and key in pid_files:  # restart policy at work
                 status[name]["command"] = self.supervisor.status(
                     pid_files[key], self._wanted[key].policy, bool(status[name]["running"]))
+            if ns and status[name]["running"] and key in pid_files:
+                status[name]["runtime_id"] = self._runtime_id(ns, pid_files[key])
         return status
+
+    def _runtime_id(self, name: str, pid_path: Path) -> str | None:
+        """The runtime's ID of the image container ``name`` whose client the pid file names
+        (None: not an image container, or the runtime does not know it); asked once per run."""
+        rec = processes.read(pid_path)
+        if rec is None or rec.runtime is None:
+            return None
+        if self._ids.get(name, (None, None))[0] != rec.pid:
+            found = self.runtime_containers().get(name)
+            if found is None:
+                return None
+            self._ids[name] = (rec.pid, found["id"])
+        return self._ids[name][1]
 
     # -- reconciling -----------------------------------------------------------------
 
@@ -136,6 +154,7 @@ class Plumber:
         """
         all_plans = plans
         plans, orphans = _without_dead_attachments(plans)
+        plans = images.with_run_commands(plans, self.runtime, self.netns_prefix)
         with self._lock:
             self.problems = Problems(containers={
                 key: "the process to attach to is not running"
@@ -150,11 +169,13 @@ class Plumber:
                 observed_resolv=seen.resolv, interfaces=seen.interfaces,
                 netns_prefix=self.netns_prefix, hold=review.hold,
             )
+            unable = self._unable_images(plan, plans)
             try:
                 new_ofports = {} if plan.is_empty() else self._apply(plan, plans)
                 self._supervise(plan, review.exited, wanted, review.due)
             finally:
                 self._record_problems(plans, seen, look_again=not plan.is_empty())
+                self.problems.containers.update(unable)
         if orphans:
             raise PlumbingError("; ".join(orphans))
         wanted = {ep.port for topo in plans for ep in topo.endpoints()}
@@ -162,6 +183,33 @@ class Plumber:
         ofports = {n: p.ofport for n, p in seen.ports.items() if n in wanted and p.ofport}
         ofports.update(new_ofports)
         return {n: ofports[n] for n in sorted(wanted)}
+
+    def _unable_images(self, plan: PlumbingPlan, plans: list[TopologyPlan]
+                       ) -> dict[tuple[str, str], str]:
+        """Take out of ``plan`` the image containers whose image (or runtime) is missing;
+        (topology, container) -> why, for each."""
+        image_of = {(topo.name, c.name): c.image.image for topo in plans
+                    for c in topo.containers if c.image is not None}
+        starting = [cmd for cmd in plan.start_commands if cmd.runtime is not None]
+        if not starting:
+            return {}
+        missing = images.missing_images(
+            self.runtime, {image_of[(cmd.topology, cmd.container)] for cmd in starting})
+        unable = {(cmd.topology, cmd.container): missing[image]
+                  for cmd in starting
+                  if (image := image_of[(cmd.topology, cmd.container)]) in missing}
+        plan.start_commands = [cmd for cmd in plan.start_commands
+                               if (cmd.topology, cmd.container) not in unable]
+        return unable
+
+    def runtime_containers(self) -> dict[str, dict[str, Any]]:
+        """The runtime's containers of this daemon, by name (its namespace): id, image,
+        state ({} when the runtime cannot tell)."""
+        try:
+            return images.by_name(images.owned(self.runtime, self.netns_prefix))
+        except (images.ImageError, ValueError) as err:
+            LOG.warning("cannot list %s's containers: %s", self.runtime, err)
+            return {}
 
     def _supervise(self, plan: PlumbingPlan, exited: set[str], wanted: dict[str, Wanted],
                    due: float | None) -> None:
@@ -220,6 +268,17 @@ class Plumber:
                 self._apply(plan, [])
             for key in plan.stop_commands:
                 self.supervisor.forget(self.files.pid_path(*key.split("/", 1)))
+            self._remove_labelled(name)
+
+    def _remove_labelled(self, topology: str) -> None:
+        """Remove what the runtime still holds of ``topology`` by this daemon's labels (a
+        container no pid file names any more)."""
+        try:
+            left = images.owned(self.runtime, self.netns_prefix, topology)
+        except (images.ImageError, ValueError) as err:
+            LOG.warning("cannot list %s's containers of %s: %s", self.runtime, topology, err)
+            return
+        images.remove(self.runtime, images.by_name(left))
 
     def _apply(self, plan: PlumbingPlan, plans: list[TopologyPlan]) -> dict[str, int]:
         return apply_plan(plan, plans, self.bridge, self.files, self.ofport_timeout)

@@ -9,6 +9,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from switchboard import ipam, naming
 from switchboard.model import DEFAULT_MTU, PortSpec, Topology, TopologyError
+from switchboard.model.image import ImageRun, image_run
 
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 
@@ -134,6 +135,7 @@ class ContainerPlan:
     endpoints: tuple[Endpoint, ...]
     host: str = ""  # the host that runs it ("": this one)
     restart: str = "always"  # restart policy of its command (always, on-failure, never)
+    image: ImageRun | None = None  # an OCI image run in the namespace (command: its args)
 
 
 @dataclass(frozen=True)
@@ -365,11 +367,12 @@ def plan_topology(
                 topology=topo,
                 name=c_name,
                 netns=netns,
-                command=container.command,
+                command=container.command if container.image is None else None,
                 attach_pid=container.attach.pid if container.attach else None,
                 endpoints=tuple(endpoints),
                 host=site.host_of(c_name, placement),
                 restart=container.restart_policy,
+                image=image_run(container),
             )
         )
     return TopologyPlan(

@@ -249,6 +249,11 @@ def _print_topology(topo: dict[str, Any]) -> None:
                      r["ip"], r["mac"], r["port"], str(r["ofport"] or "-"), r["state"],
                      str(r.get("restarts", "-")))
     console.print(rows)
+    imaged = {r["container"]: r for r in topo["containers"] if r.get("image")}
+    for name, r in sorted(imaged.items()):  # image containers: the runtime's side
+        ident = r.get("runtime_id") or "no container running"
+        console.print(f"  {escape(name)}: image {escape(r['image'])}, {escape(ident)}",
+                      highlight=False, soft_wrap=True)
     noted = set()
     for r in topo["containers"]:
         if r.get("problem"):  # what keeps it from working as planned

@@ -3,11 +3,13 @@ environment, its volumes, its working directory and its user. Pure checks of eac
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from switchboard.model.base import Path
@@ -116,3 +118,30 @@ def image_problems(c: Container) -> Iterator[tuple[Path, str]]:
         if path == "/etc/resolv.conf":
             yield (("volumes", i), "/etc/resolv.conf is the container's resolver file, "
                    "which Switchboard binds; bind another path")
+
+
+@dataclass(frozen=True)
+class ImageRun:
+    """What the runtime is told about an image container (from the topology file)."""
+
+    image: str
+    args: tuple[str, ...] | None = None  # None: the image's own command
+    env: tuple[tuple[str, str], ...] = ()
+    volumes: tuple[str, ...] = ()  # /host:/in/container[:ro|:rw]
+    workdir: str | None = None
+    user: str | None = None
+
+    def digest(self) -> str:
+        """A short digest of the spec (the ``switchboard.spec`` label)."""
+        text = json.dumps([self.image, self.args, self.env, self.volumes, self.workdir,
+                           self.user])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def image_run(container: Any) -> ImageRun | None:
+    """The ImageRun of a model container (None: it has no image)."""
+    if container.image is None:
+        return None
+    args = tuple(shlex.split(container.command)) if container.command is not None else None
+    return ImageRun(container.image, args, tuple(sorted(container.env.items())),
+                    tuple(container.volumes), container.workdir, container.user)

@@ -1,0 +1,154 @@
+"""Image containers: the runtime's command that runs an OCI image in the namespace
+Switchboard made, and the few runtime calls the daemon makes (JSON output only).
+
+An image container is supervised as a command container is (plumbing.processes,
+plumbing.supervisor): its command is ``podman run`` in the foreground, started from the
+host's namespaces (runc refuses to set up a container from inside the namespace it joins),
+with ``--network ns:/run/netns/<netns>``. So the restart policy, its backoff, the exit status
+(``podman run`` exits with the container's), the log (the container's output, relayed by
+the runtime) and adoption after a daemon restart are those of commands. The runtime's
+container is named after the namespace and carries labels naming its owner; the daemon
+removes it (``rm -f``) whenever it stops the command, and ``--replace`` removes one a killed
+client left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from plumbing.netns import NETNS_DIR
+from plumbing.resolvconf import path_of
+
+if TYPE_CHECKING:
+    from switchboard.hostplan import ContainerPlan, TopologyPlan
+
+LOG = logging.getLogger(__name__)
+
+RUNTIMES = ("podman",)
+DEFAULT_RUNTIME = "podman"
+LABEL = "switchboard"  # label keys: switchboard.topology, .container, .prefix, .spec
+CALL_TIMEOUT = 30.0
+
+
+class ImageError(RuntimeError):
+    """The runtime cannot run an image container here (the message says why)."""
+
+
+def run_command(runtime: str, c: ContainerPlan, prefix: str) -> str:
+    """The shell command that runs ``c``'s image in its namespace, in the foreground."""
+    spec = c.image
+    assert spec is not None
+    argv = [runtime, "run", "--rm", "--replace", "--name", c.netns, "--hostname", c.name,
+            "--network", f"ns:{NETNS_DIR / c.netns}",
+            "--volume", f"{path_of(c.netns)}:/etc/resolv.conf:ro"]
+    for key, value in (("topology", c.topology), ("container", c.name), ("prefix", prefix),
+                       ("spec", spec.digest())):
+        argv += ["--label", f"{LABEL}.{key}={value}"]
+    for key, value in spec.env:
+        argv += ["--env", f"{key}={value}"]
+    for volume in spec.volumes:
+        argv += ["--volume", volume]
+    if spec.workdir:
+        argv += ["--workdir", spec.workdir]
+    if spec.user:
+        argv += ["--user", spec.user]
+    argv += ["--", spec.image, *(spec.args or ())]
+    return "exec " + shlex.join(argv)
+
+
+def with_run_commands(plans: list[TopologyPlan], runtime: str, prefix: str
+                      ) -> list[TopologyPlan]:
+    """The plans with each image container's command set to its runtime command."""
+    out = []
+    for topo in plans:
+        if not any(c.image for c in topo.containers):
+            out.append(topo)
+            continue
+        containers = tuple(replace(c, command=run_command(runtime, c, prefix)) if c.image
+                           else c for c in topo.containers)
+        out.append(replace(topo, containers=containers))
+    return out
+
+
+def _call(argv: list[str], timeout: float = CALL_TIMEOUT) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise ImageError(f"{argv[0]} {argv[1]} failed: {err}") from err
+
+
+def missing_runtime(runtime: str) -> str | None:
+    """Why ``runtime`` cannot run containers here (None: its binary is installed)."""
+    if shutil.which(runtime) is None:
+        return (f"{runtime} is not installed on this host (scripts/install-deps.sh "
+                "installs it)")
+    return None
+
+
+def missing_images(runtime: str, images: Iterable[str]) -> dict[str, str]:
+    """Image -> why it cannot run, for each image the runtime's store lacks."""
+    found = {}
+    for image in sorted(set(images)):
+        if (why := missing_runtime(runtime)) is not None:
+            found[image] = why
+            continue
+        done = _call([runtime, "image", "exists", image])
+        if done.returncode == 1:
+            found[image] = (f"image {image} is not in {runtime}'s image store (no registry is "
+                            "asked; scripts/build-image.sh builds the demo's image)")
+        elif done.returncode != 0:
+            found[image] = f"{runtime} image exists {image}: {done.stderr.strip()}"
+    return found
+
+
+def remove(runtime: str, names: Iterable[str], stop_timeout: int = 2) -> None:
+    """Remove these containers of the runtime (stopping them first); absent ones are fine."""
+    names = sorted(set(names))
+    if not names or missing_runtime(runtime):
+        return
+    done = _call([runtime, "rm", "--force", "--ignore", "--time", str(stop_timeout), *names])
+    if done.returncode != 0:
+        LOG.warning("%s rm %s: %s", runtime, " ".join(names), done.stderr.strip())
+
+
+def owned(runtime: str, prefix: str, topology: str | None = None) -> list[dict[str, Any]]:
+    """The runtime's containers labelled as this daemon's (``prefix``), as ``ps`` gives
+    them in JSON (Id, Names, Image, State, Labels...); [] when the runtime is missing."""
+    if missing_runtime(runtime):
+        return []
+    argv = [runtime, "ps", "--all", "--format", "json",
+            "--filter", f"label={LABEL}.prefix={prefix}"]
+    if topology is not None:
+        argv += ["--filter", f"label={LABEL}.topology={topology}"]
+    done = _call(argv)
+    if done.returncode != 0:
+        raise ImageError(f"{runtime} ps: {done.stderr.strip()}")
+    return parse_ps(done.stdout)
+
+
+def parse_ps(text: str) -> list[dict[str, Any]]:
+    """``podman ps --format json`` output: a JSON array (empty output: none)."""
+    text = text.strip()
+    if not text:
+        return []
+    data = json.loads(text)
+    return data if isinstance(data, list) else []
+
+
+def by_name(containers: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Name -> {id, image, state} of ``ps`` rows."""
+    out = {}
+    for row in containers:
+        names = row.get("Names") or []
+        for name in [names] if isinstance(names, str) else names:
+            out[name] = {"id": str(row.get("Id", ""))[:12], "image": row.get("Image"),
+                         "state": row.get("State")}
+    return out

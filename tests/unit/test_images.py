@@ -1,0 +1,65 @@
+"""The runtime command of an image container and the parsing of the runtime's JSON. Pure."""
+
+from __future__ import annotations
+
+import shlex
+
+from plumbing.images import by_name, parse_ps, run_command, with_run_commands
+from switchboard.hostplan import ContainerPlan, TopologyPlan
+from switchboard.model.image import ImageRun
+
+
+def _container(image: ImageRun | None) -> ContainerPlan:
+    return ContainerPlan(topology="shop", name="web", netns="sb-shop-web", command=None,
+                         attach_pid=None, endpoints=(), image=image)
+
+
+SPEC = ImageRun("localhost/demo:1", ("httpd", "-f", "-p", "80"), (("A", "b c"),),
+                ("/srv/data:/data:ro",), "/data", "1000")
+
+
+def test_the_run_command_joins_the_namespace_with_its_resolver_and_labels() -> None:
+    argv = shlex.split(run_command("podman", _container(SPEC), "sb-"))
+    assert argv[:4] == ["exec", "podman", "run", "--rm"]
+    pairs = {(a, b) for a, b in zip(argv, argv[1:], strict=False)}
+    assert ("--name", "sb-shop-web") in pairs
+    assert ("--network", "ns:/var/run/netns/sb-shop-web") in pairs
+    assert ("--volume", "/etc/netns/sb-shop-web/resolv.conf:/etc/resolv.conf:ro") in pairs
+    assert ("--volume", "/srv/data:/data:ro") in pairs
+    assert ("--env", "A=b c") in pairs
+    assert ("--workdir", "/data") in pairs and ("--user", "1000") in pairs
+    labels = {b for a, b in pairs if a == "--label"}
+    assert labels == {"switchboard.topology=shop", "switchboard.container=web",
+                      "switchboard.prefix=sb-", f"switchboard.spec={SPEC.digest()}"}
+    assert argv[-6:] == ["--", "localhost/demo:1", "httpd", "-f", "-p", "80"]
+
+
+def test_an_image_without_arguments_runs_its_own_command() -> None:
+    argv = shlex.split(run_command("podman", _container(ImageRun("demo")), "sb-"))
+    assert argv[-2:] == ["--", "demo"]
+
+
+def test_a_changed_spec_changes_the_command_and_the_digest() -> None:
+    other = ImageRun("localhost/demo:2", SPEC.args, SPEC.env, SPEC.volumes, SPEC.workdir,
+                     SPEC.user)
+    assert other.digest() != SPEC.digest()
+    assert run_command("podman", _container(other), "sb-") != run_command(
+        "podman", _container(SPEC), "sb-")
+
+
+def test_only_image_containers_get_a_runtime_command() -> None:
+    plain = ContainerPlan(topology="shop", name="api", netns="sb-shop-api",
+                          command="sleep 1", attach_pid=None, endpoints=())
+    topo = TopologyPlan(name="shop", networks=(), containers=(plain, _container(SPEC)),
+                        allocation={})
+    [out] = with_run_commands([topo], "podman", "sb-")
+    assert out.containers[0].command == "sleep 1"
+    assert out.containers[1].command.startswith("exec podman run ")
+
+
+def test_ps_json_by_name() -> None:
+    text = ('[{"Id": "0123456789abcdef", "Names": ["sb-shop-web"], "Image": "demo", '
+            '"State": "running", "Labels": {"switchboard.topology": "shop"}}]')
+    assert by_name(parse_ps(text)) == {
+        "sb-shop-web": {"id": "0123456789ab", "image": "demo", "state": "running"}}
+    assert parse_ps("") == [] and parse_ps("null") == []
