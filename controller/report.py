@@ -39,7 +39,8 @@ def container_rows(
         for ep in container.endpoints:
             seen = observed.get(ep.port, {})
             running = seen.get("running")
-            if container.attach_pid is not None:
+            pending = problems.pending.get((plan.name, container.name))
+            if container.attach_pid is not None or container.attach_name is not None:
                 state = "attached" if seen.get("netns_exists") else "missing"
             elif container.command is None and container.image is None:
                 state = "up" if seen.get("netns_exists") else "missing"
@@ -51,10 +52,12 @@ def container_rows(
                 state = str(command["state"])
             problem = (problems.containers.get((plan.name, container.name))
                        or problems.ports.get(ep.port) or "")
-            if not problem and not ports.get(ep.port):
+            if not problem and not ports.get(ep.port) and not pending:
                 problem = f"port {ep.port} has no OpenFlow port number (no flows)"
             if problem:
                 state = "broken"
+            elif pending:
+                state, command = "pending", {"note": pending}
             rows.append({
                 "container": container.name, "network": ep.network, "netns": ep.netns,
                 "interface": ep.ifname, "ip": str(ep.ip), "mac": ep.mac, "port": ep.port,

@@ -152,3 +152,61 @@ def by_name(containers: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]
             out[name] = {"id": str(row.get("Id", ""))[:12], "image": row.get("Image"),
                          "state": row.get("State")}
     return out
+
+
+def running_pids(runtime: str, names: Iterable[str]) -> dict[str, int]:
+    """Name -> PID of the main process of each of these runtime containers that runs (one
+    absent or stopped is left out). Raises ImageError when the runtime cannot tell."""
+    names = set(names)
+    if not names:
+        return {}
+    if (why := missing_runtime(runtime)) is not None:
+        raise ImageError(why)
+    if runtime == "docker":  # docker ps has no PID: inspect (absent names only complain)
+        done = _call(["docker", "inspect", "--type", "container", *sorted(names)])
+        if done.returncode != 0 and not done.stdout.strip():
+            if "No such" in done.stderr:
+                return {}
+            raise ImageError(f"docker inspect: {done.stderr.strip()}")
+        return {n: p for n, p in parse_docker_inspect(done.stdout).items() if n in names}
+    done = _call([runtime, "ps", "--format", "json"])
+    if done.returncode != 0:
+        raise ImageError(f"{runtime} ps: {done.stderr.strip()}")
+    return {n: p for n, p in parse_podman_pids(done.stdout).items() if n in names}
+
+
+def parse_podman_pids(text: str) -> dict[str, int]:
+    """Name -> PID from ``podman ps --format json`` (running containers only)."""
+    found = {}
+    for row in parse_ps(text):
+        pid = row.get("Pid")
+        if row.get("State") == "running" and isinstance(pid, int) and pid > 0:
+            for name in row.get("Names") or []:
+                found[name] = pid
+    return found
+
+
+def parse_docker_inspect(text: str) -> dict[str, int]:
+    """Name -> PID from ``docker inspect`` (a JSON array; names start with ``/``)."""
+    found = {}
+    for row in parse_ps(text):
+        state = row.get("State") or {}
+        pid = state.get("Pid")
+        if state.get("Running") and isinstance(pid, int) and pid > 0:
+            found[str(row.get("Name", "")).lstrip("/")] = pid
+    return found
+
+
+def event_name(line: str) -> str | None:
+    """The container an event line of ``podman events --format json`` (or ``docker events
+    --format '{{json .}}'``) is about, None for another kind of line."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(event, dict):
+        return None
+    if event.get("Type", "container") != "container":
+        return None
+    name = event.get("Name") or (event.get("Actor") or {}).get("Attributes", {}).get("name")
+    return str(name) if name else None

@@ -260,6 +260,8 @@ class Problems:
     containers: dict[tuple[str, str], str] = field(default_factory=dict)  # (topology, name)
     ports: dict[str, str] = field(default_factory=dict)  # a container interface, by its port
     host_legs: dict[tuple[str, str], str] = field(default_factory=dict)  # (topology, network)
+    # containers attached by name whose runtime container does not run (yet): why
+    pending: dict[tuple[str, str], str] = field(default_factory=dict)  # (topology, name)
 
 
 def plumbing_problems(

@@ -21,6 +21,7 @@ from plumbing.apply import PlumbingError, apply_plan
 from plumbing.exitwatch import ExitWatch
 from plumbing.observe import InterfaceReader, ObservedInterfaces
 from plumbing.plan import PlumbingPlan, Problems, plan_plumbing, plumbing_problems, process_key
+from plumbing.runtimeevents import RuntimeEvents
 from plumbing.statefiles import StateFiles
 from plumbing.supervisor import Supervisor, Wanted, running_commands, wanted_commands
 from switchboard.private import private_dir
@@ -56,6 +57,8 @@ class Plumber:
         self.netns_prefix = netns_prefix  # the container namespaces this plumber owns
         self.runtime = runtime  # what runs image containers (plumbing.images)
         self._ids: dict[str, tuple[int, str]] = {}  # name -> (client PID, runtime's ID)
+        self._events: dict[str, RuntimeEvents] = {}  # runtime -> its events, when attached
+        self._attached_names: dict[str, set[str]] = {}  # runtime -> names attached by name
         self.files = StateFiles(private_dir(state_dir))  # logs and commands: root's only
         self.ofport_timeout = ofport_timeout
         self._lock = threading.Lock()
@@ -152,13 +155,14 @@ class Plumber:
         A container attached to a process that is gone cannot be realised: the rest is, then
         PlumbingError names it.
         """
+        plans, pending = self._resolve_names(plans)
         all_plans = plans
         plans, orphans = _without_dead_attachments(plans)
         plans = images.with_run_commands(plans, self.runtime, self.netns_prefix)
         with self._lock:
             self.problems = Problems(containers={
                 key: "the process to attach to is not running"
-                for key in _dead_attachments(all_plans)})
+                for key in _dead_attachments(all_plans)}, pending=pending)
             seen = self._observe(plans)
             wanted = wanted_commands(plans, self.files.pid_path)
             review = self.supervisor.review(wanted.values(), seen.running, seen.commands)
@@ -183,6 +187,53 @@ class Plumber:
         ofports = {n: p.ofport for n, p in seen.ports.items() if n in wanted and p.ofport}
         ofports.update(new_ofports)
         return {n: ofports[n] for n in sorted(wanted)}
+
+    def _resolve_names(self, plans: list[TopologyPlan]
+                       ) -> tuple[list[TopologyPlan], dict[tuple[str, str], str]]:
+        """The plans with each container attached by name given its runtime container's
+        PID; one whose container does not run is left out, (topology, name) -> why."""
+        by_runtime: dict[str, set[str]] = {}
+        for topo in plans:
+            for c in topo.containers:
+                if c.attach_name is not None:
+                    by_runtime.setdefault(c.attach_name[0], set()).add(c.attach_name[1])
+        self._attached_names = by_runtime
+        if not by_runtime:
+            return plans, {}
+        pids: dict[str, dict[str, int]] = {}
+        errors: dict[str, str] = {}
+        for runtime, names in by_runtime.items():
+            self._follow(runtime)
+            try:
+                pids[runtime] = images.running_pids(runtime, names)
+            except (images.ImageError, ValueError) as err:
+                errors[runtime] = str(err)
+        pending, out = {}, []
+        for topo in plans:
+            kept = []
+            for c in topo.containers:
+                if c.attach_name is None:
+                    kept.append(c)
+                    continue
+                runtime, name = c.attach_name
+                pid = pids.get(runtime, {}).get(name)
+                if pid is not None:
+                    kept.append(replace(c, attach_pid=pid))
+                else:
+                    pending[(topo.name, c.name)] = errors.get(runtime) or (
+                        f"waiting for {runtime} container {name}: it does not exist or is "
+                        "not running")
+            out.append(replace(topo, containers=tuple(kept)))
+        return out, pending
+
+    def _follow(self, runtime: str) -> None:
+        """Follow ``runtime``'s events (once), waking the daemon for attached names."""
+        if runtime in self._events or self._wake is None:
+            return
+        events = RuntimeEvents(runtime, lambda: self._attached_names.get(runtime, set()),
+                               self._wake)
+        self._events[runtime] = events
+        events.ensure_started()
 
     def _unable_images(self, plan: PlumbingPlan, plans: list[TopologyPlan]
                        ) -> dict[tuple[str, str], str]:

@@ -241,10 +241,10 @@ def _effect(name: str, old: Desired, new: Desired) -> list[Effect]:
     for key in ("image", "env", "volumes", "workdir", "user"):
         if getattr(before, key) != getattr(after, key):
             restart.append(f"its {key} changes (the runtime's container is made again)")
-    old_pid = before.attach.pid if before.attach else None
-    new_pid = after.attach.pid if after.attach else None
-    if old_pid != new_pid:
-        restart.append(f"it attaches to pid {new_pid} instead of {old_pid}")
+    if before.attach != after.attach:
+        old = before.attach.describe() if before.attach else "nothing"
+        new = after.attach.describe() if after.attach else "nothing"
+        restart.append(f"it attaches to {new} instead of {old}")
     was, goes = old.placement.get(name), new.placement.get(name)
     if was and goes and was != goes:
         restart.append(f"it moves from host {was} to host {goes}")

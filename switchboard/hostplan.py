@@ -136,6 +136,7 @@ class ContainerPlan:
     host: str = ""  # the host that runs it ("": this one)
     restart: str = "always"  # restart policy of its command (always, on-failure, never)
     image: ImageRun | None = None  # an OCI image run in the namespace (command: its args)
+    attach_name: tuple[str, str] | None = None  # (runtime, name): attach_pid found from it
 
 
 @dataclass(frozen=True)
@@ -373,6 +374,7 @@ def plan_topology(
                 host=site.host_of(c_name, placement),
                 restart=container.restart_policy,
                 image=image_run(container),
+                attach_name=container.attach.by_name if container.attach else None,
             )
         )
     return TopologyPlan(

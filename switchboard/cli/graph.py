@@ -87,7 +87,7 @@ def picture(
             for n in container.networks if (c_name, n) in allocation
         ]
         if container.attach is not None:
-            lines.append(f"attached pid {container.attach.pid}")
+            lines.append(f"attached {container.attach.describe()}")
         pic.nodes.append(Node(cid, "container", tuple(lines)))
         pic.edges += [Edge(cid, _id("net", name, n), "link") for n in container.networks]
     declared = topology.declared_services()

@@ -58,10 +58,49 @@ class Attachment(_Model):
     mac: Annotated[StrictStr, AfterValidator(_check_mac)] | None = None
 
 
-class Attach(_Model):
-    """An existing network namespace, by the PID of a process inside it."""
+_RUNTIME_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 
-    pid: Annotated[StrictInt, Field(ge=1)]
+
+def _check_runtime_name(value: str) -> str:
+    if not _RUNTIME_NAME_RE.fullmatch(value):
+        raise ValueError(f"bad container name {value!r}: letters, digits, _ . and -, "
+                         "starting with a letter or digit")
+    return value
+
+
+RuntimeName = Annotated[StrictStr, AfterValidator(_check_runtime_name)]
+
+
+class Attach(_Model):
+    """An existing network namespace: by the PID of a process inside it, or as the namespace
+    of a Podman or Docker container, by its name (followed when it restarts)."""
+
+    pid: Annotated[StrictInt, Field(ge=1)] | None = None
+    podman: RuntimeName | None = None
+    docker: RuntimeName | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Attach:
+        given = [k for k in ("pid", "podman", "docker") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("attach takes exactly one of pid (a process), podman or docker "
+                             f"(a container's name); got {', '.join(given) or 'none'}")
+        return self
+
+    @property
+    def by_name(self) -> tuple[str, str] | None:
+        """(runtime, container name), or None for a PID."""
+        if self.podman is not None:
+            return ("podman", self.podman)
+        if self.docker is not None:
+            return ("docker", self.docker)
+        return None
+
+    def describe(self) -> str:
+        """``pid 42``, ``podman container web``."""
+        if self.by_name is None:
+            return f"pid {self.pid}"
+        return f"{self.by_name[0]} container {self.by_name[1]}"
 
 
 class Check(_Model):

@@ -112,6 +112,8 @@ def sb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Switchboard]:
     daemon = private_switchboard(state, prefix=f"sbtimg-{RUN}", bridge=f"sbi{RUN}",
                                  of_port=17000 + RUN % 15000)
     daemon.env["SWITCHBOARD_NETNS_PREFIX"] = NETNS_PREFIX
+    # no periodic pass to fall back on: what is followed must be followed by its events
+    daemon.env["SWITCHBOARD_RESYNC_SECONDS"] = "600"
     daemon.start()
     try:
         daemon.wait_ready()
@@ -235,3 +237,44 @@ def test_down_removes_the_runtime_containers_namespaces_and_ports(sb: Switchboar
     assert not [ns for ns in sh("ip netns list").stdout.split() if ns.startswith(NETNS_PREFIX)]
     ports = sh(f"ovs-vsctl list-ports {sb.bridge}").stdout.split()
     assert ports == [], ports
+
+
+ATTACHED = f"sbt-img-ext-{RUN}"
+
+
+def test_a_podman_container_attached_by_name_is_followed_through_restarts_and_removal(
+        sb: Switchboard, tmp_path: Path) -> None:
+    path = tmp_path / "attach.yaml"
+    path.write_text(f"""
+name: {TOPO}-attach
+networks:
+  a: {{subnet: 10.180.3.0/24}}
+containers:
+  ext:
+    networks: {{a: {{ip: 10.180.3.10}}}}
+    attach: {{podman: {ATTACHED}}}
+  peer:
+    networks: {{a: {{ip: 10.180.3.20}}}}
+    command: sleep infinity
+""")
+    # after `down` of the image topology: no crash-looping job wakes the daemon meanwhile
+    topo, peer = f"{TOPO}-attach", f"{NETNS_PREFIX}{TOPO}-attach-peer"
+    sb.cli("up", str(path))
+    row = rows(sb, topo)["ext"]
+    assert row["state"] == "pending" and f"waiting for podman container {ATTACHED}" in row[
+        "note"], row
+    podman("run", "-d", "--name", ATTACHED, "--label", f"switchboard.prefix={NETNS_PREFIX}",
+           "--network", "none", IMAGE)
+    assert wait_until(lambda: serves(peer, "http://10.180.3.10/", "hello"), 30), sb.log_tail()
+    assert rows(sb, topo)["ext"]["state"] == "attached"
+    for _ in range(2):  # each start is a new namespace: plugged again, by the runtime's events
+        old = podman("inspect", "--format", "{{.State.Pid}}", ATTACHED).stdout.strip()
+        podman("restart", "--time", "0", ATTACHED)
+        assert podman("inspect", "--format", "{{.State.Pid}}", ATTACHED).stdout.strip() != old
+        assert wait_until(lambda: serves(peer, "http://10.180.3.10/", "hello"), 30), \
+            sb.log_tail()
+    podman("rm", "--force", "--time", "0", ATTACHED)
+    port = rows(sb, topo)["ext"]["port"]
+    assert wait_until(lambda: port not in sh(f"ovs-vsctl list-ports {sb.bridge}").stdout, 30)
+    assert wait_until(lambda: rows(sb, topo)["ext"]["state"] == "pending", 30)
+    sb.cli("down", topo)

@@ -63,3 +63,26 @@ def test_ps_json_by_name() -> None:
     assert by_name(parse_ps(text)) == {
         "sb-shop-web": {"id": "0123456789ab", "image": "demo", "state": "running"}}
     assert parse_ps("") == [] and parse_ps("null") == []
+
+
+def test_running_pids_from_podman_ps_and_docker_inspect() -> None:
+    from plumbing.images import parse_docker_inspect, parse_podman_pids
+
+    ps = ('[{"Names": ["web"], "Pid": 42, "State": "running"},'
+          ' {"Names": ["old"], "Pid": 0, "State": "exited"}]')
+    assert parse_podman_pids(ps) == {"web": 42}
+    inspect = ('[{"Name": "/web", "State": {"Running": true, "Pid": 7}},'
+               ' {"Name": "/gone", "State": {"Running": false, "Pid": 0}}]')
+    assert parse_docker_inspect(inspect) == {"web": 7}
+
+
+def test_event_lines_name_their_container() -> None:
+    from plumbing.images import event_name
+
+    podman_line = ('{"ID": "2fc1", "Name": "web", "Status": "start", "Type": "container",'
+                   ' "Attributes": {}}')
+    docker_line = ('{"status": "start", "id": "2fc1", "Type": "container", "Action": "start",'
+                   ' "Actor": {"ID": "2fc1", "Attributes": {"name": "web"}}}')
+    assert event_name(podman_line) == event_name(docker_line) == "web"
+    assert event_name('{"Type": "image", "Name": "x"}') is None
+    assert event_name("not json") is None

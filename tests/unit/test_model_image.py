@@ -82,3 +82,21 @@ def test_bad_image_keys_are_named_with_their_place(extra: str, expected: str) ->
 
 def test_restart_is_accepted_for_an_image_without_command() -> None:
     assert _load("    image: localhost/demo\n    restart: never\n").restart_policy == "never"
+
+
+@pytest.mark.parametrize(("attach", "by_name"), [
+    ("{podman: web-1}", ("podman", "web-1")), ("{docker: web.1}", ("docker", "web.1")),
+    ("{pid: 42}", None)])
+def test_attach_by_runtime_name(attach: str, by_name: tuple[str, str] | None) -> None:
+    assert _load(f"    attach: {attach}\n").attach.by_name == by_name
+
+
+@pytest.mark.parametrize(("attach", "expected"), [
+    ("{podman: web, pid: 3}", "attach takes exactly one of pid (a process), podman or docker"
+                              " (a container's name); got pid, podman"),
+    ("{}", "got none"),
+    ("{podman: -web}", "bad container name '-web'"),
+    ("{docker: 'a b'}", "bad container name 'a b'"),
+])
+def test_bad_attach_by_name(attach: str, expected: str) -> None:
+    assert expected in _error(f"    attach: {attach}\n")
