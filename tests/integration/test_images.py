@@ -239,6 +239,29 @@ def test_down_removes_the_runtime_containers_namespaces_and_ports(sb: Switchboar
     assert ports == [], ports
 
 
+def test_the_demo_file_puts_its_image_instance_behind_the_vip(
+        sb: Switchboard, tmp_path: Path) -> None:
+    shop = ((ROOT / "topologies" / "shop.yaml").read_text()
+            .replace("name: shop", f"name: {TOPO}-shop")
+            .replace("10.10.1.", "10.180.11.").replace("10.10.2.", "10.180.12."))
+    assert "image: localhost/switchboard/demo:latest" in shop
+    path = tmp_path / "shop.yaml"
+    path.write_text(shop)
+    sb.cli("up", str(path))
+    web = f"{NETNS_PREFIX}{TOPO}-shop-web"
+    seen: set[str] = set()
+
+    def both() -> bool:  # the VIP sends only to instances whose check passes
+        out = in_ns(web, "curl -s --max-time 2 http://10.180.12.100/").stdout
+        seen.add("image" if "demo image" in out else "python" if "Directory listing" in out
+                 else "")
+        return {"image", "python"} <= seen
+    assert wait_until(both, 60, 0.2), (seen, rows(sb, f"{TOPO}-shop"))
+    assert rows(sb, f"{TOPO}-shop")["api-2"]["image"] == IMAGE
+    sb.cli("down", f"{TOPO}-shop")
+    assert ours() == []
+
+
 ATTACHED = f"sbt-img-ext-{RUN}"
 
 
