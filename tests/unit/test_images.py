@@ -86,3 +86,13 @@ def test_event_lines_name_their_container() -> None:
     assert event_name(podman_line) == event_name(docker_line) == "web"
     assert event_name('{"Type": "image", "Name": "x"}') is None
     assert event_name("not json") is None
+
+
+def test_a_missing_runtime_is_named_for_each_image() -> None:
+    from plumbing.images import missing_images, remove
+
+    found = missing_images("sbt-img-no-such-runtime", ["localhost/a", "localhost/b"])
+    assert found == {image: "sbt-img-no-such-runtime is not installed on this host "
+                            "(scripts/install-deps.sh installs it)"
+                     for image in ("localhost/a", "localhost/b")}
+    remove("sbt-img-no-such-runtime", ["x"])  # nothing to remove: no error
