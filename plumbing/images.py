@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
-RUNTIMES = ("podman",)
+RUNTIMES = ("podman", "docker")
 DEFAULT_RUNTIME = "podman"
 LABEL = "switchboard"  # label keys: switchboard.topology, .container, .prefix, .spec
 CALL_TIMEOUT = 30.0
@@ -42,12 +42,20 @@ class ImageError(RuntimeError):
 
 
 def run_command(runtime: str, c: ContainerPlan, prefix: str) -> str:
-    """The shell command that runs ``c``'s image in its namespace, in the foreground."""
+    """The shell command that runs ``c``'s image in its namespace, in the foreground.
+
+    Podman joins the namespace Switchboard made (``--network ns:``). Docker cannot join a
+    namespace by path: its container starts with ``--network none`` and the plumber plugs
+    the container's own namespace once it runs (as ``attach: {docker: NAME}``)."""
     spec = c.image
     assert spec is not None
-    argv = [runtime, "run", "--rm", "--replace", "--name", c.netns, "--hostname", c.name,
-            "--network", f"ns:{NETNS_DIR / c.netns}",
-            "--volume", f"{path_of(c.netns)}:/etc/resolv.conf:ro"]
+    if runtime == "docker":
+        argv = ["docker", "run", "--rm", "--name", c.netns, "--hostname", c.name,
+                "--network", "none"]
+    else:
+        argv = [runtime, "run", "--rm", "--replace", "--name", c.netns, "--hostname", c.name,
+                "--network", f"ns:{NETNS_DIR / c.netns}"]
+    argv += ["--volume", f"{path_of(c.netns)}:/etc/resolv.conf:ro"]
     for key, value in (("topology", c.topology), ("container", c.name), ("prefix", prefix),
                        ("spec", spec.digest())):
         argv += ["--label", f"{LABEL}.{key}={value}"]
@@ -60,6 +68,9 @@ def run_command(runtime: str, c: ContainerPlan, prefix: str) -> str:
     if spec.user:
         argv += ["--user", spec.user]
     argv += ["--", spec.image, *(spec.args or ())]
+    if runtime == "docker":  # no --replace: a container a killed client left goes first
+        return (f"docker rm -f {shlex.quote(c.netns)} >/dev/null 2>&1; exec "
+                + shlex.join(argv))
     return "exec " + shlex.join(argv)
 
 
@@ -71,8 +82,10 @@ def with_run_commands(plans: list[TopologyPlan], runtime: str, prefix: str
         if not any(c.image for c in topo.containers):
             out.append(topo)
             continue
-        containers = tuple(replace(c, command=run_command(runtime, c, prefix)) if c.image
-                           else c for c in topo.containers)
+        containers = tuple(
+            replace(c, command=run_command(runtime, c, prefix), runtime=runtime,
+                    attach_name=("docker", c.netns) if runtime == "docker" else None)
+            if c.image else c for c in topo.containers)
         out.append(replace(topo, containers=containers))
     return out
 
@@ -100,8 +113,13 @@ def missing_images(runtime: str, images: Iterable[str]) -> dict[str, str]:
         if (why := missing_runtime(runtime)) is not None:
             found[image] = why
             continue
-        done = _call([runtime, "image", "exists", image])
-        if done.returncode == 1:
+        if runtime == "docker":
+            done = _call(["docker", "image", "inspect", image])
+            absent = done.returncode != 0 and "No such image" in done.stderr
+        else:
+            done = _call([runtime, "image", "exists", image])
+            absent = done.returncode == 1
+        if absent:
             found[image] = (f"image {image} is not in {runtime}'s image store (no registry is "
                             "asked; scripts/build-image.sh builds the demo's image)")
         elif done.returncode != 0:
@@ -114,6 +132,11 @@ def remove(runtime: str, names: Iterable[str], stop_timeout: int = 2) -> None:
     names = sorted(set(names))
     if not names or missing_runtime(runtime):
         return
+    if runtime == "docker":  # absent ones are only complained about
+        done = _call(["docker", "rm", "--force", *names])
+        if done.returncode != 0 and "No such container" not in done.stderr:
+            LOG.warning("docker rm %s: %s", " ".join(names), done.stderr.strip())
+        return
     done = _call([runtime, "rm", "--force", "--ignore", "--time", str(stop_timeout), *names])
     if done.returncode != 0:
         LOG.warning("%s rm %s: %s", runtime, " ".join(names), done.stderr.strip())
@@ -124,7 +147,8 @@ def owned(runtime: str, prefix: str, topology: str | None = None) -> list[dict[s
     them in JSON (Id, Names, Image, State, Labels...); [] when the runtime is missing."""
     if missing_runtime(runtime):
         return []
-    argv = [runtime, "ps", "--all", "--format", "json",
+    json_format = "{{json .}}" if runtime == "docker" else "json"
+    argv = [runtime, "ps", "--all", "--format", json_format,
             "--filter", f"label={LABEL}.prefix={prefix}"]
     if topology is not None:
         argv += ["--filter", f"label={LABEL}.topology={topology}"]
@@ -135,10 +159,14 @@ def owned(runtime: str, prefix: str, topology: str | None = None) -> list[dict[s
 
 
 def parse_ps(text: str) -> list[dict[str, Any]]:
-    """``podman ps --format json`` output: a JSON array (empty output: none)."""
+    """``podman ps --format json`` output (a JSON array), or ``docker ps --format '{{json
+    .}}'`` output (one JSON object a line); empty output: none."""
     text = text.strip()
     if not text:
         return []
+    if text.startswith("{"):
+        return [row for line in text.splitlines() if line.strip()
+                if isinstance(row := json.loads(line), dict)]
     data = json.loads(text)
     return data if isinstance(data, list) else []
 
@@ -149,7 +177,8 @@ def by_name(containers: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]
     for row in containers:
         names = row.get("Names") or []
         for name in [names] if isinstance(names, str) else names:
-            out[name] = {"id": str(row.get("Id", ""))[:12], "image": row.get("Image"),
+            out[name] = {"id": str(row.get("Id") or row.get("ID", ""))[:12],
+                         "image": row.get("Image"),
                          "state": row.get("State")}
     return out
 

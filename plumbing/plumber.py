@@ -20,7 +20,14 @@ from plumbing import images, netns, processes, resolvconf
 from plumbing.apply import PlumbingError, apply_plan
 from plumbing.exitwatch import ExitWatch
 from plumbing.observe import InterfaceReader, ObservedInterfaces
-from plumbing.plan import PlumbingPlan, Problems, plan_plumbing, plumbing_problems, process_key
+from plumbing.plan import (
+    PlumbingPlan,
+    Problems,
+    plan_plumbing,
+    plumbing_problems,
+    process_key,
+    waiting,
+)
 from plumbing.runtimeevents import RuntimeEvents
 from plumbing.statefiles import StateFiles
 from plumbing.supervisor import Supervisor, Wanted, running_commands, wanted_commands
@@ -155,10 +162,10 @@ class Plumber:
         A container attached to a process that is gone cannot be realised: the rest is, then
         PlumbingError names it.
         """
+        plans = images.with_run_commands(plans, self.runtime, self.netns_prefix)
         plans, pending = self._resolve_names(plans)
         all_plans = plans
         plans, orphans = _without_dead_attachments(plans)
-        plans = images.with_run_commands(plans, self.runtime, self.netns_prefix)
         with self._lock:
             self.problems = Problems(containers={
                 key: "the process to attach to is not running"
@@ -182,7 +189,8 @@ class Plumber:
                 self.problems.containers.update(unable)
         if orphans:
             raise PlumbingError("; ".join(orphans))
-        wanted = {ep.port for topo in plans for ep in topo.endpoints()}
+        wanted = {ep.port for topo in plans for c in topo.containers if not waiting(c)
+                  for ep in c.endpoints}
         wanted |= {net.host_leg.port for topo in plans for net in topo.networks}
         ofports = {n: p.ofport for n, p in seen.ports.items() if n in wanted and p.ofport}
         ofports.update(new_ofports)
@@ -219,6 +227,10 @@ class Plumber:
                 pid = pids.get(runtime, {}).get(name)
                 if pid is not None:
                     kept.append(replace(c, attach_pid=pid))
+                elif c.runtime is not None:  # its command makes it: start that, plug later
+                    kept.append(c)
+                    pending[(topo.name, c.name)] = errors.get(runtime) or (
+                        f"waiting for {runtime} container {name} to run")
                 else:
                     pending[(topo.name, c.name)] = errors.get(runtime) or (
                         f"waiting for {runtime} container {name}: it does not exist or is "

@@ -225,7 +225,7 @@ def _write_record(one: Start, pid: int, starttime: int) -> None:
 
 def _launch(one: Start) -> tuple[subprocess.Popen, int]:
     """Start the wrapper of one command; it and the pipe on which it sends the PID."""
-    if netns_inode(one.netns) is None:
+    if one.runtime is None and netns_inode(one.netns) is None:
         raise ProcessError(f"cannot start command in {one.netns}: no such namespace")
     private_dir(one.pid_path.parent)
     exit_path(one.pid_path).unlink(missing_ok=True)

@@ -137,6 +137,7 @@ class ContainerPlan:
     restart: str = "always"  # restart policy of its command (always, on-failure, never)
     image: ImageRun | None = None  # an OCI image run in the namespace (command: its args)
     attach_name: tuple[str, str] | None = None  # (runtime, name): attach_pid found from it
+    runtime: str | None = None  # set by the plumber: the runtime whose client ``command`` is
 
 
 @dataclass(frozen=True)

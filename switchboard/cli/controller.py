@@ -50,7 +50,7 @@ from switchboard.cli.output import fail as _fail
                    "separated by commas, asked in turn (default: the host's own, from "
                    "/etc/resolv.conf, read again when it changes).")
 @click.option("--runtime", envvar="SWITCHBOARD_RUNTIME", default="podman", show_default=True,
-              type=click.Choice(["podman"]),
+              type=click.Choice(["podman", "docker"]),
               help="The container runtime that runs image containers (`image:` in a file).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every change made.")
 @click.pass_context

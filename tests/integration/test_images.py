@@ -378,3 +378,58 @@ containers:
     docker("rm", "-f", name)
     assert wait_until(lambda: rows(sb, topo)["ext"]["state"] == "pending", 30)
     sb.cli("down", topo)
+
+
+def test_under_docker_an_image_runs_is_plugged_restarted_and_removed(
+        dockerd: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A daemon started with SWITCHBOARD_RUNTIME=docker: Docker runs the image with
+    ``--network none`` and the daemon plugs the container's namespace once it runs."""
+    state = tmp_path_factory.mktemp("docker-images")
+    daemon = private_switchboard(state, prefix=f"sbtimgd-{RUN}", bridge=f"sbd{RUN}",
+                                 of_port=18000 + RUN % 14000)
+    daemon.env.update({"SWITCHBOARD_NETNS_PREFIX": NETNS_PREFIX, "DOCKER_HOST": DOCKER_HOST,
+                       "SWITCHBOARD_RUNTIME": "docker", "SWITCHBOARD_RESYNC_SECONDS": "600"})
+    topo = f"{TOPO}-dk"
+    client, name = f"{NETNS_PREFIX}{topo}-client", f"{NETNS_PREFIX}{topo}-web"
+
+    def docker(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["docker", *args], env=dockerd, capture_output=True, text=True,
+                              timeout=60)
+
+    def docker_id() -> str | None:
+        out = docker("ps", "-q", "--no-trunc", "--filter", f"name=^{name}$").stdout.split()
+        return out[0][:12] if out else None
+    daemon.start()
+    try:
+        daemon.wait_ready()
+        daemon.up(state, f"""
+            name: {topo}
+            networks:
+              w: {{subnet: 10.180.6.0/24}}
+            containers:
+              web:
+                networks: {{w: {{ip: 10.180.6.10}}}}
+                image: {IMAGE}
+                services: [{{name: sbtimg-dk-web, port: 80}}]
+              client:
+                networks: {{w: {{ip: 10.180.6.20}}}}
+                command: sleep infinity
+            """)
+        assert wait_until(lambda: serves(client, "http://10.180.6.10/", "hello"), 30), \
+            daemon.log_tail()
+        first = docker_id()
+        assert first is not None
+        assert wait_until(lambda: rows(daemon, topo)["web"].get("runtime_id") == first, 20)
+        resolv = docker("exec", name, "cat", "/etc/resolv.conf").stdout
+        assert "service.consul" in resolv, resolv
+        docker("kill", name)  # exits: restarted (always), in a new namespace, plugged again
+        assert wait_until(lambda: docker_id() not in (None, first), 30), daemon.log_tail()
+        assert wait_until(lambda: serves(client, "http://10.180.6.10/", "hello"), 30), \
+            daemon.log_tail()
+        assert rows(daemon, topo)["web"]["restarts"] >= 1
+        daemon.cli("down", topo)
+        assert docker_id() is None
+        assert not [ns for ns in sh("ip netns list").stdout.split() if ns.startswith(
+            f"{NETNS_PREFIX}{topo}")]
+    finally:
+        teardown(daemon)

@@ -96,3 +96,27 @@ def test_a_missing_runtime_is_named_for_each_image() -> None:
                             "(scripts/install-deps.sh installs it)"
                      for image in ("localhost/a", "localhost/b")}
     remove("sbt-img-no-such-runtime", ["x"])  # nothing to remove: no error
+
+
+def test_under_docker_the_container_starts_without_network_and_is_attached_by_name() -> None:
+    command = run_command("docker", _container(SPEC), "sb-")
+    first, rest = command.split("; exec ", 1)
+    assert first == "docker rm -f sb-shop-web >/dev/null 2>&1"
+    argv = shlex.split(rest)
+    pairs = {(a, b) for a, b in zip(argv, argv[1:], strict=False)}
+    assert ("--network", "none") in pairs and "--replace" not in argv
+    assert ("--volume", "/etc/netns/sb-shop-web/resolv.conf:/etc/resolv.conf:ro") in pairs
+    topo = TopologyPlan(name="shop", networks=(), containers=(_container(SPEC),),
+                        allocation={})
+    [out] = with_run_commands([topo], "docker", "sb-")
+    assert out.containers[0].attach_name == ("docker", "sb-shop-web")
+    assert out.containers[0].runtime == "docker"
+    [podman] = with_run_commands([topo], "podman", "sb-")
+    assert podman.containers[0].attach_name is None
+
+
+def test_docker_ps_json_lines_by_name() -> None:
+    text = ('{"ID": "0123456789abcdef", "Names": "sb-shop-web", "Image": "demo", '
+            '"State": "running"}\n{"ID": "fedcba", "Names": "other", "Image": "x"}\n')
+    assert by_name(parse_ps(text))["sb-shop-web"] == {
+        "id": "0123456789ab", "image": "demo", "state": "running"}
