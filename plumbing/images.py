@@ -127,7 +127,7 @@ def missing_images(runtime: str, images: Iterable[str]) -> dict[str, str]:
     return found
 
 
-def remove(runtime: str, names: Iterable[str], stop_timeout: int = 2) -> None:
+def remove(runtime: str, names: Iterable[str], stop_timeout: int = 1) -> None:
     """Remove these containers of the runtime (stopping them first); absent ones are fine."""
     names = sorted(set(names))
     if not names or missing_runtime(runtime):

@@ -39,8 +39,6 @@ IMAGE = "localhost/switchboard/demo:latest"
 IMAGE_V2 = "localhost/switchboard/demo:sbt-img-v2"
 RUN = os.getpid()
 NETNS_PREFIX = f"sbi{RUN % 100000}-"
-DOCKER_DIR = Path(f"/run/sbt-img-docker-{RUN}")  # a private dockerd's files, if one runs
-DOCKER_HOST = f"unix://{DOCKER_DIR}/docker.sock"
 
 
 def topology(web_image: str = IMAGE) -> str:
@@ -116,7 +114,6 @@ def sb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Switchboard]:
     daemon.env["SWITCHBOARD_NETNS_PREFIX"] = NETNS_PREFIX
     # no periodic pass to fall back on: what is followed must be followed by its events
     daemon.env["SWITCHBOARD_RESYNC_SECONDS"] = "600"
-    daemon.env["DOCKER_HOST"] = DOCKER_HOST  # the private dockerd of the Docker test
     daemon.start()
     try:
         daemon.wait_ready()
@@ -304,132 +301,3 @@ containers:
     assert wait_until(lambda: port not in sh(f"ovs-vsctl list-ports {sb.bridge}").stdout, 30)
     assert wait_until(lambda: rows(sb, topo)["ext"]["state"] == "pending", 30)
     sb.cli("down", topo)
-
-
-@pytest.fixture
-def dockerd() -> Iterator[dict[str, str]]:
-    """A private dockerd that touches no host networking, stopped by its PID at the end;
-    the environment that reaches it."""
-    if shutil.which("dockerd") is None:
-        pytest.skip("dockerd is not installed (apt-get install docker.io)")
-    DOCKER_DIR.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "DOCKER_HOST": DOCKER_HOST}
-    with (DOCKER_DIR / "dockerd.log").open("ab") as log:
-        proc = subprocess.Popen(
-            ["dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none",
-             "--ip-forward=false", "--ip-masq=false", "-H", DOCKER_HOST,
-             "--data-root", str(DOCKER_DIR / "data"), "--exec-root", str(DOCKER_DIR / "exec"),
-             "--pidfile", str(DOCKER_DIR / "dockerd.pid")],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def docker_ok() -> bool:
-        return subprocess.run(["docker", "info"], env=env, capture_output=True,
-                              timeout=30).returncode == 0
-    try:
-        assert wait_until(docker_ok, 60), (DOCKER_DIR / "dockerd.log").read_text()[-2000:]
-        subprocess.run(["bash", str(ROOT / "scripts/build-image.sh")], env=env, check=True,
-                       timeout=300)
-        yield env
-    finally:
-        left = subprocess.run(["docker", "ps", "-aq", "--filter",
-                               f"label=switchboard.prefix={NETNS_PREFIX}"], env=env,
-                              capture_output=True, text=True, timeout=60).stdout.split()
-        if left:
-            subprocess.run(["docker", "rm", "-f", *left], env=env, capture_output=True,
-                           timeout=60)
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        shutil.rmtree(DOCKER_DIR, ignore_errors=True)
-
-
-def test_a_docker_container_attached_by_name_is_followed_too(
-        sb: Switchboard, dockerd: dict[str, str], tmp_path: Path) -> None:
-    name = f"sbt-img-dext-{RUN}"
-
-    def docker(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["docker", *args], env=dockerd, capture_output=True, text=True,
-                              timeout=60)
-    path = tmp_path / "docker.yaml"
-    path.write_text(f"""
-name: {TOPO}-docker
-networks:
-  d: {{subnet: 10.180.5.0/24}}
-containers:
-  ext:
-    networks: {{d: {{ip: 10.180.5.10}}}}
-    attach: {{docker: {name}}}
-  peer:
-    networks: {{d: {{ip: 10.180.5.20}}}}
-    command: sleep infinity
-""")
-    topo, peer = f"{TOPO}-docker", f"{NETNS_PREFIX}{TOPO}-docker-peer"
-    sb.cli("up", str(path))
-    assert rows(sb, topo)["ext"]["state"] == "pending"
-    run = docker("run", "-d", "--name", name, "--label", f"switchboard.prefix={NETNS_PREFIX}",
-                 "--network", "none", IMAGE)
-    assert run.returncode == 0, run.stderr
-    assert wait_until(lambda: serves(peer, "http://10.180.5.10/", "hello"), 30), sb.log_tail()
-    docker("restart", "-t", "0", name)
-    assert wait_until(lambda: serves(peer, "http://10.180.5.10/", "hello"), 30), sb.log_tail()
-    docker("rm", "-f", name)
-    assert wait_until(lambda: rows(sb, topo)["ext"]["state"] == "pending", 30)
-    sb.cli("down", topo)
-
-
-def test_under_docker_an_image_runs_is_plugged_restarted_and_removed(
-        dockerd: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> None:
-    """A daemon started with SWITCHBOARD_RUNTIME=docker: Docker runs the image with
-    ``--network none`` and the daemon plugs the container's namespace once it runs."""
-    state = tmp_path_factory.mktemp("docker-images")
-    daemon = private_switchboard(state, prefix=f"sbtimgd-{RUN}", bridge=f"sbd{RUN}",
-                                 of_port=18000 + RUN % 14000)
-    daemon.env.update({"SWITCHBOARD_NETNS_PREFIX": NETNS_PREFIX, "DOCKER_HOST": DOCKER_HOST,
-                       "SWITCHBOARD_RUNTIME": "docker", "SWITCHBOARD_RESYNC_SECONDS": "600"})
-    topo = f"{TOPO}-dk"
-    client, name = f"{NETNS_PREFIX}{topo}-client", f"{NETNS_PREFIX}{topo}-web"
-
-    def docker(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["docker", *args], env=dockerd, capture_output=True, text=True,
-                              timeout=60)
-
-    def docker_id() -> str | None:
-        out = docker("ps", "-q", "--no-trunc", "--filter", f"name=^{name}$").stdout.split()
-        return out[0][:12] if out else None
-    daemon.start()
-    try:
-        daemon.wait_ready()
-        daemon.up(state, f"""
-            name: {topo}
-            networks:
-              w: {{subnet: 10.180.6.0/24}}
-            containers:
-              web:
-                networks: {{w: {{ip: 10.180.6.10}}}}
-                image: {IMAGE}
-                services: [{{name: sbtimg-dk-web, port: 80}}]
-              client:
-                networks: {{w: {{ip: 10.180.6.20}}}}
-                command: sleep infinity
-            """)
-        assert wait_until(lambda: serves(client, "http://10.180.6.10/", "hello"), 30), \
-            daemon.log_tail()
-        first = docker_id()
-        assert first is not None
-        assert wait_until(lambda: rows(daemon, topo)["web"].get("runtime_id") == first, 20)
-        resolv = docker("exec", name, "cat", "/etc/resolv.conf").stdout
-        assert "service.consul" in resolv, resolv
-        docker("kill", name)  # exits: restarted (always), in a new namespace, plugged again
-        assert wait_until(lambda: docker_id() not in (None, first), 30), daemon.log_tail()
-        assert wait_until(lambda: serves(client, "http://10.180.6.10/", "hello"), 30), \
-            daemon.log_tail()
-        assert rows(daemon, topo)["web"]["restarts"] >= 1
-        daemon.cli("down", topo)
-        assert docker_id() is None
-        assert not [ns for ns in sh("ip netns list").stdout.split() if ns.startswith(
-            f"{NETNS_PREFIX}{topo}")]
-    finally:
-        teardown(daemon)
