@@ -225,7 +225,7 @@ class Plumber:
                     continue
                 runtime, name = c.attach_name
                 pid = pids.get(runtime, {}).get(name)
-                if pid is not None:
+                if pid is not None and _pid_netns(pid) is not None:  # not gone meanwhile
                     kept.append(replace(c, attach_pid=pid))
                 elif c.runtime is not None:  # its command makes it: start that, plug later
                     kept.append(c)
@@ -350,21 +350,24 @@ class Plumber:
 def _dead_attachments(plans: list[TopologyPlan]) -> list[tuple[str, str]]:
     """(topology, container) of containers whose attach process is gone."""
     return [(topo.name, c.name) for topo in plans for c in topo.containers
-            if c.attach_pid and _pid_netns(c.attach_pid) is None]
+            if c.attach_pid and c.runtime is None and _pid_netns(c.attach_pid) is None]
 
 
 def _without_dead_attachments(
     plans: list[TopologyPlan],
 ) -> tuple[list[TopologyPlan], list[str]]:
-    """Plans minus containers whose attach process is gone, and a sentence for each."""
+    """Plans minus containers whose attach process is gone, and a sentence for each. An
+    image whose namespace follows its command (Docker) waits for it instead: its command
+    stays."""
     kept, orphans = [], []
     for topo in plans:
         dead = [c for c in topo.containers if c.attach_pid and _pid_netns(c.attach_pid) is None]
         orphans += [
             f"{topo.name}/{c.name}: process {c.attach_pid} to attach to is not running"
-            for c in dead
+            for c in dead if c.runtime is None
         ]
-        containers = tuple(c for c in topo.containers if c not in dead)
+        containers = tuple(c if c not in dead else replace(c, attach_pid=None)
+                           for c in topo.containers if c not in dead or c.runtime is not None)
         kept.append(replace(topo, containers=containers) if dead else topo)
     return kept, orphans
 

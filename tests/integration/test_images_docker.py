@@ -124,7 +124,8 @@ def test_under_docker_an_image_runs_is_plugged_restarted_and_removed(
     assert wait_until(lambda: docker_id() not in (None, first), 30), sb.log_tail()
     assert wait_until(lambda: serves(client, "http://10.180.6.10/", "hello"), 30), \
         sb.log_tail()
-    assert rows(sb, TOPO)["web"]["restarts"] >= 1
+    assert wait_until(lambda: rows(sb, TOPO)["web"].get("restarts", 0) >= 1, 20), \
+        rows(sb, TOPO)["web"]
     sb.cli("down", TOPO)
     assert docker_id() is None
     assert not [ns for ns in sh("ip netns list").stdout.split()
