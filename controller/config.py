@@ -46,3 +46,5 @@ class DaemonConfig:
         default_factory=lambda: float(os.environ.get("SWITCHBOARD_RESCHEDULE_AFTER", "30"))
     )
     metrics: str | None = None  # HOST:PORT of /metrics and /healthz (None: not served)
+    runtime: str = field(  # what runs image containers (plumbing.images.RUNTIMES)
+        default_factory=lambda: os.environ.get("SWITCHBOARD_RUNTIME", "podman"))

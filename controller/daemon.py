@@ -76,7 +76,8 @@ class Daemon:
             register=lambda inst, passing: self.discovery.register(inst, passing))
         self._ports: dict[str, int] | None = None  # port name -> ofport, of the last pass
         self.plumber = Plumber(self.bridge, config.state_dir, netns_prefix=config.netns_prefix,
-                               on_exit=self.failover.exited, wake=self.wake.set)
+                               on_exit=self.failover.exited, wake=self.wake.set,
+                               runtime=config.runtime)
         self.stopping = threading.Event()
         self.hosts = HostsWatch(self.store.client, config.prefix, self.wake.set, self.stopping)
         self.desired: DesiredState | None = None  # None until first read

@@ -39,30 +39,41 @@ def container_rows(
         for ep in container.endpoints:
             seen = observed.get(ep.port, {})
             running = seen.get("running")
+            pending = problems.pending.get((plan.name, container.name))
             if container.attached:
                 state = "attached" if seen.get("netns_exists") else "missing"
-            elif container.command is None:
+            elif container.command is None and container.image is None:
                 state = "up" if seen.get("netns_exists") else "missing"
             else:
                 state = "running" if running else "stopped"
             command = seen.get("command") or {}  # the restart policy's view (see supervisor)
-            if command and container.command is not None and seen.get("netns_exists"):
+            runs = container.command is not None or container.image is not None
+            if command and runs and seen.get("netns_exists"):
                 state = str(command["state"])
             problem = (problems.containers.get((plan.name, container.name))
                        or problems.ports.get(ep.port) or "")
-            if not problem and not ports.get(ep.port):
+            if not problem and not ports.get(ep.port) and not pending:
                 problem = f"port {ep.port} has no OpenFlow port number (no flows)"
             if problem:
                 state = "broken"
+            elif pending:
+                state, command = "pending", {"note": pending}
             rows.append({
                 "container": container.name, "network": ep.network, "netns": ep.netns,
                 "interface": ep.ifname, "ip": str(ep.ip), "mac": ep.mac, "port": ep.port,
                 "ofport": ports.get(ep.port), "state": state, "problem": problem,
                 "published": [str(p.publish) for p in plan.published
                               if p.container == container.name and p.network == ep.network],
-                **_command_fields(command),
+                **_command_fields(command), **_image_fields(container.image, seen),
             })
     return rows
+
+
+def _image_fields(image: Any, seen: dict[str, Any]) -> dict[str, Any]:
+    """An image container's image and the runtime's ID of its container (None: none runs)."""
+    if image is None:
+        return {}
+    return {"image": image.image, "runtime_id": seen.get("runtime_id")}
 
 
 def _command_fields(command: dict[str, Any]) -> dict[str, Any]:

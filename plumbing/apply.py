@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ovsdb.bridge import Bridge, PortSpec
-from plumbing import netns, processes, resolvconf
+from plumbing import images, netns, processes, resolvconf
 from plumbing.plan import PlumbingPlan, endpoint_ids, host_leg_ids
 from plumbing.statefiles import StateFiles
 
@@ -48,7 +48,9 @@ def apply_plan(plan: PlumbingPlan, plans: list[TopologyPlan], bridge: Bridge,
 
 
 def _delete(plan: PlumbingPlan, bridge: Bridge, files: StateFiles) -> None:
-    processes.stop_all(files.pid_path(*key.split("/", 1)) for key in plan.stop_commands)
+    paths = [files.pid_path(*key.split("/", 1)) for key in plan.stop_commands]
+    remove_runtime_containers(paths)
+    processes.stop_all(paths)
     bridge.delete_ports(plan.delete_ports + plan.delete_host_legs)
     netns.delete(links=plan.delete_ports, namespaces=plan.delete_netns)
     for name in plan.delete_resolv:
@@ -85,7 +87,7 @@ def _create(
 
     starts = [processes.Start(cmd.netns, cmd.command,
                               files.log_path(cmd.topology, cmd.container),
-                              files.pid_path(cmd.topology, cmd.container))
+                              files.pid_path(cmd.topology, cmd.container), cmd.runtime)
               for cmd in plan.start_commands]
     created.pid_paths += [one.pid_path for one in starts]
     processes.start_all(starts)
@@ -96,6 +98,7 @@ def _rollback(created: _Created, bridge: Bridge, files: StateFiles) -> list[str]
     """Undo what this apply made; return what could not be undone."""
     problems = []
     steps = [
+        ("removing image containers", lambda: remove_runtime_containers(created.pid_paths)),
         ("stopping commands", lambda: processes.stop_all(created.pid_paths)),
         ("deleting ports", lambda: bridge.delete_ports(created.ports)),
         (
@@ -114,6 +117,18 @@ def _rollback(created: _Created, bridge: Bridge, files: StateFiles) -> list[str]
     for name in created.netns:
         files.unmark(name)
     return problems
+
+
+def remove_runtime_containers(pid_paths: list[Path]) -> None:
+    """Remove the runtime's containers of the image containers among these commands (their
+    client then exits), named after their namespace, one runtime call per runtime."""
+    names: dict[str, list[str]] = {}
+    for path in pid_paths:
+        rec = processes.read(path)
+        if rec is not None and rec.runtime is not None:
+            names.setdefault(rec.runtime, []).append(rec.netns)
+    for runtime, found in names.items():
+        images.remove(runtime, found)
 
 
 def _endpoint_spec(ep: Endpoint) -> PortSpec:

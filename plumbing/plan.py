@@ -65,6 +65,7 @@ class Command:
     container: str
     netns: str
     command: str
+    runtime: str | None = None  # an image container's runtime (command: its client)
 
     @property
     def key(self) -> str:
@@ -110,9 +111,15 @@ def _wanted(plans: list[TopologyPlan]) -> tuple[dict[str, ContainerPlan], dict[s
             ports[net.host_leg.port] = (host_leg_ids(net.host_leg), net.host_leg)
         for c in topo.containers:
             containers[c.netns] = c
-            for ep in c.endpoints:
+            for ep in () if waiting(c) else c.endpoints:
                 ports[ep.port] = (endpoint_ids(ep), ep)
     return containers, ports
+
+
+def waiting(c: ContainerPlan) -> bool:
+    """An image under Docker whose container does not run yet: its command starts, its
+    namespace (the runtime's) is plugged once it runs."""
+    return c.attach_pid is None and c.attach_name is not None and c.runtime is not None
 
 
 def _drift(obj: Endpoint | HostLeg, seen: ObservedInterfaces) -> Drift | None:
@@ -187,7 +194,7 @@ def plan_plumbing(
 
     fresh = set()  # namespaces (re)made by this plan: whatever was in them is gone
     for name, c in containers.items():
-        if name in netns and name not in stale_netns:
+        if name in netns and name not in stale_netns or waiting(c):
             continue
         fresh.add(name)
         if c.attach_source is not None:
@@ -229,11 +236,13 @@ def plan_plumbing(
                 plan.stop_commands.append(key)
             continue
         same = observed_commands.get(key, c.command) == c.command
-        if (running.get(key) or key in hold) and same and name not in fresh:
+        # a namespace that follows its command (an image under Docker) does not restart it
+        follows = c.runtime is not None and c.attach_name is not None
+        if (running.get(key) or key in hold) and same and (name not in fresh or follows):
             continue
         if key in running:
             plan.stop_commands.append(key)
-        plan.start_commands.append(Command(c.topology, c.name, name, c.command))
+        plan.start_commands.append(Command(c.topology, c.name, name, c.command, c.runtime))
     plan.stop_commands += [k for k in running if k not in wanted_keys]
     if wanted_resolv is not None:
         observed_resolv = observed_resolv or {}
@@ -259,6 +268,8 @@ class Problems:
     containers: dict[tuple[str, str], str] = field(default_factory=dict)  # (topology, name)
     ports: dict[str, str] = field(default_factory=dict)  # a container interface, by its port
     host_legs: dict[tuple[str, str], str] = field(default_factory=dict)  # (topology, network)
+    # containers attached by name whose runtime container does not run (yet): why
+    pending: dict[tuple[str, str], str] = field(default_factory=dict)  # (topology, name)
 
 
 def plumbing_problems(
@@ -279,6 +290,8 @@ def plumbing_problems(
             if found is not None:
                 problems.host_legs[(topo.name, net.name)] = found.what
         for c in topo.containers:
+            if waiting(c):
+                continue
             if c.netns not in observed_netns or c.netns in stale_netns:
                 problems.containers[(topo.name, c.name)] = f"namespace {c.netns} missing"
                 continue

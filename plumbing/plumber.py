@@ -16,11 +16,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ovsdb.bridge import TOPOLOGY_KEY, Bridge, OwnedPort
-from plumbing import netns, processes, resolvconf
+from plumbing import images, netns, processes, resolvconf
 from plumbing.apply import PlumbingError, apply_plan
 from plumbing.exitwatch import ExitWatch
 from plumbing.observe import InterfaceReader, ObservedInterfaces
-from plumbing.plan import PlumbingPlan, Problems, plan_plumbing, plumbing_problems, process_key
+from plumbing.plan import (
+    PlumbingPlan,
+    Problems,
+    plan_plumbing,
+    plumbing_problems,
+    process_key,
+    waiting,
+)
+from plumbing.runtimeevents import RuntimeEvents
 from plumbing.statefiles import StateFiles
 from plumbing.supervisor import Supervisor, Wanted, running_commands, wanted_commands
 from switchboard.private import private_dir
@@ -48,11 +56,16 @@ class Plumber:
     def __init__(self, bridge: Bridge, state_dir: Path, ofport_timeout: float = 30.0,
                  netns_prefix: str = netns.PREFIX,
                  on_exit: Callable[[str], None] | None = None,
-                 wake: Callable[[], None] | None = None) -> None:
+                 wake: Callable[[], None] | None = None,
+                 runtime: str = images.DEFAULT_RUNTIME) -> None:
         """``on_exit(key)``: called (from a watcher thread) as soon as a command exits;
         ``wake()``: called when a command held back by its backoff is due."""
         self.bridge = bridge
         self.netns_prefix = netns_prefix  # the container namespaces this plumber owns
+        self.runtime = runtime  # what runs image containers (plumbing.images)
+        self._ids: dict[str, tuple[int, str]] = {}  # name -> (client PID, runtime's ID)
+        self._events: dict[str, RuntimeEvents] = {}  # runtime -> its events, when attached
+        self._attached_names: dict[str, set[str]] = {}  # runtime -> names attached by name
         self.files = StateFiles(private_dir(state_dir))  # logs and commands: root's only
         self.ofport_timeout = ofport_timeout
         self._lock = threading.Lock()
@@ -121,7 +134,22 @@ class Plumber:
             if key in self._wanted and key in pid_files:  # restart policy at work
                 status[name]["command"] = self.supervisor.status(
                     pid_files[key], self._wanted[key].policy, bool(status[name]["running"]))
+            if ns and status[name]["running"] and key in pid_files:
+                status[name]["runtime_id"] = self._runtime_id(ns, pid_files[key])
         return status
+
+    def _runtime_id(self, name: str, pid_path: Path) -> str | None:
+        """The runtime's ID of the image container ``name`` whose client the pid file names
+        (None: not an image container, or the runtime does not know it); asked once per run."""
+        rec = processes.read(pid_path)
+        if rec is None or rec.runtime is None:
+            return None
+        if self._ids.get(name, (None, None))[0] != rec.pid:
+            found = self.runtime_containers().get(name)
+            if found is None:
+                return None
+            self._ids[name] = (rec.pid, found["id"])
+        return self._ids[name][1]
 
     # -- reconciling -----------------------------------------------------------------
 
@@ -134,10 +162,12 @@ class Plumber:
         A container attached to a process that is gone cannot be realised: the rest is, then
         PlumbingError names it.
         """
+        plans = images.with_run_commands(plans, self.runtime, self.netns_prefix)
+        plans, pending = self._resolve_names(plans)
         all_plans = plans
         plans, orphans = _without_dead_attachments(plans)
         with self._lock:
-            self.problems = Problems(containers=_dead_attachments(all_plans))
+            self.problems = Problems(containers=_dead_attachments(all_plans), pending=pending)
             seen = self._observe(plans)
             wanted = wanted_commands(plans, self.files.pid_path)
             review = self.supervisor.review(wanted.values(), seen.running, seen.commands)
@@ -148,18 +178,99 @@ class Plumber:
                 observed_resolv=seen.resolv, interfaces=seen.interfaces,
                 netns_prefix=self.netns_prefix, hold=review.hold,
             )
+            unable = self._unable_images(plan, plans)
             try:
                 new_ofports = {} if plan.is_empty() else self._apply(plan, plans)
                 self._supervise(plan, review.exited, wanted, review.due)
             finally:
                 self._record_problems(plans, seen, look_again=not plan.is_empty())
+                self.problems.containers.update(unable)
         if orphans:
             raise PlumbingError("; ".join(orphans))
-        wanted = {ep.port for topo in plans for ep in topo.endpoints()}
+        wanted = {ep.port for topo in plans for c in topo.containers if not waiting(c)
+                  for ep in c.endpoints}
         wanted |= {net.host_leg.port for topo in plans for net in topo.networks}
         ofports = {n: p.ofport for n, p in seen.ports.items() if n in wanted and p.ofport}
         ofports.update(new_ofports)
         return {n: ofports[n] for n in sorted(wanted)}
+
+    def _resolve_names(self, plans: list[TopologyPlan]
+                       ) -> tuple[list[TopologyPlan], dict[tuple[str, str], str]]:
+        """The plans with each container attached by name given its runtime container's
+        PID; one whose container does not run is left out, (topology, name) -> why."""
+        by_runtime: dict[str, set[str]] = {}
+        for topo in plans:
+            for c in topo.containers:
+                if c.attach_name is not None:
+                    by_runtime.setdefault(c.attach_name[0], set()).add(c.attach_name[1])
+        self._attached_names = by_runtime
+        if not by_runtime:
+            return plans, {}
+        pids: dict[str, dict[str, int]] = {}
+        errors: dict[str, str] = {}
+        for runtime, names in by_runtime.items():
+            self._follow(runtime)
+            try:
+                pids[runtime] = images.running_pids(runtime, names)
+            except (images.ImageError, ValueError) as err:
+                errors[runtime] = str(err)
+        pending, out = {}, []
+        for topo in plans:
+            kept = []
+            for c in topo.containers:
+                if c.attach_name is None:
+                    kept.append(c)
+                    continue
+                runtime, name = c.attach_name
+                pid = pids.get(runtime, {}).get(name)
+                if pid is not None and _pid_netns(pid) is not None:  # not gone meanwhile
+                    kept.append(replace(c, attach_pid=pid))
+                elif c.runtime is not None:  # its command makes it: start that, plug later
+                    kept.append(c)
+                    pending[(topo.name, c.name)] = errors.get(runtime) or (
+                        f"waiting for {runtime} container {name} to run")
+                else:
+                    pending[(topo.name, c.name)] = errors.get(runtime) or (
+                        f"waiting for {runtime} container {name}: it does not exist or is "
+                        "not running")
+            out.append(replace(topo, containers=tuple(kept)))
+        return out, pending
+
+    def _follow(self, runtime: str) -> None:
+        """Follow ``runtime``'s events (once), waking the daemon for attached names."""
+        if runtime in self._events or self._wake is None:
+            return
+        events = RuntimeEvents(runtime, lambda: self._attached_names.get(runtime, set()),
+                               self._wake)
+        self._events[runtime] = events
+        events.ensure_started()
+
+    def _unable_images(self, plan: PlumbingPlan, plans: list[TopologyPlan]
+                       ) -> dict[tuple[str, str], str]:
+        """Take out of ``plan`` the image containers whose image (or runtime) is missing;
+        (topology, container) -> why, for each."""
+        image_of = {(topo.name, c.name): c.image.image for topo in plans
+                    for c in topo.containers if c.image is not None}
+        starting = [cmd for cmd in plan.start_commands if cmd.runtime is not None]
+        if not starting:
+            return {}
+        missing = images.missing_images(
+            self.runtime, {image_of[(cmd.topology, cmd.container)] for cmd in starting})
+        unable = {(cmd.topology, cmd.container): missing[image]
+                  for cmd in starting
+                  if (image := image_of[(cmd.topology, cmd.container)]) in missing}
+        plan.start_commands = [cmd for cmd in plan.start_commands
+                               if (cmd.topology, cmd.container) not in unable]
+        return unable
+
+    def runtime_containers(self) -> dict[str, dict[str, Any]]:
+        """The runtime's containers of this daemon, by name (its namespace): id, image,
+        state ({} when the runtime cannot tell)."""
+        try:
+            return images.by_name(images.owned(self.runtime, self.netns_prefix))
+        except (images.ImageError, ValueError) as err:
+            LOG.warning("cannot list %s's containers: %s", self.runtime, err)
+            return {}
 
     def _supervise(self, plan: PlumbingPlan, exited: set[str], wanted: dict[str, Wanted],
                    due: float | None) -> None:
@@ -218,23 +329,37 @@ class Plumber:
                 self._apply(plan, [])
             for key in plan.stop_commands:
                 self.supervisor.forget(self.files.pid_path(*key.split("/", 1)))
+            self._remove_labelled(name)
+
+    def _remove_labelled(self, topology: str) -> None:
+        """Remove what the runtime still holds of ``topology`` by this daemon's labels (a
+        container no pid file names any more)."""
+        try:
+            left = images.owned(self.runtime, self.netns_prefix, topology)
+        except (images.ImageError, ValueError) as err:
+            LOG.warning("cannot list %s's containers of %s: %s", self.runtime, topology, err)
+            return
+        images.remove(self.runtime, images.by_name(left))
 
     def _apply(self, plan: PlumbingPlan, plans: list[TopologyPlan]) -> dict[str, int]:
         return apply_plan(plan, plans, self.bridge, self.files, self.ofport_timeout)
 
 
 def _dead_attachments(plans: list[TopologyPlan]) -> dict[tuple[str, str], str]:
-    """(topology, container) -> why, of containers whose namespace to attach to is gone."""
+    """(topology, container) -> why, of containers whose namespace to attach to is gone (an
+    image whose namespace its own command makes, under Docker, is not one of them)."""
     return {(topo.name, c.name): "the process to attach to is not running"
             if c.attach_pid is not None else f"the namespace {c.attach_path} does not exist"
             for topo in plans for c in topo.containers
-            if c.attached and _pid_netns(c.attach_source) is None}
+            if c.attached and c.runtime is None and _pid_netns(c.attach_source) is None}
 
 
 def _without_dead_attachments(
     plans: list[TopologyPlan],
 ) -> tuple[list[TopologyPlan], list[str]]:
-    """Plans minus containers whose attach process is gone, and a sentence for each."""
+    """Plans minus containers whose attach process is gone, and a sentence for each. An
+    image whose namespace follows its command (Docker) waits for it instead: its command
+    stays."""
     kept, orphans = [], []
     for topo in plans:
         dead = [c for c in topo.containers if c.attached and _pid_netns(c.attach_source) is None]
@@ -242,9 +367,10 @@ def _without_dead_attachments(
             f"{topo.name}/{c.name}: process {c.attach_pid} to attach to is not running"
             if c.attach_pid is not None else
             f"{topo.name}/{c.name}: namespace {c.attach_path} to attach to does not exist"
-            for c in dead
+            for c in dead if c.runtime is None
         ]
-        containers = tuple(c for c in topo.containers if c not in dead)
+        containers = tuple(c if c not in dead else replace(c, attach_pid=None)
+                           for c in topo.containers if c not in dead or c.runtime is not None)
         kept.append(replace(topo, containers=containers) if dead else topo)
     return kept, orphans
 

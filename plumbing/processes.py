@@ -15,6 +15,10 @@ the signal number for a command killed by a signal. The wrapper sits in another 
 so stopping the command's group leaves it to record that exit; killing the wrapper itself
 leaves the command running (its exit status is then unknown).
 
+An image container's command (plumbing.images) runs the runtime's client: it starts from
+the host's namespaces instead (``runtime`` in its record), and counts as running while that
+client runs.
+
 A daemon killed after starting a command and before writing its pid file leaves it running
 unnamed; the command carries its pid file's name in its environment, so the next start
 adopts it instead of starting a second copy, and a stop ends it (:mod:`plumbing.orphans`).
@@ -66,6 +70,7 @@ class ProcessRecord:
     starttime: int
     netns: str
     command: str
+    runtime: str | None = None  # an image container's runtime (its client runs on the host)
 
 
 def _starttime(pid: int) -> int | None:
@@ -86,8 +91,9 @@ def read(pid_path: Path) -> ProcessRecord | None:
     try:
         pid_line, meta_line = Path(pid_path).read_text().splitlines()[:2]
         meta = json.loads(meta_line)
-        return ProcessRecord(int(pid_line), int(meta["starttime"]), meta["netns"], meta["command"])
-    except (OSError, ValueError, KeyError):
+        return ProcessRecord(int(pid_line), int(meta["starttime"]), meta["netns"], meta["command"],
+                             meta.get("runtime"))
+    except (OSError, ValueError, KeyError, AttributeError):
         return None
 
 
@@ -95,12 +101,22 @@ def _alive(rec: ProcessRecord) -> bool:
     return _starttime(rec.pid) == rec.starttime
 
 
-def _in_netns(pid: int, netns: str) -> bool:
+def _in_netns(pid: int, netns: str, runtime: str | None = None) -> bool:
+    """``pid`` is in ``netns`` (a runtime's client: in the host's namespace)."""
     try:
         st = os.stat(f"/proc/{pid}/ns/net")
     except OSError:
         return False
-    return (st.st_dev, st.st_ino) == netns_inode(netns)
+    return (st.st_dev, st.st_ino) == _place(netns, runtime)
+
+
+def _place(netns: str, runtime: str | None) -> tuple[int, int] | None:
+    """The namespace a command's processes run in: its container's, or for a runtime's
+    client the host's (the daemon's own)."""
+    if runtime is None:
+        return netns_inode(netns)
+    st = os.stat("/proc/self/ns/net")
+    return st.st_dev, st.st_ino
 
 
 def log_path(state_dir: Path, topology: str, container: str) -> Path:
@@ -112,7 +128,7 @@ def log_path(state_dir: Path, topology: str, container: str) -> Path:
 def is_running(pid_path: Path) -> bool:
     """The recorded process is alive (same PID, same start) and in its namespace."""
     rec = read(pid_path)
-    return rec is not None and _alive(rec) and _in_netns(rec.pid, rec.netns)
+    return rec is not None and _alive(rec) and _in_netns(rec.pid, rec.netns, rec.runtime)
 
 
 def exit_path(pid_path: Path) -> Path:
@@ -138,6 +154,7 @@ class Start:
     command: str
     log_path: Path
     pid_path: Path
+    runtime: str | None = None  # an image container: ``command`` runs its runtime's client
 
 
 def start(netns: str, command: str, log_path: Path, pid_path: Path) -> int:
@@ -190,7 +207,7 @@ def _adopt(starts: Sequence[Start]) -> dict[Path, int]:
     """Give the commands about to start that already run without a pid file (a daemon
     killed before it wrote it) their pid file, and end their stray copies; pid file -> the
     adopted PID."""
-    wanted = {one.pid_path: netns_inode(one.netns) for one in starts
+    wanted = {one.pid_path: _place(one.netns, one.runtime) for one in starts
               if not is_running(one.pid_path)}
     adopted = orphans.sweep(wanted)
     for one in starts:
@@ -201,12 +218,14 @@ def _adopt(starts: Sequence[Start]) -> dict[Path, int]:
 
 def _write_record(one: Start, pid: int, starttime: int) -> None:
     record = {"starttime": starttime, "netns": one.netns, "command": one.command}
+    if one.runtime is not None:
+        record["runtime"] = one.runtime
     write_private(one.pid_path, f"{pid}\n{json.dumps(record)}\n")
 
 
 def _launch(one: Start) -> tuple[subprocess.Popen, int]:
     """Start the wrapper of one command; it and the pipe on which it sends the PID."""
-    if netns_inode(one.netns) is None:
+    if one.runtime is None and netns_inode(one.netns) is None:
         raise ProcessError(f"cannot start command in {one.netns}: no such namespace")
     private_dir(one.pid_path.parent)
     exit_path(one.pid_path).unlink(missing_ok=True)
@@ -216,8 +235,9 @@ def _launch(one: Start) -> tuple[subprocess.Popen, int]:
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             log.write(f"--- {stamp} starting in {one.netns}: {one.command}\n".encode())
             log.flush()
+            enter = ["ip", "netns", "exec", one.netns] if one.runtime is None else []
             proc = subprocess.Popen(
-                ["ip", "netns", "exec", one.netns, "sh", "-c", WRAPPER, "switchboard-run",
+                [*enter, "sh", "-c", WRAPPER, "switchboard-run",
                  str(exit_path(one.pid_path)), one.command, str(one.pid_path)],
                 stdin=write_end, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, close_fds=True,
@@ -294,11 +314,11 @@ def end_leftovers(*records: ProcessRecord) -> list[int]:
     led, in its namespace (a command's leader killed alone leaves its children running, out
     of reach of the pid file); their PIDs. Nothing for a leader that itself runs. One scan
     of /proc for all of them (``down`` of 100 dead commands scanned it 100 times)."""
-    netns_of = {rec.pid: rec.netns for rec in records if not _alive(rec)}
-    if not netns_of:
+    dead = {rec.pid: rec for rec in records if not _alive(rec)}
+    if not dead:
         return []
     left = [pid for pid, pgrp in _live_processes()
-            if pgrp in netns_of and _in_netns(pid, netns_of[pgrp])]
+            if pgrp in dead and _in_netns(pid, dead[pgrp].netns, dead[pgrp].runtime)]
     orphans.end(left)
     return left
 

@@ -58,7 +58,7 @@ def wanted_files(plans: Iterable[TopologyPlan], host_text: str) -> dict[str, str
     for topo in plans:
         legs = {net.name: net.host_leg.ip for net in topo.networks}
         for c in topo.containers:
-            if c.attached or not c.endpoints:
+            if (c.attached and c.image is None) or not c.endpoints:
                 continue
             leg = legs[c.endpoints[0].network]
             files[c.netns] = resolv_conf(leg, host_text, f"{topo.name}/{c.name}")

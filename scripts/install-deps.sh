@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what Switchboard needs on Debian 12 (as root): Open vSwitch, Consul 1.8.7 from
-# Debian 11 (pinned), test clients, and a virtualenv with the Python dependencies.
+# Debian 11 (pinned), Podman with runc for image containers (and its settings for this kind of
+# host), test clients, and a virtualenv with the Python dependencies.
 # Idempotent: what is already installed is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,12 +20,13 @@ command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v pgrep >/dev/null || need_apt+=(procps)
 command -v dot >/dev/null || need_apt+=(graphviz)  # switchboard graph --format svg|png
 python3 -c "import ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv)
-# CNI: the reference plugins (/usr/lib/cni), and Podman with runc for the CNI plugin's tests
-# (no recommended packages: they would make netavark Podman's default network backend)
+# Podman runs image containers (and the CNI plugin's tests) with runc (crun refuses hybrid
+# cgroups); without the recommended packages, which would make netavark its network backend.
+# The reference CNI plugins (/usr/lib/cni); busybox-static for scripts/build-image.sh.
 [ -d /usr/lib/cni ] || need_apt+=(containernetworking-plugins)
 command -v podman >/dev/null || need_apt+=(podman)
 command -v runc >/dev/null || need_apt+=(runc)
-[ -x /bin/busybox ] || need_apt+=(busybox-static)  # the tests' image (no registry needed)
+dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 
 if ! command -v consul >/dev/null; then
   # Debian 12 has no consul; Debian 11's 1.8.7 installs from the bullseye suite. Add that suite
@@ -56,6 +58,24 @@ fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# Podman's settings for hosts without systemd, with hybrid cgroups and without
+# CAP_SYS_RESOURCE (its default nofile limit of 1048576 cannot be set there), as a drop-in
+# beside whatever /etc/containers/containers.conf holds.
+conf=/etc/containers/containers.conf.d/50-switchboard.conf
+if [ ! -f "$conf" ]; then
+  install -d /etc/containers/containers.conf.d
+  cat > "$conf" <<'CONF'
+# Written by Switchboard's scripts/install-deps.sh (see docs/operations.md).
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+
+[engine]
+cgroup_manager = "cgroupfs"
+runtime = "runc"
+events_logger = "file"
+CONF
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

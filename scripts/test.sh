@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 bash scripts/start-services.sh
+bash scripts/build-image.sh  # the image the image-container tests and the demo file run
 VENV=${SWITCHBOARD_VENV:-/opt/switchboard/venv}
 "$VENV/bin/ruff" check .
 # The docs: a broken link or anchor, or a page missing from nav, fails. Output only on failure

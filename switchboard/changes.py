@@ -207,6 +207,8 @@ def _container_summary(name: str, side: Desired) -> tuple[str, ...]:
     parts = [f"{net} {side.allocation[(name, net)]}" for net in container.networks]
     if host := side.placement.get(name):
         parts.append(f"on host {host}")
+    if container.image:
+        parts.append(f"image {container.image}")
     if container.command:
         parts.append(f"command {_show(container.command)}")
     if container.publish:
@@ -238,10 +240,13 @@ def _effect(name: str, old: Desired, new: Desired) -> list[Effect]:
     restart = []
     if before.command != after.command:
         restart.append("its command changes" if after.command else "its command is removed")
-    old_pid = before.attach.source if before.attach else None
-    new_pid = after.attach.source if after.attach else None
-    if old_pid != new_pid:
-        restart.append(f"it attaches to pid {new_pid} instead of {old_pid}")
+    for key in ("image", "env", "volumes", "workdir", "user"):
+        if getattr(before, key) != getattr(after, key):
+            restart.append(f"its {key} changes (the runtime's container is made again)")
+    if before.attach != after.attach:
+        old = before.attach.describe() if before.attach else "nothing"
+        new = after.attach.describe() if after.attach else "nothing"
+        restart.append(f"it attaches to {new} instead of {old}")
     was, goes = old.placement.get(name), new.placement.get(name)
     if was and goes and was != goes:
         restart.append(f"it moves from host {was} to host {goes}")

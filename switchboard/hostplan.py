@@ -16,6 +16,7 @@ from switchboard.model import (
     Topology,
     TopologyError,
 )
+from switchboard.model.image import ImageRun, image_run
 
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 
@@ -143,11 +144,16 @@ class ContainerPlan:
     host: str = ""  # the host that runs it ("": this one)
     restart: str = "always"  # restart policy of its command (always, on-failure, never)
     attach_path: str | None = None  # an existing namespace by its path (CNI's CNI_NETNS)
+    image: ImageRun | None = None  # an OCI image run in the namespace (command: its args)
+    attach_name: tuple[str, str] | None = None  # (runtime, name): attach_pid found from it
+    runtime: str | None = None  # set by the plumber: the runtime whose client ``command`` is
 
     @property
     def attached(self) -> bool:
-        """An existing namespace (by pid or path), not one Switchboard made."""
-        return self.attach_pid is not None or self.attach_path is not None
+        """An existing namespace (by pid, path or a runtime container's name), not one
+        Switchboard made."""
+        return (self.attach_pid is not None or self.attach_path is not None
+                or self.attach_name is not None)
 
     @property
     def attach_source(self) -> int | str | None:
@@ -399,12 +405,14 @@ def plan_topology(
                 topology=topo,
                 name=c_name,
                 netns=netns,
-                command=container.command,
+                command=container.command if container.image is None else None,
                 attach_pid=container.attach.pid if container.attach else None,
                 attach_path=container.attach.netns if container.attach else None,
                 endpoints=tuple(endpoints),
                 host=site.host_of(c_name, placement),
                 restart=container.restart_policy,
+                image=image_run(container),
+                attach_name=container.attach.by_name if container.attach else None,
             )
         )
     return TopologyPlan(

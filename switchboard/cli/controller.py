@@ -52,12 +52,16 @@ from switchboard.cli.output import fail as _fail
               help="DNS servers for the containers' names outside Consul, HOST[:PORT] "
                    "separated by commas, asked in turn (default: the host's own, from "
                    "/etc/resolv.conf, read again when it changes).")
+@click.option("--runtime", envvar="SWITCHBOARD_RUNTIME", default="podman", show_default=True,
+              type=click.Choice(["podman", "docker"]),
+              help="The container runtime that runs image containers (`image:` in a file).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every change made.")
 @click.pass_context
 def controller(
     ctx: click.Context, bridge: str, of_port: int, state_dir: Path, host_id: str | None,
     ovsdb: str | None, run_dir: Path, tunnel_ip: str | None, netns_prefix: str,
-    reschedule_after: float, metrics: str, upstream_dns: str | None, verbose: bool,
+    reschedule_after: float, metrics: str, upstream_dns: str | None, runtime: str,
+    verbose: bool,
 ) -> None:
     """Run the per-host daemon: os-ken app, plumbing and status reports (foreground).
 
@@ -93,7 +97,7 @@ def controller(
                           of_port=of_port, state_dir=state_dir, ovsdb=ovsdb,
                           tunnel_ip=tunnel_ip, netns_prefix=netns_prefix, underlay_mtu=mtu,
                           reschedule_after=reschedule_after, metrics=metrics,
-                          upstream_dns=upstream_dns)
+                          upstream_dns=upstream_dns, runtime=runtime)
     if host_id:
         config.host_id = host_id
     daemon = Daemon(config)

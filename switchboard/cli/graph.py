@@ -89,8 +89,7 @@ def picture(
             for n in container.networks if (c_name, n) in allocation
         ]
         if container.attach is not None:
-            how = "pid" if container.attach.pid is not None else "netns"
-            lines.append(f"attached {how} {container.attach.source}")
+            lines.append(f"attached {container.attach.describe()}")
         if container.publish:
             lines.append(f"publishes {', '.join(container.publish)}")
         pic.nodes.append(Node(cid, "container", tuple(lines)))

@@ -55,7 +55,8 @@ def check_here(stored: StoredTopology, container: str, this_host: str) -> None:
             f"container {container!r} of topology {stored.topology.name!r} runs on host "
             f"{host}, and its output is there; run `switchboard logs {container}` on {host} "
             f"(this host is {this_host})")
-    if stored.topology.containers[container].command is None:
+    spec = stored.topology.containers[container]
+    if spec.command is None and spec.image is None:
         raise LogsError(f"container {container!r} of topology {stored.topology.name!r} has no "
                         "command, so it has no output")
 

@@ -261,6 +261,11 @@ def _print_topology(topo: dict[str, Any]) -> None:
             host_port, rest = entry.split(":", 1)
             console.print(f"  {r['container']}: host port {host_port}/{rest.split('/')[1]} -> "
                           f"{r['ip']}:{rest}", highlight=False)
+    imaged = {r["container"]: r for r in topo["containers"] if r.get("image")}
+    for name, r in sorted(imaged.items()):  # image containers: the runtime's side
+        ident = r.get("runtime_id") or "no container running"
+        console.print(f"  {escape(name)}: image {escape(r['image'])}, {escape(ident)}",
+                      highlight=False, soft_wrap=True)
     noted = set()
     for r in topo["containers"]:
         if r.get("problem"):  # what keeps it from working as planned

@@ -18,6 +18,14 @@ from pydantic import (
 )
 
 from switchboard.model.base import Path, _Model, _Problems, _raise_unless_deferred
+from switchboard.model.image import (
+    check_env_name,
+    check_image,
+    check_user,
+    check_volume,
+    check_workdir,
+    image_problems,
+)
 from switchboard.model.publish import Publish, check_publish, parse_publish
 from switchboard.model.scalars import (
     DEFAULT_CHECK_INTERVAL,
@@ -52,6 +60,7 @@ class Attachment(_Model):
 
 
 _IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+_RUNTIME_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 
 
 def _check_netns_path(value: str) -> str:
@@ -67,25 +76,61 @@ def _check_ifname(value: str) -> str:
     return value
 
 
+def _check_runtime_name(value: str) -> str:
+    if not _RUNTIME_NAME_RE.fullmatch(value):
+        raise ValueError(f"bad container name {value!r}: letters, digits, _ . and -, "
+                         "starting with a letter or digit")
+    return value
+
+
+RuntimeName = Annotated[StrictStr, AfterValidator(_check_runtime_name)]
+_KINDS = ("pid", "netns", "podman", "docker")
+
+
 class Attach(_Model):
-    """An existing network namespace: by the PID of a process inside it, or by the path of a
-    namespace file (``netns``, as CNI runtimes pass it). ``ifname`` names the interface of
-    the container's first network inside it (default ``eth0``)."""
+    """An existing network namespace: by the PID of a process inside it, by the path of a
+    namespace file (``netns``, as CNI runtimes pass it), or as the namespace of a Podman or
+    Docker container, by its name (followed when it restarts). ``ifname`` names the
+    interface of the container's first network inside a ``netns`` (default ``eth0``)."""
 
     pid: Annotated[StrictInt, Field(ge=1)] | None = None
     netns: Annotated[StrictStr, AfterValidator(_check_netns_path)] | None = None
     ifname: Annotated[StrictStr, AfterValidator(_check_ifname)] | None = None
+    podman: RuntimeName | None = None
+    docker: RuntimeName | None = None
 
     @model_validator(mode="after")
-    def _one_source(self) -> Attach:
-        if (self.pid is None) == (self.netns is None):
-            raise ValueError("attach needs exactly one of pid (a process) or netns (a path)")
+    def _one_kind(self) -> Attach:
+        given = [k for k in _KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("attach takes exactly one of pid (a process), netns (a path), "
+                             f"podman or docker (a container's name); got "
+                             f"{', '.join(given) or 'none'}")
+        if self.ifname is not None and self.netns is None:
+            raise ValueError("ifname goes with netns (the interface inside that namespace)")
         return self
 
     @property
     def source(self) -> int | str:
-        """The PID or the namespace path."""
-        return self.pid if self.pid is not None else str(self.netns)
+        """The PID, the namespace path, or the runtime container's name."""
+        if self.pid is not None:
+            return self.pid
+        return str(self.netns or self.podman or self.docker)
+
+    @property
+    def by_name(self) -> tuple[str, str] | None:
+        """(runtime, container name), or None for a PID or a path."""
+        if self.podman is not None:
+            return ("podman", self.podman)
+        if self.docker is not None:
+            return ("docker", self.docker)
+        return None
+
+    def describe(self) -> str:
+        """``pid 42``, ``netns /run/netns/x``, ``podman container web``."""
+        if self.by_name is not None:
+            return f"{self.by_name[0]} container {self.by_name[1]}"
+        return f"pid {self.pid}" if self.pid is not None else f"netns {self.netns}"
 
 
 class Check(_Model):
@@ -155,8 +200,8 @@ def _normalize_networks(value: Any) -> Any:
 
 class Container(_Model):
     """A network namespace with legs on ``networks`` (file order; the first is the default
-    route), either created by Switchboard (optionally running ``command``) or an existing
-    one given by ``attach``."""
+    route), either created by Switchboard (optionally running ``command``, or an OCI
+    ``image`` with ``command`` as its arguments) or an existing one given by ``attach``."""
 
     networks: Annotated[dict[Name, Attachment], BeforeValidator(_normalize_networks)]
     command: StrictStr | None = None
@@ -166,6 +211,12 @@ class Container(_Model):
     restart: RestartPolicy | None = None  # when its command runs again (None: the default)
     # host ports that reach it from outside the host and from the host itself
     publish: list[Annotated[StrictStr, AfterValidator(check_publish)]] = []
+
+    image: Annotated[StrictStr, AfterValidator(check_image)] | None = None
+    env: dict[Annotated[StrictStr, AfterValidator(check_env_name)], StrictStr] = {}
+    volumes: list[Annotated[StrictStr, AfterValidator(check_volume)]] = []
+    workdir: Annotated[StrictStr, AfterValidator(check_workdir)] | None = None
+    user: Annotated[StrictStr, AfterValidator(check_user)] | None = None
 
     @property
     def published(self) -> tuple[Publish, ...]:
@@ -204,11 +255,11 @@ def _container_problems(c: Container) -> Iterator[tuple[Path, str]]:
             "a container with attach runs in an existing namespace and cannot have "
             "a command; remove one of them",
         )
-    if c.restart is not None and c.command is None:
+    if c.restart is not None and c.command is None and c.image is None:
         yield (
             ("restart",),
-            "restart says when a command runs again, and this container has no command; "
-            "add a command or remove restart",
+            "restart says when a command or image runs again, and this container has "
+            "neither; add a command or an image, or remove restart",
         )
     ports: dict[tuple[str, int], int] = {}
     for i, text in enumerate(c.publish):
@@ -220,6 +271,7 @@ def _container_problems(c: Container) -> Iterator[tuple[Path, str]]:
             yield (("publish", i), f"host port {pub.host_port}/{pub.proto} is published twice "
                                    f"(also publish.{ports[pub.proto, pub.host_port]})")
         ports.setdefault((pub.proto, pub.host_port), i)
+    yield from image_problems(c)
     seen: dict[str, int] = {}
     for i, svc in enumerate(c.services):
         if svc.name in seen:

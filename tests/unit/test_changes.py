@@ -145,3 +145,24 @@ def test_json_output_says_whether_anything_changes() -> None:
     assert diff(STORED, side(SHOP, STORED)).to_json()["changed"] is False
     data = diff(None, STORED).to_json()
     assert data["changed"] is True and data["new"] is True
+
+
+IMAGE_SHOP = SHOP.replace("command: python3 -m http.server 80\n",
+                          "image: localhost/switchboard/demo:1\n"
+                          "    command: httpd -f -p 80\n")
+
+
+def test_a_changed_image_or_env_recreates_that_container() -> None:
+    stored = side(IMAGE_SHOP)
+    for old, new, reason in (
+        ("demo:1", "demo:2", "its image changes (the runtime's container is made again)"),
+        ("    command: httpd -f -p 80\n", "    command: httpd -f -p 80\n    env: {A: b}\n",
+         "its env changes (the runtime's container is made again)"),
+    ):
+        found = diff(stored, side(IMAGE_SHOP.replace(old, new), stored))
+        assert [(e.container, e.effect, e.reasons) for e in found.effects] == [
+            ("web", "restart", (reason,))]
+        assert "containers that restart:" in render(found)
+    added = diff(None, stored)
+    web = next(c for c in added.changes if c.name == "web")
+    assert "image localhost/switchboard/demo:1" in web.details

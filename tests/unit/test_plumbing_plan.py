@@ -348,3 +348,20 @@ def test_problems_name_missing_namespaces_ports_and_ofports():
         port(plan, "b"): f"port {port(plan, 'b')} not on the bridge",
         name: f"port {name} has no OpenFlow port number",
     }
+
+
+def test_an_image_under_docker_starts_first_and_its_namespace_is_plugged_once_it_runs() -> None:
+    base = make_plan(containers={"a": None})
+    image = replace(base.containers[0], command="exec docker run img", runtime="docker",
+                    attach_name=("docker", base.containers[0].netns))
+    waiting = replace(base, containers=(image,))
+    plan = plan_plumbing([waiting], {}, set(), {})
+    assert plan.create_netns == [] and plan.attach_netns == [] and plan.create_endpoints == []
+    assert [c.runtime for c in plan.start_commands] == ["docker"]
+    # it runs (pid 77): its namespace is attached and plugged, its command left running
+    attached = replace(waiting, containers=(replace(image, attach_pid=77),))
+    plan = plan_plumbing([attached], {}, set(), {"t1/a": True},
+                         observed_commands={"t1/a": "exec docker run img"})
+    assert plan.attach_netns == [(image.netns, 77)]
+    assert [ep.container for ep in plan.create_endpoints] == ["a"]
+    assert plan.start_commands == [] and plan.stop_commands == []
