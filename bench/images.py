@@ -58,8 +58,36 @@ def switchboard_run(n: int, state: Path) -> float:
         teardown(sb)
 
 
+FORWARD_SYSCTL = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+# What iptables-restore needs to leave the filter and nat tables empty (as on a host without
+# rules, where iptables-save prints nothing).
+NO_RULES = "".join(f"*{table}\n" + "".join(f":{chain} ACCEPT [0:0]\n" for chain in chains)
+                   + "COMMIT\n" for table, chains in (
+                       ("filter", ("INPUT", "FORWARD", "OUTPUT")),
+                       ("nat", ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"))))
+
+
+def _host_firewall() -> tuple[str, str]:
+    """The host's IPv4 forwarding flag and its iptables rules (without iptables-save's
+    comments), to put back after Podman's bridge: its CNI plugins turn forwarding on and add
+    chains of their own."""
+    rules = sh("iptables-save").stdout
+    return FORWARD_SYSCTL.read_text(), "".join(
+        line + "\n" for line in rules.splitlines() if not line.startswith("#"))
+
+
+def _restore_host_firewall(saved: tuple[str, str]) -> None:
+    forwarding, rules = saved
+    if _host_firewall()[1] != rules:
+        subprocess.run(["iptables-restore"], input=rules or NO_RULES, text=True, check=False)
+    FORWARD_SYSCTL.write_text(forwarding)
+
+
 def baseline_run(n: int) -> float:
     net = f"sbt-img-bench-{RUN}"
+    saved = _host_firewall()
     made = podman("network", "create", "--subnet", THEIRS, "--disable-dns", net)
     if made.returncode != 0:
         raise RuntimeError(f"podman network create: {made.stderr}")
@@ -87,6 +115,7 @@ def baseline_run(n: int) -> float:
         podman("network", "rm", "--force", net)
         if bridge:
             sh(f"ip link del {bridge}")
+        _restore_host_firewall(saved)
 
 
 def main(sizes: list[int], rounds: int) -> None:
