@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from socketserver import ThreadingMixIn
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, disable_created_metrics, make_wsgi_app
@@ -31,9 +31,28 @@ from controller.startup import parse_metrics
 from switchboard.store import consul_client
 
 if TYPE_CHECKING:
-    from controller.daemon import Daemon
+    from controller.config import DaemonConfig
+    from controller.failover import Rescheduler
+    from discovery.dnsproxy import DnsProxy
+    from ovsdb.bridge import Bridge
+    from switchboard.store import Store
+
 
 LOG = logging.getLogger("switchboard.monitor")
+
+
+class DaemonParts(Protocol):
+    """What the monitor reads and hooks on the daemon that holds it (so that the
+    monitor does not import the daemon, which imports the monitor)."""
+
+    _outage: bool
+    app: Any
+    bridge: Bridge
+    config: DaemonConfig
+    dns: DnsProxy
+    rescheduler: Rescheduler
+    store: Store
+
 
 def judge(openflow: bool, ovsdb: bool, consul: bool, leader: bool,
           pass_age: float | None, max_age: float) -> tuple[bool, list[str]]:
@@ -69,7 +88,7 @@ class _Quiet(WSGIRequestHandler):
 class Monitor:
     """Metrics, health and events of one daemon."""
 
-    def __init__(self, daemon: Daemon, address: str | None) -> None:
+    def __init__(self, daemon: DaemonParts, address: str | None) -> None:
         self.daemon = daemon
         self.address = parse_metrics(address) if address else None
         config = daemon.config
