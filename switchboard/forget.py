@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from switchboard import hosts as host_inventory
 from switchboard.desired import StoredTopology
-from switchboard.hosts import Hosts
+from switchboard.inventory import Hosts
 
 if TYPE_CHECKING:
     from switchboard.store import Store

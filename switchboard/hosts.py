@@ -20,12 +20,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import consul
 
 from switchboard.desired import raw_value
+from switchboard.inventory import HostRecord, Hosts
 
 SERVICE = "switchboard-host"  # the Consul service every host's daemon registers
 HOST_META = "switchboard-host"  # Meta: the host's name
@@ -33,41 +33,6 @@ PREFIX_META = "switchboard-prefix"  # Meta: the KV prefix the daemon serves
 DEFAULT_PREFIX = "switchboard"
 SERF_CHECK = "serfHealth"
 GRACE = 5.0  # seconds `up` waits for a host to become ready (a daemon started a moment ago)
-
-State = Literal["ready", "down"]
-
-
-@dataclass(frozen=True)
-class HostRecord:
-    """A host as ``switchboard hosts`` shows it: its record joined with Consul's health."""
-
-    name: str
-    slot: int
-    tunnel_ip: str | None = None
-    datapath: str = "netdev"
-    underlay_mtu: int | None = None
-    bridge: str = ""
-    version: str = ""
-    state: State = "down"
-    reason: str = ""
-
-    @property
-    def ready(self) -> bool:
-        return self.state == "ready"
-
-
-class Hosts(dict[str, HostRecord]):
-    """Host name -> record (sorted by name), and the keys under ``P/hosts/`` that are not
-    host records: ``skipped`` (key -> why), reported, never raised."""
-
-    def __init__(self, records: Iterable[HostRecord] = (), skipped: Mapping[str, str] | None
-                 = None) -> None:
-        super().__init__((r.name, r) for r in sorted(records, key=lambda r: r.name))
-        self.skipped: dict[str, str] = dict(skipped or {})
-
-    def ready(self) -> list[str]:
-        """The names of the ready hosts, sorted."""
-        return [name for name, record in self.items() if record.ready]
 
 
 def hosts_prefix(prefix: str) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
-from switchboard.hosts import HostRecord
+from switchboard.inventory import HostRecord
 from switchboard.model import Topology
 
 Placement = dict[str, str]  # container -> host

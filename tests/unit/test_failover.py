@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from controller.failover import DownClock
-from switchboard.hosts import HostRecord, Hosts
+from switchboard.inventory import HostRecord, Hosts
 
 
 def hosts(**states: str) -> Hosts:

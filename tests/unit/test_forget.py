@@ -5,7 +5,7 @@ from __future__ import annotations
 from switchboard import ipam
 from switchboard.desired import StoredTopology
 from switchboard.forget import placed_on, refusal
-from switchboard.hosts import HostRecord, Hosts
+from switchboard.inventory import HostRecord, Hosts
 from switchboard.model import load_topology
 
 TOPOLOGY = """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from switchboard.hosts import HostRecord
+from switchboard.inventory import HostRecord
 from switchboard.model import load_topology
 from switchboard.placement import PlacementError, evacuate, load_of, place
 
