@@ -40,8 +40,11 @@ import dns.query  # noqa: E402
 from labrun import in_namespace  # noqa: E402
 
 from discovery import lookup  # noqa: E402
-from switchboard import hosts, ipam  # noqa: E402
-from switchboard.model import load_topology  # noqa: E402
+from sbcore.model import (
+    ipam,  # noqa: E402
+    load_topology,  # noqa: E402
+)
+from sbcore.state import hosts
 from tests.consul_agent import PORT_NAMES, Agent  # noqa: E402
 from tests.harness import (  # noqa: E402
     Switchboard,

@@ -71,8 +71,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from probers import Pinger, SrvProber, socket_in_netns  # noqa: E402
 
-from switchboard import ipam  # noqa: E402
-from switchboard.model import load_topology  # noqa: E402
+from sbcore.model import (
+    ipam,  # noqa: E402
+    load_topology,  # noqa: E402
+)
 from tests.harness import Switchboard, private_switchboard, teardown  # noqa: E402
 
 SUBNET = IPv4Network("10.234.0.0/16")  # the default; --subnet to change it

@@ -4,7 +4,7 @@ Two paths, measured in the same run, on the same VIP, in alternating rounds:
 
 - exit: the instance's server is the container's command. Killing it (SIGKILL to its process
   group) is seen by the daemon at once (plumbing.exitwatch): the instance leaves the VIP and
-  is put in maintenance in Consul without waiting for its check (controller.exits).
+  is put in maintenance in Consul without waiting for its check (controller.daemon.exits).
 - check: the server is a child of the command (``server & exec sleep infinity``), as in
   tests/integration/test_vip.py. Killing the server leaves the command running, so only the
   instance's TCP check (every 1 s) notices: the path every failure took before.

@@ -28,8 +28,8 @@ from ovsdb.bridge import Bridge  # noqa: E402
 from plumbing import resolvconf  # noqa: E402
 from plumbing.plan import plan_plumbing  # noqa: E402
 from plumbing.plumber import Plumber  # noqa: E402
-from switchboard.hostplan import TopologyPlan, plan_topology  # noqa: E402
-from switchboard.store import Store, consul_client  # noqa: E402
+from sbcore.plan.hostplan import TopologyPlan, plan_topology  # noqa: E402
+from sbcore.state.store import Store, consul_client  # noqa: E402
 from tests.harness import private_switchboard, teardown  # noqa: E402
 
 SUBNET = IPv4Network("10.238.0.0/16")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from switchboard.naming import group_id  # noqa: E402
+from sbcore.model.naming import group_id  # noqa: E402
 from tests.harness import private_switchboard, teardown  # noqa: E402
 from tests.integration.test_vip import (  # noqa: E402
     BOUND,

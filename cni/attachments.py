@@ -1,7 +1,7 @@
 """CNI attachments as Switchboard desired state: add, release, check and collect them.
 
 A container a runtime adds is a record under ``P/topologies/<T>/cni/<container>`` (see
-switchboard.desired): its container ID, namespace path, interface, network, address and
+sbcore.model.desired): its container ID, namespace path, interface, network, address and
 host. Every admission of T merges the records into what T's file declares, so a later
 `switchboard up` of the file keeps them; the record and the topology's new version are
 committed in one transaction of the same atomic admission as `up` (switchboard.apply).
@@ -38,12 +38,11 @@ from cni.protocol import (
     alternative_name,
     container_name,
 )
-from switchboard import ipam
+from sbcore.model import Topology, TopologyError, ipam
+from sbcore.model.desired import DesiredState, StoredTopology, encode, with_cni
+from sbcore.plan.placement import PlacementError
+from sbcore.state.store import Store, kv_op
 from switchboard.apply import ATTEMPTS, Decision, _discard, decide
-from switchboard.desired import DesiredState, StoredTopology, encode, with_cni
-from switchboard.model import Topology, TopologyError
-from switchboard.placement import PlacementError
-from switchboard.store import Store, kv_op
 
 Records = dict[str, dict[str, Any]]
 Change = Callable[[DesiredState, StoredTopology], tuple[Records, list[dict[str, Any]]] | None]
@@ -365,7 +364,7 @@ def reachable(call: Callable[[], Any], consul_address: str) -> Any:
 
 def status(store: Store, host: str) -> None:
     """STATUS: NOT_AVAILABLE unless Consul answers and this host's daemon is ready."""
-    from switchboard.hosts import read_hosts
+    from sbcore.state.hosts import read_hosts
 
     try:
         record = read_hosts(store.client, store.prefix).get(host)

@@ -32,7 +32,7 @@ DEFAULT_PREFIX = "switchboard"
 def open_store(config: Mapping[str, Any]) -> Any:
     """A Store for the configuration's Consul agent (``consul``), KV prefix (``prefix``)
     and token file (``tokenFile``); the daemon's defaults otherwise."""
-    from switchboard.store import DEFAULT_CONSUL, Store, consul_client
+    from sbcore.state.store import DEFAULT_CONSUL, Store, consul_client
 
     token = None
     if config.get("tokenFile"):
@@ -50,8 +50,8 @@ def this_host(store: Any, config: Mapping[str, Any]) -> str:
     daemon registered in the local Consul agent, else the host name."""
     if config.get("host"):
         return str(config["host"])
-    from controller.registration import owner_of
-    from switchboard.hosts import service_id
+    from controller.daemon.registration import owner_of
+    from sbcore.state.hosts import service_id
 
     return owner_of(store.client, service_id(store.prefix)) or socket.gethostname()
 

@@ -38,7 +38,7 @@ INTERNAL = 1003  # a fault of the plugin itself (the details name it)
 _CONTAINER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 _IFNAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,15}")
 _NAME_RE = re.compile(r"[^a-z0-9-]+")
-NAME_MAX = 30  # a container name's length limit (switchboard.model)
+NAME_MAX = 30  # a container name's length limit (sbcore.model)
 
 
 class CniError(Exception):

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from switchboard.store import DEFAULT_CONSUL
-from switchboard.token import resolve as resolve_token
+from sbcore.state.store import DEFAULT_CONSUL
+from sbcore.state.token import resolve as resolve_token
 
 __all__ = ["HealthLookup", "consul_health"]
 
@@ -30,7 +30,7 @@ def consul_health(address: str = DEFAULT_CONSUL, timeout: float = 2.0,
                   token: str | None = None) -> HealthLookup:
     """``lookup(service, datacenter)``: the service's ``/v1/health/service`` entries from the
     agent at ``address`` (``http://HOST:PORT``), asked with ACL token ``token`` (default: the
-    one switchboard.token finds); OSError or HTTPException when it fails."""
+    one sbcore.state.token finds); OSError or HTTPException when it fails."""
     secret = token or resolve_token().secret
     headers = {"X-Consul-Token": secret} if secret else {}
     scheme, _, rest = address.partition("://")

@@ -16,9 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from switchboard import naming
-from switchboard.ipam import Allocation
-from switchboard.model import Check, Topology
+from sbcore.model import Check, Topology, naming
+from sbcore.model.ipam import Allocation
 
 __all__ = [
     "CHECK_KEY",

@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from discovery.instances import CONTAINER_KEY, TOPOLOGY_KEY, CheckSpec, Instance
 from plumbing.netns import NETNS_DIR, NetnsError, enter_netns
-from switchboard import naming
+from sbcore.model import naming
 
 __all__ = [
     "EarlyChecks",

@@ -9,7 +9,7 @@
     discoverer.resolve("my-service")                   # [("10.0.0.5", 8080)] via Consul DNS
 
 A Consul agent (or its DNS interface) that does not answer raises
-:class:`switchboard.reach.Unreachable`, with one sentence saying where and how to start it.
+:class:`sbcore.state.reach.Unreachable`, with one sentence saying where and how to start it.
 
 The port must be a number (an int, or a str of digits): ``"my-port"`` in the examples this
 API grew from is a placeholder and raises ValueError. Registry instances carry Meta
@@ -38,9 +38,9 @@ from discovery.instances import (
 )
 from discovery.plan import differs
 from discovery.sync import ServiceSync
-from switchboard import reach
-from switchboard.model import Check
-from switchboard.store import DEFAULT_CONSUL
+from sbcore.model import Check
+from sbcore.state import reach
+from sbcore.state.store import DEFAULT_CONSUL
 
 __all__ = [
     "DEFAULT_CONSUL",
@@ -96,7 +96,7 @@ def _check(check: CheckLike | None, address: str, port: int) -> CheckSpec | None
     if not isinstance(check, Check):
         raise ValueError(
             f"check {check!r} must be like {{'http': '/health', 'interval': '5s'}} or "
-            "{'tcp': 8080}, a switchboard.model.Check or a CheckSpec"
+            "{'tcp': 8080}, a sbcore.model.Check or a CheckSpec"
         )
     return check_spec(check, address, port)
 
@@ -143,7 +143,7 @@ class Registry:
 
     def __init__(self, name: str, consul: str | consul_api.Consul = DEFAULT_CONSUL,
                  token: str | None = None) -> None:
-        """``token``: the Consul ACL token (default: as switchboard.token finds it)."""
+        """``token``: the Consul ACL token (default: as sbcore.state.token finds it)."""
         self.name = _text("registry name", name)
         self.client = _client(consul, token)
         self.sync = ServiceSync(self.client)

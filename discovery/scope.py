@@ -47,8 +47,8 @@ from discovery.catalog import worst_status
 from discovery.instances import TOPOLOGY_KEY
 
 if TYPE_CHECKING:
-    from switchboard.hostplan import TopologyPlan
-    from switchboard.model import Topology
+    from sbcore.model import Topology
+    from sbcore.plan.hostplan import TopologyPlan
 
 __all__ = [
     "Endpoint",

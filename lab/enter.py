@@ -9,7 +9,7 @@ import sys
 
 from lab import state
 from lab.config import NETNS_DIR, LabError, lab_name
-from switchboard.token import CHILD_SECRETS
+from sbcore.state.token import CHILD_SECRETS
 
 CLONE_NEWNET = 0x40000000
 

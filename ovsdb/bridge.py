@@ -12,7 +12,7 @@ from typing import Any
 from ovsdbapp.backend.ovs_idl import command, connection, idlutils
 from ovsdbapp.schema.open_vswitch import impl_idl
 
-from switchboard.naming import OWNER_KEY, datapath_id
+from sbcore.model.naming import OWNER_KEY, datapath_id
 
 DEFAULT_DB = "unix:/var/run/openvswitch/db.sock"
 TOPOLOGY_KEY = "switchboard-topology"  # set on every port Switchboard owns

@@ -14,7 +14,7 @@ from plumbing.plan import PlumbingPlan, endpoint_ids, host_leg_ids
 from plumbing.statefiles import StateFiles
 
 if TYPE_CHECKING:
-    from switchboard.hostplan import Endpoint, HostLeg, TopologyPlan
+    from sbcore.plan.hostplan import Endpoint, HostLeg, TopologyPlan
 
 LOG = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from plumbing.observe import LinkState, NamespaceState
-    from switchboard.hostplan import Endpoint, HostLeg
+    from sbcore.plan.hostplan import Endpoint, HostLeg
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from switchboard.hostplan import TopologyPlan
+from sbcore.plan.hostplan import TopologyPlan
 
 LOG = logging.getLogger("switchboard.hostnat")
 CONF = Path("/proc/sys/net/ipv4/conf")
-LEG_PREFIX = "sbh"  # host legs of every Switchboard daemon (switchboard.naming)
+LEG_PREFIX = "sbh"  # host legs of every Switchboard daemon (sbcore.model.naming)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from plumbing.netns import NETNS_DIR
 from plumbing.resolvconf import path_of
 
 if TYPE_CHECKING:
-    from switchboard.hostplan import ContainerPlan, TopologyPlan
+    from sbcore.plan.hostplan import ContainerPlan, TopologyPlan
 
 LOG = logging.getLogger(__name__)
 

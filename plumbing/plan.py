@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 from ovsdb.bridge import TOPOLOGY_KEY, OwnedPort
 from plumbing.drift import Drift, endpoint_drift, host_leg_drift
 from plumbing.netns import PREFIX
-from switchboard.hostplan import HostLeg
+from sbcore.plan.hostplan import HostLeg
 
 if TYPE_CHECKING:
     from plumbing.observe import ObservedInterfaces
-    from switchboard.hostplan import ContainerPlan, Endpoint, TopologyPlan
+    from sbcore.plan.hostplan import ContainerPlan, Endpoint, TopologyPlan
 
 KIND_CONTAINER = "container"
 KIND_HOST_LEG = "host-leg"

@@ -31,10 +31,10 @@ from plumbing.plan import (
 from plumbing.runtimeevents import RuntimeEvents
 from plumbing.statefiles import StateFiles
 from plumbing.supervisor import Supervisor, Wanted, running_commands, wanted_commands
-from switchboard.private import private_dir
+from sbcore.state.private import private_dir
 
 if TYPE_CHECKING:
-    from switchboard.hostplan import TopologyPlan
+    from sbcore.plan.hostplan import TopologyPlan
 
 LOG = logging.getLogger(__name__)
 

@@ -40,8 +40,8 @@ from pathlib import Path
 
 from plumbing import orphans
 from plumbing.netns import netns_inode
-from switchboard.private import open_private, private_dir, write_private
-from switchboard.token import without_secrets
+from sbcore.state.private import open_private, private_dir, write_private
+from sbcore.state.token import without_secrets
 
 _wrappers: list[subprocess.Popen] = []  # wrappers this daemon started (reaped by reap())
 
@@ -160,7 +160,7 @@ class Start:
 def start(netns: str, command: str, log_path: Path, pid_path: Path) -> int:
     """Run ``sh -c command`` in ``netns`` (through ``ip netns exec``, under :data:`WRAPPER`)
     in a new session, output appended to ``log_path``; the command's PID. The log and the
-    PID file (which holds the command) are root's only (switchboard.private): a command's
+    PID file (which holds the command) are root's only (sbcore.state.private): a command's
     output or arguments may hold secrets."""
     return start_all([Start(netns, command, Path(log_path), Path(pid_path))])[0]
 

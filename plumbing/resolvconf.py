@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ipaddress import IPv4Address
 
-    from switchboard.hostplan import TopologyPlan
+    from sbcore.plan.hostplan import TopologyPlan
 
 NETNS_ETC = Path("/etc/netns")
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")

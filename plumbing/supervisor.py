@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 from plumbing import processes, restart
 from plumbing.plan import process_key
 from plumbing.restart import History
-from switchboard.private import write_private
+from sbcore.state.private import write_private
 
 if TYPE_CHECKING:
-    from switchboard.hostplan import TopologyPlan
+    from sbcore.plan.hostplan import TopologyPlan
 
 LOG = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ written to Consul KV and realised by the host's ``switchboard controller``::
 When the Consul agent, Open vSwitch or the controller is down, calls raise
 :class:`Unreachable`, whose text says what could not be reached, where, and how to start it.
 With Consul ACLs on, VirtualNetwork and Registry take ``token=``; without it they use the token
-switchboard.token finds (SWITCHBOARD_TOKEN, a token file, ...). A refused token raises
-``consul.ACLPermissionDenied`` (switchboard.reach.TokenRefused when it is unknown).
+sbcore.state.token finds (SWITCHBOARD_TOKEN, a token file, ...). A refused token raises
+``consul.ACLPermissionDenied`` (sbcore.state.reach.TokenRefused when it is unknown).
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 from typing import Any
 
 from discovery.registry import Discoverer, Registry
-from switchboard import hosts, naming, reach
+from sbcore.model import Topology, naming
+from sbcore.model.desired import DesiredState
+from sbcore.state import hosts, reach
+from sbcore.state.reach import Unreachable
+from sbcore.state.store import DEFAULT_CONSUL, Store
 from switchboard.apply import admit, apply_topology, remove_topology
-from switchboard.desired import DesiredState
-from switchboard.model import Topology
-from switchboard.reach import Unreachable
-from switchboard.store import DEFAULT_CONSUL, Store
 
 __all__ = ["Container", "Discoverer", "Registry", "Unreachable", "VirtualNIC", "VirtualNetwork"]
 

@@ -1,6 +1,6 @@
 """Apply and remove topologies: the one path both the CLI and the Python API take.
 
-Admission is one atomic step on Consul (switchboard.store): read everything, check the
+Admission is one atomic step on Consul (sbcore.state.store): read everything, check the
 topology against what is applied, allocate its addresses (keeping earlier ones) and place its
 containers on hosts (keeping earlier places), stage it, then commit the version and its
 placement with a check-and-set on what was read; when another admission came in between,
@@ -17,20 +17,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from switchboard import hosts as host_inventory
-from switchboard import ipam
-from switchboard.admission import check_against_applied
-from switchboard.desired import (
+from sbcore.model import Topology, TopologyError, ipam
+from sbcore.model.desired import (
     DesiredState,
     StoredTopology,
     digest_of,
     topology_objects,
     with_cni,
 )
-from switchboard.hostplan import mtu_problems, overlay_mtu
-from switchboard.model import Topology, TopologyError
-from switchboard.placement import Placement, load_of, place
-from switchboard.store import Store
+from sbcore.plan.admission import check_against_applied
+from sbcore.plan.hostplan import mtu_problems, overlay_mtu
+from sbcore.plan.placement import Placement, load_of, place
+from sbcore.state import hosts as host_inventory
+from sbcore.state.store import Store
 
 Reports = dict[tuple[str, str], dict[str, Any]]
 Builder = Callable[[DesiredState], Topology]
@@ -116,7 +115,7 @@ def admit(
     what it picks, such as a free subnet, is decided atomically with the rest). Raises
     TopologyError or PlacementError, having changed nothing, when it conflicts with an
     applied topology or names a host that is unknown or down. ``allow_unplaced`` stores
-    containers no ready host can take without a host (see switchboard.placement).
+    containers no ready host can take without a host (see sbcore.plan.placement).
     """
     staged: str | None = None
     name = ""

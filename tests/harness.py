@@ -204,7 +204,7 @@ def free_port() -> int:
 
 def forget_registration(prefix: str) -> None:
     """Remove the host registration a test daemon of ``prefix`` left in the local agent."""
-    from switchboard.hosts import service_id
+    from sbcore.state.hosts import service_id
 
     try:
         consul.Consul().agent.service.deregister(service_id(prefix))

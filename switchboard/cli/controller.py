@@ -67,7 +67,7 @@ def controller(
 
     It refuses to start (exit status 1) when another daemon holds the bridge, ovsdb-server
     does not answer, or the OpenFlow port or the metrics address is taken."""
-    from controller.startup import (
+    from controller.daemon.startup import (
         DEFAULT_OVSDB,
         StartError,
         check_metrics,
@@ -86,7 +86,7 @@ def controller(
     if warning := consul_warning(ctx.obj["consul"]):
         err_console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False,
                           soft_wrap=True)
-    from controller.daemon import Daemon, DaemonConfig
+    from controller.daemon.daemon import Daemon, DaemonConfig
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,

@@ -1,4 +1,4 @@
-"""``switchboard events``: what the daemons did, in order, cluster-wide (switchboard.events)."""
+"""``switchboard events``: what the daemons did, in order, cluster-wide (sbcore.state.events)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from switchboard import events as ev
-from switchboard import reach
+from sbcore.state import events as ev
+from sbcore.state import reach
 
 
 def _show(event: ev.Event, as_json: bool) -> None:

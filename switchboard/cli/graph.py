@@ -14,8 +14,7 @@ from typing import Literal
 
 import graphviz
 
-from switchboard import ipam
-from switchboard.model import SERVICE_PREFIX, Topology
+from sbcore.model import SERVICE_PREFIX, Topology, ipam
 
 NodeKind = Literal["network", "router", "container", "service", "host"]
 EdgeKind = Literal["link", "instance", "policy"]

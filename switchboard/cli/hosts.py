@@ -1,5 +1,5 @@
 """``switchboard hosts``: the hosts as Consul sees them, and ``hosts forget`` for one that has
-left the cluster for good (switchboard.forget)."""
+left the cluster for good (sbcore.state.forget)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from switchboard import hosts as host_inventory
-from switchboard import reach
+from sbcore.plan.placement import load_of
+from sbcore.state import hosts as host_inventory
+from sbcore.state import reach
+from sbcore.state.forget import ForgetRefused, forget
+from sbcore.state.store import Store
 from switchboard.cli.output import console, err_console
 from switchboard.cli.output import fail as _fail
-from switchboard.forget import ForgetRefused, forget
-from switchboard.placement import load_of
-from switchboard.store import Store
 
 
 @click.group(invoke_without_command=True)

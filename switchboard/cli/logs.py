@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from switchboard.desired import StoredTopology
+from sbcore.model.desired import StoredTopology
 
 CHUNK = 65536
 

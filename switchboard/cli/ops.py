@@ -13,13 +13,14 @@ import click
 import consul
 import graphviz
 
-from switchboard import changes, reach
+from sbcore.model import Topology, TopologyError, load_topology_file
+from sbcore.plan import changes
+from sbcore.plan.placement import PlacementError
+from sbcore.state import reach
+from sbcore.state.store import Store
 from switchboard.apply import Decision, decide
 from switchboard.cli import graph, logs
 from switchboard.cli.output import fail as _fail
-from switchboard.model import Topology, TopologyError, load_topology_file
-from switchboard.placement import PlacementError
-from switchboard.store import Store
 
 FORMATS = ("mermaid", "dot", "svg", "png")
 _SUFFIXES = {".mmd": "mermaid", ".mermaid": "mermaid", ".md": "mermaid", ".dot": "dot",
@@ -209,8 +210,8 @@ def logs_cmd(ctx: click.Context, container: str, topology: str | None, follow: b
 def _this_host(store: Store) -> str:
     """The host this command runs on: the name its controller registered in the local
     Consul agent, else the host name."""
-    from controller.registration import owner_of
-    from switchboard.hosts import service_id
+    from controller.daemon.registration import owner_of
+    from sbcore.state.hosts import service_id
 
     try:
         return owner_of(store.client, service_id(store.prefix)) or socket.gethostname()

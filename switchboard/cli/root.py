@@ -11,18 +11,18 @@ import consul
 from rich.markup import escape
 from rich.table import Table
 
-from switchboard import hosts as host_inventory
-from switchboard import reach
+from sbcore.model import TopologyError, load_topology_file
+from sbcore.plan.placement import PlacementError
+from sbcore.state import hosts as host_inventory
+from sbcore.state import reach
+from sbcore.state.store import DEFAULT_CONSUL, Store
+from sbcore.state.token import TokenError
+from sbcore.state.token import give as give_token
+from sbcore.state.token import resolve as resolve_token
 from switchboard.apply import ApplyError, apply_topology, remove_topology
 from switchboard.cli.output import console, err_console
 from switchboard.cli.output import fail as _fail
 from switchboard.cli.statusview import host_states, merged_rows
-from switchboard.model import TopologyError, load_topology_file
-from switchboard.placement import PlacementError
-from switchboard.store import DEFAULT_CONSUL, Store
-from switchboard.token import TokenError
-from switchboard.token import give as give_token
-from switchboard.token import resolve as resolve_token
 
 
 def _store(ctx: click.Context) -> Store:
@@ -303,7 +303,7 @@ from switchboard.cli.events import events_cmd  # noqa: E402
 
 main.add_command(events_cmd, "events")
 
-from lab.cli import lab  # noqa: E402
+from switchboard.cli.lab import lab  # noqa: E402
 
 main.add_command(lab)
 

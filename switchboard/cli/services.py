@@ -13,10 +13,10 @@ from rich.table import Table
 from discovery import lookup
 from discovery.dnsproxy import parse_server
 from discovery.listing import health_entries, instance_rows, vip_rows
-from switchboard import reach
+from sbcore.state import reach
+from sbcore.state.store import Store
 from switchboard.cli.output import console
 from switchboard.cli.output import fail as _fail
-from switchboard.store import Store
 
 HEALTH_STYLE = {"passing": "green", "warning": "yellow", "critical": "red"}
 

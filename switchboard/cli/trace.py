@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from controller.tables import TABLES
-from controller.trace import (
+from controller.pipeline.tables import TABLES
+from controller.pipeline.trace import (
     Packet,
     TraceError,
     build_packet,
@@ -20,10 +20,11 @@ from controller.trace import (
     run_ovs,
     run_trace,
 )
-from controller.trace_parse import nat_targets, port_names
-from switchboard import naming, reach
+from controller.pipeline.trace_parse import nat_targets, port_names
+from sbcore.model import naming
+from sbcore.state import reach
+from sbcore.state.store import Store
 from switchboard.cli.output import fail as _fail
-from switchboard.store import Store
 
 PORT = click.IntRange(1, 65535)
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from switchboard.desired import digest_of, topology_objects
-from switchboard.ipam import allocate
-from switchboard.model import load_topology
-from switchboard.store import Store, consul_client
+from sbcore.model import load_topology
+from sbcore.model.desired import digest_of, topology_objects
+from sbcore.model.ipam import allocate
+from sbcore.state.store import Store, consul_client
 from tests.harness import ROOT, Switchboard, sh, wait_until
 
 pytestmark = pytest.mark.integration

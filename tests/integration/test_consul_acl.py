@@ -23,7 +23,7 @@ import consul
 import pytest
 
 from discovery.registry import Registry
-from switchboard import reach
+from sbcore.state import reach
 from tests.consul_agent import Agent, free_port, running_agent
 from tests.harness import ROOT, Switchboard, in_ns, private_switchboard, sh, wait_until
 

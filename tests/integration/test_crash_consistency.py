@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from switchboard import naming
+from sbcore.model import naming
 from tests.consul_agent import Agent, free_port, running_agent
 from tests.harness import (
     ROOT,

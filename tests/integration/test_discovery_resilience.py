@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from discovery import lookup
-from switchboard.hosts import service_id as service_id_of_host
+from sbcore.state.hosts import service_id as service_id_of_host
 from tests.consul_agent import Agent, free_port, running_agent
 from tests.harness import Switchboard, in_ns, private_switchboard, sh, wait_until
 

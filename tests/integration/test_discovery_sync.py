@@ -20,9 +20,9 @@ import pytest
 from discovery.instances import CHECK_KEY, CheckSpec, Instance, desired_instances
 from discovery.registry import Discoverer, Registry
 from discovery.sync import ServiceSync
-from switchboard.ipam import allocate
-from switchboard.model import load_topology
-from switchboard.store import consul_client
+from sbcore.model import load_topology
+from sbcore.model.ipam import allocate
+from sbcore.state.store import consul_client
 
 pytestmark = pytest.mark.integration
 

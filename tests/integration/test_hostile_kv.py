@@ -96,7 +96,7 @@ def test_random_keys_written_to_a_real_agent_are_skipped_never_raised() -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from switchboard.store import Store
+    from sbcore.state.store import Store
 
     client = consul.Consul()
     prefix = f"sbfuzz-{os.getpid()}"

@@ -20,7 +20,7 @@ from pathlib import Path
 import consul
 import pytest
 
-from controller.registration import TTL
+from controller.daemon.registration import TTL
 from tests.consul_agent import free_port
 from tests.harness import Switchboard, forget_registration, private_switchboard, sh, wait_until
 
@@ -163,8 +163,8 @@ def test_a_sigkilled_daemon_shows_down_within_the_ttl(second):
 
 
 def test_the_python_api_places_containers_too(switchboard):
+    from sbcore.plan.placement import PlacementError
     from switchboard.api import Container, VirtualNetwork, VirtualNIC
-    from switchboard.placement import PlacementError
 
     net = VirtualNetwork("sbt-hostapi", "10.236.71.0/24", prefix=switchboard.prefix)
     try:

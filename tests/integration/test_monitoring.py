@@ -22,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from plumbing import processes
-from switchboard import events as ev
+from sbcore.state import events as ev
 from tests.harness import (
     ROOT,
     Switchboard,

@@ -16,8 +16,8 @@ from plumbing import netns, processes, resolvconf
 from plumbing.apply import PlumbingError
 from plumbing.plan import Problems
 from plumbing.plumber import Plumber
-from switchboard import naming
-from switchboard.hostplan import ContainerPlan, Endpoint, HostLeg, NetworkPlan, TopologyPlan
+from sbcore.model import naming
+from sbcore.plan.hostplan import ContainerPlan, Endpoint, HostLeg, NetworkPlan, TopologyPlan
 from tests.harness import free_port, wait_until
 
 pytestmark = [

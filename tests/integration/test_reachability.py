@@ -19,8 +19,8 @@ from pathlib import Path
 import consul
 import pytest
 
+from sbcore.state.reach import Unreachable
 from switchboard.api import Container, Discoverer, Registry, VirtualNetwork, VirtualNIC
-from switchboard.reach import Unreachable
 from tests.consul_agent import free_port
 from tests.harness import (
     ROOT,

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from controller.compiler import compile_pipeline
-from switchboard.hostplan import plan_topology
-from switchboard.store import Store, consul_client
+from controller.pipeline.compiler import compile_pipeline
+from sbcore.plan.hostplan import plan_topology
+from sbcore.state.store import Store, consul_client
 from tests.harness import Switchboard, pings, sh, wait_until
 
 pytestmark = pytest.mark.integration

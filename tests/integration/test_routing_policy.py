@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from switchboard.naming import gateway_mac
+from sbcore.model.naming import gateway_mac
 from tests.harness import Switchboard, in_ns, pings, sh, wait_until
 
 pytestmark = pytest.mark.integration

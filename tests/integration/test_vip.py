@@ -21,7 +21,7 @@ from pathlib import Path
 import consul
 import pytest
 
-from switchboard.naming import group_id
+from sbcore.model.naming import group_id
 from tests.harness import Switchboard, sh, wait_until
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import consul
 import pytest
 
-from controller.clientport import swapped
+from controller.pipeline.clientport import swapped
 from tests.harness import Switchboard, in_ns, wait_until
 
 pytestmark = pytest.mark.integration

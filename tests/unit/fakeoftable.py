@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from ipaddress import ip_address
 from typing import Any
 
-from controller.flows import (
+from controller.pipeline.flows import (
     Ct,
     DecTtl,
     Flow,
@@ -25,8 +25,8 @@ from controller.flows import (
     SelectGroup,
     SetField,
 )
-from controller.matches import CT_DNAT, CT_EST, CT_NEW, CT_RPL, CT_SNAT, CT_TRK
-from controller.tables import TABLES, table_name
+from controller.pipeline.matches import CT_DNAT, CT_EST, CT_NEW, CT_RPL, CT_SNAT, CT_TRK
+from controller.pipeline.tables import TABLES, table_name
 
 PORT_FIELDS = {6: ("tcp_src", "tcp_dst"), 17: ("udp_src", "udp_dst")}
 CACHED = "_conntrack"  # the (zone, connection, ct_state) a packet was last tracked with

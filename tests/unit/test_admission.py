@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from controller.daemon import realisable
-from switchboard import ipam
-from switchboard.admission import check_against_applied, conflicts, first_come
-from switchboard.desired import (
+from controller.daemon.daemon import realisable
+from sbcore.model import Topology, TopologyError, ipam, load_topology
+from sbcore.model.desired import (
     DesiredState,
     digest_of,
     encode,
     parse_desired,
     topology_objects,
 )
-from switchboard.model import Topology, TopologyError, load_topology
+from sbcore.plan.admission import check_against_applied, conflicts, first_come
 
 BASE = "sb/topologies/"
 

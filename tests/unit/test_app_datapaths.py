@@ -7,9 +7,9 @@ import logging
 from types import SimpleNamespace
 from typing import Any
 
-from controller.app import SwitchboardApp, SwitchState
-from controller.flows import Flow
-from switchboard.naming import datapath_id
+from controller.pipeline.flows import Flow
+from controller.switch.app import SwitchboardApp, SwitchState
+from sbcore.model.naming import datapath_id
 from tests.unit.test_tunnel_probe import FakeDatapath
 
 FLOW = Flow(table="classifier", priority=1, match=(("in_port", 1),))

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
+from sbcore.model import load_topology
+from sbcore.state.store import Store
 from switchboard import apply
 from switchboard.apply import ApplyError, apply_topology
-from switchboard.model import load_topology
-from switchboard.store import Store
 
 TOPOLOGY = load_topology("name: t\nnetworks: {lan: {subnet: 10.1.0.0/24}}\n"
                          "containers: {a: {networks: [lan]}, b: {networks: [lan]}}\n")
@@ -102,7 +102,7 @@ def test_the_placement_is_written_in_the_transaction_that_commits_the_version():
     class Client:
         txn = Txn()
 
-    from switchboard.desired import DesiredState
+    from sbcore.model.desired import DesiredState
 
     store = Store(Client(), "p")  # type: ignore[arg-type]
     assert store.commit(DesiredState(), "t", "d1", "f", 7, {"a": "h1"})

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from switchboard import ipam
-from switchboard.changes import diff, field_changes, render
-from switchboard.model import Topology, load_topology
+from sbcore.model import Topology, ipam, load_topology
+from sbcore.plan.changes import diff, field_changes, render
 
 SHOP = (Path(__file__).resolve().parents[2] / "topologies" / "shop.yaml").read_text()
 

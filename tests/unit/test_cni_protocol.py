@@ -17,9 +17,9 @@ from cni.protocol import (
     result,
     version_result,
 )
-from switchboard.desired import cni_record_problem, encode, parse_desired, with_cni
-from switchboard.hostplan import plan_topology
-from switchboard.model import TopologyError, load_topology
+from sbcore.model import TopologyError, load_topology
+from sbcore.model.desired import cni_record_problem, encode, parse_desired, with_cni
+from sbcore.plan.hostplan import plan_topology
 
 CONF = {"cniVersion": "1.0.0", "name": "n", "type": "switchboard", "topology": "t",
         "network": "net"}

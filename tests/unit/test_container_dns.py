@@ -12,7 +12,7 @@ import dns.flags
 import dns.message
 import dns.rcode
 
-from controller.report import service_rows
+from controller.daemon.report import service_rows
 from discovery.dnsproxy import (
     host_resolvers,
     is_consul_name,
@@ -30,8 +30,8 @@ from discovery.sync import ServiceSync
 from discovery.upstream import upstream_servers
 from plumbing.plan import plan_plumbing
 from plumbing.resolvconf import MARK, resolv_conf, wanted_files
-from switchboard.hostplan import plan_topology
-from switchboard.model import load_topology
+from sbcore.model import load_topology
+from sbcore.plan.hostplan import plan_topology
 
 SHOP = """
 name: shop

@@ -13,8 +13,8 @@ import string
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from switchboard import ipam
-from switchboard.desired import (
+from sbcore.model import ipam, load_topology
+from sbcore.model.desired import (
     KINDS,
     MARKER,
     PLACEMENT,
@@ -25,8 +25,7 @@ from switchboard.desired import (
     parse_desired,
     topology_objects,
 )
-from switchboard.hosts import parse_hosts
-from switchboard.model import load_topology
+from sbcore.state.hosts import parse_hosts
 
 BASE = "sb/topologies/"
 GOOD = load_topology("name: good\nnetworks: {lan: {subnet: 10.1.0.0/24}}\n"
@@ -207,7 +206,7 @@ def _report(**extra: object) -> bytes:
 
 
 def test_status_keys_that_hold_no_report_are_skipped_and_named() -> None:
-    from switchboard.store import Store
+    from sbcore.state.store import Store
 
     entries = [{"Key": "sb/status/h1/good", "Value": _report()},
                {"Key": "sb/status/h1/deep", "Value": b"[" * 100_000},
@@ -229,7 +228,7 @@ def test_status_keys_that_hold_no_report_are_skipped_and_named() -> None:
 @given(st.lists(st.fixed_dictionaries({"Key": _keys.map(lambda k: "sb/status/" + k[len(BASE):]),
                                        "Value": _values}), max_size=8))
 def test_any_status_keys_never_raise(entries: list[dict]) -> None:
-    from switchboard.store import Store
+    from sbcore.state.store import Store
 
     entries = [e for e in entries if isinstance(e["Value"], bytes | None)]  # what Consul gives
     skipped: dict[str, str] = {}
@@ -238,7 +237,7 @@ def test_any_status_keys_never_raise(entries: list[dict]) -> None:
 
 
 def test_the_daemon_refuses_an_unreadable_topology_without_raising() -> None:
-    from controller.daemon import realisable
+    from controller.daemon.daemon import realisable
 
     for marker in (b"[" * 100_000, b'["digest"]', b"x", b'{"digest": 5}'):
         state = _read({"Key": f"{BASE}evil/{MARKER}", "Value": marker})

@@ -24,8 +24,8 @@ from discovery.lookup import query, srv_endpoints
 from discovery.plan import plan_sync
 from discovery.registry import parse_port, registry_instance, registry_service_id
 from discovery.sync import ServiceSync, consul_check
-from switchboard.ipam import allocate
-from switchboard.model import load_topology
+from sbcore.model import load_topology
+from sbcore.model.ipam import allocate
 
 SHOP = """
 name: shop

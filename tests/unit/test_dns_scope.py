@@ -23,8 +23,8 @@ from discovery.scope import (
     to_wire,
     vip_answer,
 )
-from switchboard.hostplan import plan_topology
-from switchboard.model import load_topology
+from sbcore.model import load_topology
+from sbcore.plan.hostplan import plan_topology
 
 SRV, A = dns.rdatatype.SRV, dns.rdatatype.A
 

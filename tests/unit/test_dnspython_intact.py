@@ -9,7 +9,7 @@ import sys
 
 
 def test_importing_the_switch_parts_keeps_dnspythons_query_functions():
-    code = ("import ovsdb.bridge, controller.app, dns.query; "
+    code = ("import ovsdb.bridge, controller.switch.app, dns.query; "
             "print(dns.query.udp.__module__, dns.query.tcp.__module__)")
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
                          text=True, check=True)

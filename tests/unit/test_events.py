@@ -12,8 +12,8 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from controller import events as cev
-from switchboard import events as ev
+from controller.daemon import events as cev
+from sbcore.state import events as ev
 
 
 def row(container: str, state: str = "running", restarts: int = 0, **extra: Any) -> dict:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from controller.failover import DownClock
-from switchboard.inventory import HostRecord, Hosts
+from controller.daemon.failover import DownClock
+from sbcore.model.inventory import HostRecord, Hosts
 
 
 def hosts(**states: str) -> Hosts:

@@ -1,12 +1,11 @@
-"""When a host may be forgotten (switchboard.forget.refusal), and what runs on it. Pure."""
+"""When a host may be forgotten (sbcore.state.forget.refusal), and what runs on it. Pure."""
 
 from __future__ import annotations
 
-from switchboard import ipam
-from switchboard.desired import StoredTopology
-from switchboard.forget import placed_on, refusal
-from switchboard.inventory import HostRecord, Hosts
-from switchboard.model import load_topology
+from sbcore.model import ipam, load_topology
+from sbcore.model.desired import StoredTopology
+from sbcore.model.inventory import HostRecord, Hosts
+from sbcore.state.forget import placed_on, refusal
 
 TOPOLOGY = """
 name: fo

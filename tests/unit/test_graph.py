@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from switchboard import ipam
+from sbcore.model import ipam, load_topology
 from switchboard.cli import graph
-from switchboard.model import load_topology
 
 SHOP = (Path(__file__).resolve().parents[2] / "topologies" / "shop.yaml").read_text()
 POLICY = SHOP + "policies:\n  - {from: front, to: 'service:api', ports: [tcp/8080]}\n"

@@ -6,8 +6,8 @@ import base64
 import json
 from typing import Any
 
-from switchboard.desired import PLACEMENT, parse_desired, parse_placement
-from switchboard.hosts import describe, parse_hosts, service_id
+from sbcore.model.desired import PLACEMENT, parse_desired, parse_placement
+from sbcore.state.hosts import describe, parse_hosts, service_id
 
 
 def record(name: str, slot: int, **extra: Any) -> dict[str, Any]:
@@ -110,9 +110,8 @@ def test_a_stored_placement_is_read_back_without_trusting_it():
 
 
 def test_a_topology_stored_before_placement_has_an_empty_placement():
-    from switchboard import ipam
-    from switchboard.desired import digest_of, encode, topology_objects
-    from switchboard.model import load_topology
+    from sbcore.model import ipam, load_topology
+    from sbcore.model.desired import digest_of, encode, topology_objects
 
     topology = load_topology("name: t\nnetworks: {lan: {subnet: 10.1.0.0/24}}\n"
                              "containers: {a: {networks: [lan]}}\n")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import shlex
 
 from plumbing.images import by_name, parse_ps, run_command, with_run_commands
-from switchboard.hostplan import ContainerPlan, TopologyPlan
-from switchboard.model.image import ImageRun
+from sbcore.model.image import ImageRun
+from sbcore.plan.hostplan import ContainerPlan, TopologyPlan
 
 
 def _container(image: ImageRun | None) -> ContainerPlan:

@@ -6,8 +6,8 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from switchboard.ipam import allocate, host_leg_address, reserved_addresses
-from switchboard.model import Topology, TopologyError, load_topology
+from sbcore.model import Topology, TopologyError, load_topology
+from sbcore.model.ipam import allocate, host_leg_address, reserved_addresses
 
 A = IPv4Address
 

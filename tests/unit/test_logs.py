@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from switchboard import ipam
+from sbcore.model import ipam, load_topology
+from sbcore.model.desired import StoredTopology
 from switchboard.cli.logs import LogsError, check_here, find, follow, last_lines
-from switchboard.desired import StoredTopology
-from switchboard.model import load_topology
 from tests.harness import wait_until
 
 SHOP = (Path(__file__).resolve().parents[2] / "topologies" / "shop.yaml").read_text()

@@ -13,10 +13,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller import metrics
-from controller.monitor import judge
-from controller.startup import StartError, parse_metrics
-from controller.tables import TABLES
+from controller.daemon import metrics
+from controller.daemon.monitor import judge
+from controller.daemon.startup import StartError, parse_metrics
+from controller.pipeline.tables import TABLES
 from ovsdb.bridge import OwnedPort
 
 

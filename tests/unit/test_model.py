@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from switchboard.model import (
+from sbcore.model import (
     Attachment,
     Network,
     Policy,

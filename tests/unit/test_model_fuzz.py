@@ -9,7 +9,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from switchboard.model import Topology, TopologyError, load_topology
+from sbcore.model import Topology, TopologyError, load_topology
 
 SOURCE = "f.yaml"
 FAST = settings(max_examples=300, deadline=1000, suppress_health_check=[HealthCheck.too_slow])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from switchboard.model import TopologyError, load_topology
-from switchboard.model.image import Volume, parse_volume
+from sbcore.model import TopologyError, load_topology
+from sbcore.model.image import Volume, parse_volume
 
 HEAD = """\
 name: shop

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from controller.compiler import compile_flows
-from controller.sync import diff_flows
-from switchboard.hostplan import Endpoint, TopologyPlan, plan_topology
-from switchboard.model import load_topology
+from controller.pipeline.compiler import compile_flows
+from controller.switch.sync import diff_flows
+from sbcore.model import load_topology
+from sbcore.plan.hostplan import Endpoint, TopologyPlan, plan_topology
 from tests.unit.fakeoftable import FakeOFTable
 
 SHOP = """
@@ -210,7 +210,7 @@ def test_removing_a_container_diffs_to_deleting_only_its_flows():
 
 
 def test_cookies_name_the_stage_and_are_unique():
-    from controller.flows import cookie_stage
+    from controller.pipeline.flows import cookie_stage
 
     plan = _plan(SHOP)
     flows = compile_flows([plan], _ports(plan))

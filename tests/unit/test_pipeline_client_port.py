@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.clientport import swapped
+from controller.pipeline.clientport import swapped
 from tests.unit.test_pipeline_l3 import POLICIES, SHOP, Lab
 from tests.unit.test_pipeline_overlay import Cluster
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from plumbing.hostnat import Leg, render, table_name
-from switchboard.model import TopologyError, load_topology
+from sbcore.model import TopologyError, load_topology
 from tests.unit.test_pipeline_l3 import SHOP, Lab
 
 OUTSIDE = "198.18.7.2"

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from switchboard.hostplan import HostLeg
-from switchboard.model import TopologyError, load_topology
+from sbcore.model import TopologyError, load_topology
+from sbcore.plan.hostplan import HostLeg
 from tests.unit.test_pipeline_l3 import SHOP, Lab
 from tests.unit.test_pipeline_overlay import Cluster, _where
 
@@ -163,8 +163,8 @@ def test_the_picture_draws_a_to_host_policy_to_the_host_addresses() -> None:
 def test_trace_says_why_a_packet_to_a_host_address_is_dropped() -> None:
     from pathlib import Path
 
-    from controller.trace import explain
-    from controller.trace_parse import parse_trace
+    from controller.pipeline.trace import explain
+    from controller.pipeline.trace_parse import parse_trace
 
     # captured from ovs-vswitchd 3.1: a container's SYN to a listener on its host address
     text = (Path(__file__).parent / "trace_samples" / "host_address_guarded.txt").read_text()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.compiler import compile_pipeline, port_ranges
-from switchboard.hostplan import Endpoint, NetworkPlan, TopologyPlan, plan_topology
-from switchboard.model import load_topology
+from controller.pipeline.compiler import compile_pipeline, port_ranges
+from sbcore.model import load_topology
+from sbcore.plan.hostplan import Endpoint, NetworkPlan, TopologyPlan, plan_topology
 from tests.unit.fakeoftable import FakeOFTable
 
 SHOP = """

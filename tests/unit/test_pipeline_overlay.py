@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.compiler import compile_pipeline
-from switchboard import ipam
-from switchboard.hostplan import Endpoint, PeerHost, Site, TopologyPlan, plan_topology
-from switchboard.model import load_topology
+from controller.pipeline.compiler import compile_pipeline
+from sbcore.model import ipam, load_topology
+from sbcore.plan.hostplan import Endpoint, PeerHost, Site, TopologyPlan, plan_topology
 from tests.unit.fakeoftable import FakeOFTable
 
 TUNNEL = 100  # the tunnel's OpenFlow port on every host
@@ -242,7 +241,7 @@ def test_only_local_containers_are_plumbed_and_the_default_mtu_fits_the_tunnel()
 def test_an_explicit_mtu_that_cannot_fit_in_the_tunnel_is_an_error():
     import pytest
 
-    from switchboard.model import TopologyError
+    from sbcore.model import TopologyError
 
     text = CLUSTER.replace("{subnet: 10.10.1.0/24}", "{subnet: 10.10.1.0/24, mtu: 1500}")
     with pytest.raises(TopologyError, match=r"networks\.front\.mtu: 1500 does not fit"):

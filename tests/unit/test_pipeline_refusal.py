@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.refusal import REJECT_PORT, refused_sources
+from controller.pipeline.refusal import REJECT_PORT, refused_sources
 from tests.unit.test_pipeline_l3 import Lab, _from_host_leg
 
 TOPOLOGY = """

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from switchboard.inventory import HostRecord
-from switchboard.model import load_topology
-from switchboard.placement import PlacementError, evacuate, load_of, place
+from sbcore.model import load_topology
+from sbcore.model.inventory import HostRecord
+from sbcore.plan.placement import PlacementError, evacuate, load_of, place
 
 
 def topo(**pins: str | None) -> object:
@@ -102,7 +102,7 @@ def test_placement_is_deterministic_whatever_the_dict_order():
 
 
 def test_a_bad_host_name_is_a_validation_error():
-    from switchboard.model import TopologyError
+    from sbcore.model import TopologyError
 
     with pytest.raises(TopologyError, match="containers.a.host: .*invalid host name"):
         load_topology("name: t\nnetworks: {lan: {subnet: 10.1.0.0/24}}\n"

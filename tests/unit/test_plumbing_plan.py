@@ -17,8 +17,8 @@ from plumbing.plan import (
     plumbing_problems,
     process_key,
 )
-from switchboard import naming
-from switchboard.hostplan import ContainerPlan, Endpoint, HostLeg, NetworkPlan, TopologyPlan
+from sbcore.model import naming
+from sbcore.plan.hostplan import ContainerPlan, Endpoint, HostLeg, NetworkPlan, TopologyPlan
 
 
 def make_plan(

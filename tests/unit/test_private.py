@@ -1,4 +1,4 @@
-"""Files that may hold secrets are root's only, whatever the umask (switchboard.private)."""
+"""Files that may hold secrets are root's only, whatever the umask (sbcore.state.private)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from switchboard.private import open_private, private_dir, write_private
+from sbcore.state.private import open_private, private_dir, write_private
 
 
 def _mode(path: Path) -> int:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from controller import startup
-from switchboard import hosts, reach
+from controller.daemon import startup
+from sbcore.state import hosts, reach
 
 
 def _refused_port() -> int:

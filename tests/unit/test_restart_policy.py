@@ -8,14 +8,14 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from controller.exits import ExitFailover
-from controller.report import container_rows
+from controller.daemon.exits import ExitFailover
+from controller.daemon.report import container_rows
 from discovery.instances import desired_instances
 from plumbing import restart
 from plumbing.plan import plan_plumbing
 from plumbing.restart import History
-from switchboard.hostplan import plan_topology
-from switchboard.model import load_topology
+from sbcore.model import load_topology
+from sbcore.plan.hostplan import plan_topology
 
 T0 = 1_000_000.0
 
@@ -234,7 +234,7 @@ def test_a_check_that_passed_from_the_host_is_made_passing_in_consul_under_maint
 
 
 def test_plan_shows_a_changed_restart_policy_and_restarts_nothing():
-    from switchboard.changes import diff, render
+    from sbcore.plan.changes import diff, render
     from tests.unit.test_changes import side
 
     before = side(TOPO)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.report import container_rows, data_path_problem
+from controller.daemon.report import container_rows, data_path_problem
 from plumbing.plan import Problems
 from tests.unit.test_plumbing_plan import make_plan, port
 

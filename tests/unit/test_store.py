@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from switchboard import ipam
-from switchboard.desired import digest_of, topology_from_objects, topology_objects
-from switchboard.model import load_topology
+from sbcore.model import ipam, load_topology
+from sbcore.model.desired import digest_of, topology_from_objects, topology_objects
 
 TEXT = """
 name: shop

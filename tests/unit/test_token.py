@@ -7,7 +7,7 @@ from pathlib import Path
 import consul
 import pytest
 
-from switchboard import reach, store, token
+from sbcore.state import reach, store, token
 
 
 @pytest.fixture(autouse=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.trace import TraceError, build_packet, explain, flow_spec
-from controller.trace_parse import nat_targets, parse_trace, port_names
-from switchboard import naming
+from controller.pipeline.trace import TraceError, build_packet, explain, flow_spec
+from controller.pipeline.trace_parse import nat_targets, parse_trace, port_names
+from sbcore.model import naming
 
 SAMPLES = Path(__file__).parent / "trace_samples"
 

@@ -9,11 +9,11 @@ from typing import Any
 
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
-from controller import ofmsg
-from controller.app import SwitchboardApp, SwitchState, TunnelPeers
-from controller.daemon import tunnel_peers
-from controller.flows import Flow
-from switchboard.hostplan import PeerHost, Site
+from controller.daemon.daemon import tunnel_peers
+from controller.pipeline.flows import Flow
+from controller.switch import ofmsg
+from controller.switch.app import SwitchboardApp, SwitchState, TunnelPeers
+from sbcore.plan.hostplan import PeerHost, Site
 
 
 class FakeDatapath:

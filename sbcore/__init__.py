@@ -1,0 +1,2 @@
+"""Switchboard's ground floor: the model, the pure planners and the state in Consul (see
+docs/architecture.md)."""
