@@ -2,7 +2,7 @@
 would: ``python bench/dns_flooder.py PORT NAME [RATE]`` sends an A query for NAME to
 127.0.0.1:PORT, RATE queries/s (in bursts every 10 ms), or as fast as it can without RATE
 or with 0. Runs until killed. Used by bench/dns_flood.py and
-tests/integration/test_dns_hostile.py."""
+tests/integration/consul/test_dns_hostile.py."""
 
 import contextlib
 import socket

@@ -6,7 +6,7 @@ Two paths, measured in the same run, on the same VIP, in alternating rounds:
   group) is seen by the daemon at once (plumbing.exitwatch): the instance leaves the VIP and
   is put in maintenance in Consul without waiting for its check (controller.daemon.exits).
 - check: the server is a child of the command (``server & exec sleep infinity``), as in
-  tests/integration/test_vip.py. Killing the server leaves the command running, so only the
+  tests/integration/host/test_vip.py. Killing the server leaves the command running, so only the
   instance's TCP check (every 1 s) notices: the path every failure took before.
 
 A client container loops on new connections to vip:80 (one GET each, 1 s timeout). The
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import consul  # noqa: E402
 
 from tests.harness import private_switchboard, teardown, wait_until  # noqa: E402
-from tests.integration.test_vip import (  # noqa: E402
+from tests.integration.host.test_vip import (  # noqa: E402
     SERVER,
     SERVER_FILE,
     ServiceLab,

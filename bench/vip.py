@@ -1,7 +1,7 @@
 """VIP benchmark: new connections through a service VIP against direct ones, and failover.
 
 One client container on a network routed to another that holds three instances of a service,
-each running the same small HTTP server (the one of tests/integration/test_vip.py). In one run:
+each running the same small HTTP server (the one of tests/integration/host/test_vip.py). In one run:
 
 - rate and latency: a serial loop of GETs, each on a new connection, from the client to
   vip:80, and directly to the instances' ip:8080 in turn, in alternating rounds.
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sbcore.model.naming import group_id  # noqa: E402
 from tests.harness import private_switchboard, teardown  # noqa: E402
-from tests.integration.test_vip import (  # noqa: E402
+from tests.integration.host.test_vip import (  # noqa: E402
     BOUND,
     INSTANCES,
     SERVER,

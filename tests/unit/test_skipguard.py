@@ -18,10 +18,10 @@ def test_ci_is_any_value_but_empty_or_false(value: str, ci: bool) -> None:
 
 
 def test_a_skipped_integration_test_fails_in_ci_naming_the_test_and_why() -> None:
-    message = forbidden_skip("tests/integration/test_dns.py::test_x", {"integration"},
+    message = forbidden_skip("tests/integration/host/test_dns.py::test_x", {"integration"},
                              "Skipped: needs root", CI)
     assert message is not None
-    assert message.startswith("tests/integration/test_dns.py::test_x was skipped in CI "
+    assert message.startswith("tests/integration/host/test_dns.py::test_x was skipped in CI "
                               "(needs root)")
     assert forbidden_skip("t", {"lab", "integration"}, "x", CI) is not None
     assert forbidden_skip("t", {"lab"}, "x", CI) is not None

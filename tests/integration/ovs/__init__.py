@@ -1,0 +1,2 @@
+"""Integration tests that need real Open vSwitch and network namespaces; no Consul, no
+daemon."""
