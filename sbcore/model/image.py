@@ -9,11 +9,9 @@ import re
 import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from sbcore.model.base import Path
-    from sbcore.model.container import Container
+from sbcore.model.base import Path
 
 # a reference as Podman and Docker take it: [host[:port]/]path[:tag][@digest]
 _IMAGE_RE = re.compile(r"[a-z0-9][a-z0-9._\-/:]*(@sha256:[0-9a-f]{64})?", re.IGNORECASE)
@@ -92,7 +90,20 @@ def check_volume(value: str) -> str:
     return value
 
 
-def image_problems(c: Container) -> Iterator[tuple[Path, str]]:
+class ImageKeys(Protocol):
+    """The keys of a container that concern its image (``sbcore.model.container.Container``
+    has them; a protocol keeps this module below it)."""
+
+    image: str | None
+    command: str | None
+    env: dict[str, str]
+    volumes: list[str]
+    workdir: str | None
+    user: str | None
+    attach: object | None
+
+
+def image_problems(c: ImageKeys) -> Iterator[tuple[Path, str]]:
     """What is wrong with the image keys of a container, as (path, sentence)."""
     if c.image is None:
         for key in IMAGE_ONLY:
@@ -138,7 +149,7 @@ class ImageRun:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def image_run(container: Any) -> ImageRun | None:
+def image_run(container: ImageKeys) -> ImageRun | None:
     """The ImageRun of a model container (None: it has no image)."""
     if container.image is None:
         return None
