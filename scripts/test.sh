@@ -8,6 +8,7 @@ bash scripts/start-services.sh
 bash scripts/build-image.sh  # the image the image-container tests and the demo file run
 VENV=${SWITCHBOARD_VENV:-/opt/switchboard/venv}
 "$VENV/bin/ruff" check .
+"$VENV/bin/lint-imports"  # the import contract: pyproject.toml [tool.importlinter]
 # The docs: a broken link or anchor, or a page missing from nav, fails. Output only on failure
 # (mkdocs --quiet would hide the warnings that --strict counts, and pass).
 site=$(mktemp -d)
