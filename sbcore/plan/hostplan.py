@@ -8,9 +8,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 
 from sbcore.model import (
-    CIDR_PREFIX,
     DEFAULT_MTU,
-    PortSpec,
     Publish,
     Topology,
     TopologyError,
@@ -18,6 +16,7 @@ from sbcore.model import (
     naming,
 )
 from sbcore.model.image import ImageRun, image_run
+from sbcore.plan.policies import PolicyRule, host_rules, policy_rules
 
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 
@@ -163,19 +162,6 @@ class ContainerPlan:
 
 
 @dataclass(frozen=True)
-class PolicyRule:
-    """One allowed direction: new connections from ``sources`` to ``destinations`` on ``ports``.
-
-    Addresses are CIDR strings (a network's subnet or a container's /32); empty ``ports``
-    allows every protocol and port.
-    """
-
-    sources: tuple[str, ...]
-    destinations: tuple[str, ...]
-    ports: tuple[PortSpec, ...]
-
-
-@dataclass(frozen=True)
 class Backend:
     """One instance behind a service VIP."""
 
@@ -262,45 +248,6 @@ def _routes(topology: Topology) -> tuple[tuple[str, str], ...]:
         if a != b
     }
     return tuple(sorted(pairs))
-
-
-def _addresses(topology: Topology, allocation: ipam.Allocation, ref: str) -> tuple[str, ...]:
-    if topology.endpoint_kind(ref) == "cidr":
-        return (str(IPv4Network(ref[len(CIDR_PREFIX):])),)
-    if ref in topology.networks:
-        return (str(topology.networks[ref].subnet),)
-    return tuple(f"{ip}/32" for (c, _), ip in sorted(allocation.items()) if c == ref)
-
-
-def _host_rules(topology: Topology, allocation: ipam.Allocation) -> tuple[PolicyRule, ...]:
-    return tuple(PolicyRule(_addresses(topology, allocation, p.from_), (), p.port_specs)
-                 for p in topology.policies if topology.endpoint_kind(p.to) == "host")
-
-
-def _policy_rules(
-    topology: Topology, allocation: ipam.Allocation
-) -> tuple[PolicyRule, ...] | None:
-    """Rules between containers; None when there are none (``to: host`` rules do not count:
-    they open the host, and leave routed traffic as open as before)."""
-    between = [p for p in topology.policies if topology.endpoint_kind(p.to) != "host"]
-    if not between:
-        return None
-    rules = []
-    for policy in between:
-        sources = _addresses(topology, allocation, policy.from_)
-        service = policy.to_service
-        if service is None:
-            destinations = _addresses(topology, allocation, policy.to)
-            rules.append(PolicyRule(sources, destinations, policy.port_specs))
-            continue
-        for container, instance in topology.declared_services().get(service, []):
-            ip = allocation[(container, instance.network)]
-            ports = policy.port_specs or (
-                PortSpec("tcp", instance.port, instance.port),
-                PortSpec("udp", instance.port, instance.port),
-            )
-            rules.append(PolicyRule(sources, (f"{ip}/32",), ports))
-    return tuple(rules)
 
 
 def _services(topology: Topology, allocation: ipam.Allocation) -> tuple[ServicePlan, ...]:
@@ -418,8 +365,8 @@ def plan_topology(
         )
     return TopologyPlan(
         name=topo, networks=tuple(networks), containers=tuple(containers), allocation=allocation,
-        routes=_routes(topology), policies=_policy_rules(topology, allocation),
-        host_rules=_host_rules(topology, allocation),
+        routes=_routes(topology), policies=policy_rules(topology, allocation),
+        host_rules=host_rules(topology, allocation),
         services=_services(topology, allocation), zone=naming.ct_zone(topo), site=site,
         published=tuple(
             PublishedPort(c_name, container.default_network,
