@@ -203,9 +203,7 @@ class SwitchboardApp(app_manager.OSKenApp):
             state = self.switches.get(dp.id)
             if state is None or state.datapath is not dp:
                 return  # an ignored datapath, or an older connection of a reconnected one
-            del self.switches[dp.id]
-            if not self.switches:
-                self.connected.clear()
+            self._forget(state)
         self.wake.set()
         LOG.warning("bridge %016x disconnected", dp.id)
 
@@ -255,6 +253,15 @@ class SwitchboardApp(app_manager.OSKenApp):
         return bodies
 
     # --- internals ----------------------------------------------------------------------
+    def _forget(self, state: SwitchState) -> None:
+        """Drop a connection's state (if it is still the current one of its datapath); call
+        with the lock held."""
+        dp_id = state.datapath.id
+        if self.switches.get(dp_id) is state:
+            del self.switches[dp_id]
+            if not self.switches:
+                self.connected.clear()
+
     def _probe_tunnel(self, dp: Any, peers: TunnelPeers) -> threading.Thread:
         """Have a freshly started OVS learn every other host's underlay MAC now, before the
         first packets to that host: on the userspace datapath OVS starts with an empty tunnel
@@ -322,10 +329,7 @@ class SwitchboardApp(app_manager.OSKenApp):
             elif not confirmed:
                 self.failure = (f"datapath {dp.id:016x} did not confirm flows within "
                                 f"{timeout:.0f} s; its connection was dropped")
-                if self.switches.get(dp.id) is state:
-                    del self.switches[dp.id]
-                    if not self.switches:
-                        self.connected.clear()
+                self._forget(state)
                 dp.close()
             if not confirmed or errors:
                 LOG.error("bundle %d not applied: %s", bundle, self.failure)
