@@ -13,7 +13,7 @@ from pathlib import Path
 import consul
 import pytest
 
-from tests.harness import free_port, wait_until
+from tests.harness import Switchboard, free_port, private_switchboard, sh, wait_until
 
 PORT_NAMES = ("http-port", "dns-port", "server-port", "serf-lan-port", "serf-wan-port")
 
@@ -80,3 +80,28 @@ def running_agent(root: Path, extra: list[str] | None = None) -> Iterator[Agent]
         yield agent
     finally:
         agent.stop()
+
+
+@contextmanager
+def daemon_on_agent(
+    agent: Agent, state: Path, prefix: str, bridge: str, topology: str,
+    env: dict[str, str] | None = None, drop_env: tuple[str, ...] = (),
+) -> Iterator[Switchboard]:
+    """A private daemon (own bridge, KV prefix, OpenFlow port) using ``agent``, started and
+    ready; afterwards (started again if a test killed it) ``topology`` is taken down, the
+    daemon stopped and its bridge removed."""
+    board = private_switchboard(state, prefix=prefix, bridge=bridge, of_port=free_port())
+    for name in drop_env:
+        board.env.pop(name, None)
+    board.env.update({"SWITCHBOARD_CONSUL": agent.http,
+                      "SWITCHBOARD_CONSUL_DNS": f"127.0.0.1:{agent.dns[1]}", **(env or {})})
+    board.start()
+    try:
+        board.wait_ready()
+        yield board
+    finally:
+        if board.proc is None or board.proc.poll() is not None:
+            board.start()
+        board.cli("down", topology, check=False, timeout=120)
+        board.kill(signal.SIGTERM)
+        sh(f"ovs-vsctl --if-exists del-br {board.bridge}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,8 +23,8 @@ import pytest
 
 from discovery.registry import Registry
 from sbcore.state import reach
-from tests.consul_agent import Agent, free_port, running_agent
-from tests.harness import ROOT, Switchboard, in_ns, private_switchboard, sh, wait_until
+from tests.consul_agent import Agent, daemon_on_agent, free_port, running_agent
+from tests.harness import ROOT, Switchboard, in_ns, sh, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -99,22 +98,10 @@ def keys(agent: Agent, secrets: Path, prefix: str) -> list[str]:
 def sb(agent: Agent, policies: Path, prefix: str,
        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Switchboard]:
     run = os.getpid()
-    board = private_switchboard(tmp_path_factory.mktemp("acl-state"), prefix=prefix,
-                                bridge=f"sba{run}", of_port=free_port())
-    for name in ("SWITCHBOARD_TOKEN", "CONSUL_HTTP_TOKEN"):
-        board.env.pop(name, None)
-    board.env.update({"SWITCHBOARD_CONSUL": agent.http, "SWITCHBOARD_TOKEN_FILE": str(policies),
-                      "SWITCHBOARD_CONSUL_DNS": f"127.0.0.1:{agent.dns[1]}"})
-    board.start()
-    try:
-        board.wait_ready()
+    with daemon_on_agent(agent, tmp_path_factory.mktemp("acl-state"), prefix, f"sba{run}",
+                         TOPOLOGY, env={"SWITCHBOARD_TOKEN_FILE": str(policies)},
+                         drop_env=("SWITCHBOARD_TOKEN", "CONSUL_HTTP_TOKEN")) as board:
         yield board
-    finally:
-        if board.proc is None or board.proc.poll() is not None:
-            board.start()
-        board.cli("down", TOPOLOGY, check=False, timeout=120)
-        board.kill(signal.SIGTERM)
-        sh(f"ovs-vsctl --if-exists del-br {board.bridge}")
 
 
 def test_with_switchboards_token_up_discovery_and_dns_work(sb: Switchboard, agent: Agent,

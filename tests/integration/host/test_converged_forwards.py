@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from collections.abc import Iterator
 from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
 
-from tests.consul_agent import Agent, free_port, running_agent
-from tests.harness import Switchboard, private_switchboard, sh, wait_until
+from tests.consul_agent import Agent, daemon_on_agent, running_agent
+from tests.harness import Switchboard, sh, wait_until
 from tests.integration.host.test_crash_consistency import (
     finish,
     kill_daemon_after,
@@ -50,21 +49,10 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
 @pytest.fixture(scope="module")
 def sb(agent: Agent, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Switchboard]:
     run = os.getpid()
-    board = private_switchboard(tmp_path_factory.mktemp("cf-state"), prefix=f"sbcf-{run}",
-                                bridge=f"sbk{run}", of_port=free_port())
-    board.env.update({"SWITCHBOARD_CONSUL": agent.http,
-                      "SWITCHBOARD_CONSUL_DNS": f"127.0.0.1:{agent.dns[1]}"})
-    board.start()
-    try:
-        board.wait_ready()
+    with daemon_on_agent(agent, tmp_path_factory.mktemp("cf-state"), f"sbcf-{run}",
+                         f"sbk{run}", TOPOLOGY) as board:
         yield board
-    finally:
-        if board.proc is None or board.proc.poll() is not None:
-            board.start()
-        board.cli("down", TOPOLOGY, check=False, timeout=120)
-        board.kill(signal.SIGTERM)
-        sh(f"ovs-vsctl --if-exists del-br {board.bridge}")
-        agent.client().kv.delete(f"{board.prefix}/", recurse=True)
+    agent.client().kv.delete(f"{board.prefix}/", recurse=True)
 
 
 def add_foreign_bridge(name: str, port: str) -> None:
