@@ -70,9 +70,17 @@ def services(ctx: click.Context, topology: str | None, everything: bool, as_json
 
 
 def _outside_consul(name: str) -> bool:
-    """A name with dots that is not under ``.consul`` (``web``, ``v1.web`` are services)."""
-    name = name.rstrip(".")
-    return not name.endswith(".consul") and name.count(".") >= 2
+    """Surely a name outside Consul: not under ``.consul``, and fully qualified
+    (``example.com.``) or with two dots or more (``web`` and ``v1.web`` are services)."""
+    if name.rstrip(".").endswith(".consul"):
+        return False
+    return name.endswith(".") or name.count(".") >= 2
+
+
+def _maybe_outside_consul(name: str) -> bool:
+    """``example.com`` could be tag ``example`` of a service ``com``: outside Consul only
+    when no such instance answers."""
+    return "." in name and not name.rstrip(".").endswith(".consul")
 
 
 def _resolve_upstream(name: str, server: tuple[str, int], report: dict[str, Any],
@@ -131,7 +139,8 @@ def resolve(
 ) -> None:
     """Resolve service NAME (``web``, ``v1.web``, ``web.service.consul``) through DNS, SRV
     then A, and print ADDRESS:PORT per instance. Without --topology: Consul's DNS on the
-    host (every topology's instances); with it: what that topology's containers get."""
+    host (every topology's instances); with it: what that topology's containers get, also
+    for a name outside Consul (``example.com``): the path it takes, then its addresses."""
     if topology:
         client = reach.consul_client(ctx.obj["consul"])
         dns_server, report = local_report(Store(client, ctx.obj["prefix"]), topology)
@@ -154,6 +163,9 @@ def resolve(
         _fail(f"{exc}; is Consul's DNS interface at {server}? (set --dns)")
     except ValueError as exc:
         _fail(f"cannot resolve {name!r}: {exc}", 2)
+    if not found and topology and _maybe_outside_consul(name):
+        _resolve_upstream(name, dns_server, report, timeout)
+        return
     if not found:
         where = f" in topology {topology}" if topology else ""
         _fail(f"{lookup.consul_name(name)}: no passing instance{where} "

@@ -50,6 +50,10 @@ def test_names_outside_consul_resolve_upstream_and_a_dead_upstream_gives_servfai
             shown = sb.cli("resolve", "-t", "sbt-out-names", name)
             assert f"asks {outside.ip}:53 (--upstream-dns)" in shown.stdout
             assert shown.stdout.strip().endswith(outside.ip)
+            # one dot, as a user types a domain: no service answers, so it goes upstream
+            apex = sb.cli("resolve", "-t", "sbt-out-names", ZONE)
+            assert "not under .consul" in apex.stdout, apex.stdout
+            assert apex.stdout.strip().endswith(outside.ip)
             outside.stop_dns()  # closed port: refused at once
             assert "status: SERVFAIL" in _dig(f"gone.{ZONE}")
             outside.run("ip link set out0 down")  # silent: nothing answers

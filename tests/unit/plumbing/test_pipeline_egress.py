@@ -196,3 +196,4 @@ def test_the_upstream_path_says_where_names_outside_consul_go(tmp_path):
     assert "loopback" not in describe_upstreams([], conf)
     assert _outside_consul("www.example.org") and not _outside_consul("v1.web")
     assert not _outside_consul("web.service.consul")
+    assert _outside_consul("example.com.") and not _outside_consul("web.service.consul.")
