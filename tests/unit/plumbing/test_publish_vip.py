@@ -129,3 +129,23 @@ def test_a_port_something_listens_on_is_not_published_and_is_the_topology_error(
                                      "taken on this host")
     nat.claimed = {("tcp", 8080)}  # published before the listener came: stays published
     assert nat._unclaimed("shop", wanted, {}) == [d for _, d in wanted]
+
+
+def test_plan_graph_and_the_status_rows_show_a_published_vip():
+    from controller.daemon.report import service_rows
+    from sbcore.plan.changes import diff, render
+    from switchboard.cli.graph import picture, to_mermaid
+    from tests.unit.sbcore.plan.test_changes import side
+    before = side(SHOP)
+    after = side(PUBLISHED, before)
+    lines = "\n".join(render(diff(before, after)))
+    assert "publish: 8080 (new)" in lines
+    assert "published on host port 8080" in "\n".join(render(diff(None, after)))
+    moved = "\n".join(render(diff(after, side(PUBLISHED.replace("publish: 8080",
+                                                                "publish: 8081"), after))))
+    assert "publish: 8080 -> 8081" in moved
+    assert "published on host port 8080/tcp (every host)" in to_mermaid(
+        [picture(load_topology(PUBLISHED))])
+    (row,) = service_rows(plan_topology(load_topology(PUBLISHED)), {})
+    assert row["published"] == "8080/tcp"
+    assert service_rows(plan_topology(load_topology(SHOP)), {})[0]["published"] is None
