@@ -1,5 +1,5 @@
 """A published VIP (``services.S.publish``): the host's port reaches the service's VIP from an
-outside namespace (198.18.31.0/24), from the host's own address and from 127.0.0.1, balanced
+outside namespace (198.18.32.0/24), from the host's own address and from 127.0.0.1, balanced
 over the passing instances (the instance sees the host's address on the VIP's network); a
 ``from: cidr:`` policy limits who reaches it; a port taken on the host or published twice is
 refused and changes nothing; `down` leaves the host's nftables tables as they were."""
@@ -59,7 +59,7 @@ services:
 
 @pytest.fixture(scope="module")
 def outside() -> Iterator[Outside]:
-    with Outside(31) as out:
+    with Outside(32) as out:
         yield out
 
 
@@ -135,7 +135,7 @@ def test_a_cidr_policy_limits_who_reaches_the_published_vip(
         switchboard.up(tmp_path, topology(published, policies=rule))
         assert wait_until(lambda: _get(outside, outside.root_ip) == "", 30)
         assert _get(None, "127.0.0.1") == ""  # the host needs a rule for its address too
-        switchboard.up(tmp_path, topology(published, policies=rule.replace("99", "31")))
+        switchboard.up(tmp_path, topology(published, policies=rule.replace("99", "32")))
         assert wait_until(lambda: _get(outside, outside.root_ip).startswith("api-"), 30)
     finally:
         switchboard.up(tmp_path, topology(published))
