@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.vip import LOOP, _ms, _rate  # noqa: E402
-from tests.harness import free_port, private_switchboard, teardown  # noqa: E402
+from tests.harness import free_port, private_switchboard, teardown, wait_until  # noqa: E402
 from tests.integration.host.test_vip import (  # noqa: E402
     INSTANCES,
     SERVER,
@@ -102,6 +102,9 @@ def main() -> None:
                 subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-qw",
                                 "net.ipv4.tcp_tw_reuse=1"], check=True)
             lab.all_serving("client")
+            url = f"http://{outside.root_ip}:{HOST_PORT}/"
+            if not wait_until(lambda: outside.run(f"curl -s -m 2 {url}").stdout != "", 30):
+                raise RuntimeError(f"the published port does not answer outside: {url}")
             measure(outside, args.rounds, args.seconds)
         finally:
             lab.stop()
