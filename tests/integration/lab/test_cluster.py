@@ -330,6 +330,22 @@ def test_a_published_port_and_a_published_vip_answer_from_every_host(
                 assert _code(host, f"http://{hosts[target]}:18281/") == "200", (host, target)
         assert "service api: host port 18281/tcp on every host" in sb("h3", "status",
                                                                       "pub").stdout
+        # a port something listens on in h1 only: h1 does not publish it and says so; `up`
+        # from h2 checks h2's own sockets
+        taken = subprocess.Popen(["ip", "netns", "exec", f"{NAME}-h1", sys.executable, "-c",
+                                  "import socket, time; s = socket.create_server(('', 18282));"
+                                  " time.sleep(120)"])
+        try:
+            assert eventually(lambda: ":18282" in run_in(f"{NAME}-h1", "ss", "-ltn").stdout)
+            topology.write_text(PUBLISHED.replace("publish: 18281", "publish: 18282"))
+            sb("h2", "up", str(topology))  # h1 runs no container: `up` does not wait for it
+            error = "h1: services.api.publish: host port 18282/tcp is already taken on this host"
+            assert eventually(lambda: error in " ".join(sb("h2", "status", "pub").stdout
+                                                        .split())), sb("h2", "status", "pub")
+            assert eventually(lambda: _code("h1", f"http://{hosts['h2']}:18282/") == "200")
+        finally:
+            taken.kill()
+            taken.wait()
     finally:
         sb("h1", "down", "pub")
 
