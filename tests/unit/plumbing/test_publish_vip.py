@@ -149,3 +149,29 @@ def test_plan_graph_and_the_status_rows_show_a_published_vip():
     (row,) = service_rows(plan_topology(load_topology(PUBLISHED)), {})
     assert row["published"] == "8080/tcp"
     assert service_rows(plan_topology(load_topology(SHOP)), {})[0]["published"] is None
+
+
+def test_route_localnet_is_turned_on_where_it_was_off_recorded_and_put_back(
+        tmp_path, monkeypatch):
+    import json
+
+    import plumbing.hostnat as hostnat
+    conf = tmp_path / "conf"
+    for leg, value in (("sbhaaa", "0"), ("sbhbbb", "1")):
+        (conf / leg).mkdir(parents=True)
+        (conf / leg / "route_localnet").write_text(value)
+    monkeypatch.setattr(hostnat, "CONF", conf)
+    nat = HostNat("sb-test", tmp_path / "state")
+    nat._route_localnet({"sbhaaa", "sbhbbb"})
+    assert (conf / "sbhaaa" / "route_localnet").read_text() == "1"
+    assert nat.localnet == ["sbhaaa"]  # sbhbbb was on already: not ours to put back
+    assert json.loads(nat.record.read_text())["route_localnet"] == ["sbhaaa"]
+    nat._route_localnet({"sbhbbb"})  # sbhaaa publishes nothing more
+    assert (conf / "sbhaaa" / "route_localnet").read_text() == "0"
+    assert (conf / "sbhbbb" / "route_localnet").read_text() == "1"
+    nat._route_localnet({"sbhaaa"})
+    killed = HostNat("sb-test", tmp_path / "state")  # the next start, after a SIGKILL
+    monkeypatch.setattr(killed, "available", lambda: False)
+    killed.start()
+    assert (conf / "sbhaaa" / "route_localnet").read_text() == "0"
+    assert not killed.record.exists()
