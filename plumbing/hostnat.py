@@ -1,5 +1,6 @@
-"""The host's part of egress: an nftables table of the daemon's own and IPv4 forwarding on
-the interfaces that carry it. Everything it changes it records, and puts back.
+"""The host's part of egress and published ports: an nftables table of the daemon's own,
+IPv4 forwarding on the interfaces that carry them, and ``route_localnet`` on the legs that
+publish. Everything it changes it records, and puts back.
 
 What the host kernel needs for egress (measured on Debian 12's kernel, docs/operations.md):
 
@@ -16,9 +17,16 @@ What the host kernel needs for egress (measured on Debian 12's kernel, docs/oper
   forwarding the daemon turned on, only replies, related packets and published ports (what
   it forwarded before: nothing);
   in ``input``, a new connection arriving on a leg for any host address but the leg's own
-  is dropped (egress never reaches the host's own listeners).
+  is dropped (egress never reaches the host's own listeners). Published ports: destination
+  NAT of the host port on every host address to a container (the client's address kept) or
+  to a VIP (masqueraded to the leg's address, so the switch balances it as the host's own
+  connection and the reply comes back here), and masquerade of the host's own
+  destination-NATed connections from ``127.0.0.0/8``;
+- ``net.ipv4.conf.<leg>.route_localnet=1`` on the legs with a published port or VIP, where
+  it was 0: a connection to ``127.0.0.1:PORT`` leaves by the leg with its loopback source
+  (until masqueraded) and its reply comes back to a loopback address.
 
-``close`` deletes the table and sets every forwarding flag it turned on back to 0. A record
+``close`` deletes the table and sets every flag it turned on back to 0. A record
 in the state directory (``hostnat.json``) lets the next start do the same after a SIGKILL.
 """
 
