@@ -72,6 +72,7 @@ def vip_rows(reports: Reports, topology: str | None = None) -> list[dict[str, An
         for svc in report.get("services") or []:
             rows.append({"service": svc["name"], "topology": topo, "host": host,
                          "vip": svc["vip"], "port": svc.get("port"),
+                         "published": svc.get("published"),
                          "backends": list(svc.get("backends") or [])})
     return sorted(rows, key=lambda r: (r["service"], r["topology"], r["host"]))
 

@@ -17,9 +17,11 @@ SECURITY = ROOT / "scripts" / "consul-security.sh"
 
 
 def switchboard_command() -> str:
-    """The ``switchboard`` next to this interpreter (the venv's), else the one on PATH."""
-    beside = Path(sys.executable).with_name("switchboard")
-    return str(beside) if beside.exists() else "switchboard"
+    """The daemon's command: this interpreter running the ``switchboard`` package of this
+    checkout (start-host.sh runs in ``ROOT``, first on ``sys.path`` for ``-m``), so that the
+    lab's daemons run the code that made the lab, as its commands do, whatever checkout the
+    venv's own ``switchboard`` was installed from."""
+    return f"{sys.executable} -m switchboard.cli"
 
 
 def host_environ(host: Host) -> dict[str, str]:

@@ -1,5 +1,6 @@
-"""The host's part of egress: an nftables table of the daemon's own and IPv4 forwarding on
-the interfaces that carry it. Everything it changes it records, and puts back.
+"""The host's part of egress and published ports: an nftables table of the daemon's own,
+IPv4 forwarding on the interfaces that carry them, and ``route_localnet`` on the legs that
+publish. Everything it changes it records, and puts back.
 
 What the host kernel needs for egress (measured on Debian 12's kernel, docs/operations.md):
 
@@ -16,9 +17,16 @@ What the host kernel needs for egress (measured on Debian 12's kernel, docs/oper
   forwarding the daemon turned on, only replies, related packets and published ports (what
   it forwarded before: nothing);
   in ``input``, a new connection arriving on a leg for any host address but the leg's own
-  is dropped (egress never reaches the host's own listeners).
+  is dropped (egress never reaches the host's own listeners). Published ports: destination
+  NAT of the host port on every host address to a container (the client's address kept) or
+  to a VIP (masqueraded to the leg's address, so the switch balances it as the host's own
+  connection and the reply comes back here), and masquerade of the host's own
+  destination-NATed connections from ``127.0.0.0/8``;
+- ``net.ipv4.conf.<leg>.route_localnet=1`` on the legs with a published port or VIP, where
+  it was 0: a connection to ``127.0.0.1:PORT`` leaves by the leg with its loopback source
+  (until masqueraded) and its reply comes back to a loopback address.
 
-``close`` deletes the table and sets every forwarding flag it turned on back to 0. A record
+``close`` deletes the table and sets every flag it turned on back to 0. A record
 in the state directory (``hostnat.json``) lets the next start do the same after a SIGKILL.
 """
 
@@ -33,6 +41,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from plumbing.listeners import listening
 from sbcore.plan.hostplan import TopologyPlan
 
 LOG = logging.getLogger("switchboard.hostnat")
@@ -53,15 +62,20 @@ class Leg:
 
 @dataclass(frozen=True)
 class Dnat:
-    """A published port: the host's ``host_port`` to ``ip:port``."""
+    """A published port: the host's ``host_port`` to ``ip:port`` (a container's address, or
+    a VIP: ``masquerade``, so that the switch balances it as the host's own connection and
+    the replies come back through the host). ``sources``: who may connect (None: anyone)."""
 
     proto: str
     host_port: int
     ip: str
     port: int
+    sources: tuple[str, ...] | None = None
+    masquerade: bool = False
 
     def rule(self) -> str:
-        return (f"fib daddr type local {self.proto} dport {self.host_port} "
+        saddr = f"ip saddr {_set(self.sources)} " if self.sources else ""
+        return (f"fib daddr type local {saddr}{self.proto} dport {self.host_port} "
                 f"dnat to {self.ip}:{self.port}")
 
 
@@ -79,12 +93,18 @@ def render(table: str, legs: list[Leg], enabled_uplinks: list[str],
            published: Iterable[Dnat] = ()) -> str:
     """The nft script that replaces the table in one transaction. Pure."""
     names = [leg.name for leg in legs]
-    dnats = sorted(published, key=lambda d: (d.proto, d.host_port))
+    dnats = sorted((d for d in published if d.sources != ()),  # (): nobody may connect
+                   key=lambda d: (d.proto, d.host_port))
+    vips = [d.ip for d in dnats if d.masquerade]
     subnets = [leg.subnet for leg in legs if leg.egress]
     lines = [f"table ip {table} {{}}", f"delete table ip {table}", f"table ip {table} {{"]
     lines += ["  chain postrouting {", "    type nat hook postrouting priority srcnat;"]
     if subnets and names:
         lines.append(f"    ip saddr {_set(subnets)} oifname != {_set(names, True)} masquerade")
+    if dnats:  # the host's own connections through 127.0.0.1 (needs route_localnet)
+        lines.append("    ip saddr 127.0.0.0/8 ct status dnat masquerade")
+    if vips:
+        lines.append(f"    ip daddr {_set(vips)} ct status dnat masquerade")
     lines += ["  }", "  chain prerouting {", "    type nat hook prerouting priority dstnat;"]
     not_legs = f"iifname != {_set(names, True)} " if names else ""
     lines += [f"    {not_legs}{d.rule()}" for d in dnats]
@@ -111,18 +131,18 @@ def render(table: str, legs: list[Leg], enabled_uplinks: list[str],
     return "\n".join(lines) + "\n"
 
 
-def _forwarding(ifname: str) -> str | None:
+def _forwarding(ifname: str, setting: str = "forwarding") -> str | None:
     try:
-        return (CONF / ifname / "forwarding").read_text().strip()
+        return (CONF / ifname / setting).read_text().strip()
     except OSError:
         return None
 
 
-def _set_forwarding(ifname: str, value: str) -> None:
+def _set_forwarding(ifname: str, value: str, setting: str = "forwarding") -> None:
     try:
-        (CONF / ifname / "forwarding").write_text(value)
+        (CONF / ifname / setting).write_text(value)
     except OSError as exc:  # the interface went away meanwhile
-        LOG.debug("forwarding on %s: %s", ifname, exc)
+        LOG.debug("%s on %s: %s", setting, ifname, exc)
 
 
 def uplinks() -> list[str]:
@@ -144,6 +164,8 @@ class HostNat:
         self.table = table_name(bridge)
         self.record = state_dir / "hostnat.json"
         self.enabled: list[str] = []  # uplinks whose forwarding this daemon turned on
+        self.localnet: list[str] = []  # legs whose route_localnet this daemon turned on
+        self.claimed: set[tuple[str, int]] = set()  # (proto, host port) published now
         self.active = False
         self.ok = True  # False: the last apply failed, egress flows are left out
         self.lock = threading.Lock()
@@ -151,19 +173,18 @@ class HostNat:
 
     def sync(self, plans: list[TopologyPlan], ports: Mapping[str, int],
              errors: dict[str, str]) -> list[TopologyPlan]:
-        """Set up the host's part of egress for the plugged-in legs; where that fails, the
-        plans without egress (its flows must not come without the host's table), and an
-        error on each topology that wants egress."""
+        """Set up the host's part of egress and published ports for the plugged-in legs;
+        where that fails, the plans without egress (its flows must not come without the
+        host's table), and an error on each topology that wants egress. A host port that
+        something on this host listens on is not published (an error on its topology)."""
         legs, dnats = [], []
         for plan in plans:
+            wanted = _dnats(plan, ports)
             for net in plan.networks:
-                if net.host_leg.port not in ports:
-                    continue
-                pubs = [Dnat(p.publish.proto, p.publish.host_port, str(p.ip), p.publish.port)
-                        for p in plan.published if p.network == net.name]
-                legs.append(Leg(net.host_leg.port, str(net.host_leg.ip), str(net.subnet),
-                                net.egress, bool(pubs)))
-                dnats += pubs
+                if net.host_leg.port in ports:
+                    legs.append(Leg(net.host_leg.port, str(net.host_leg.ip), str(net.subnet),
+                                    net.egress, any(leg == net.name for leg, _, _ in wanted)))
+            dnats += self._unclaimed(plan.name, [(what, d) for _, what, d in wanted], errors)
         try:
             self.apply(legs, dnats)
             self.ok = True
@@ -173,16 +194,35 @@ class HostNat:
             LOG.warning("egress: the host's part failed: %s", detail)
             self.ok = False
             for plan in plans:
-                if plan.published or any(net.egress for net in plan.networks):
+                if plan.published or plan.published_vips \
+                        or any(net.egress for net in plan.networks):
                     errors.setdefault(plan.name, f"egress and published ports: {detail}")
         return self.usable(plans)
+
+    def _unclaimed(self, topology: str, wanted: list[tuple[str, Dnat]],
+                   errors: dict[str, str]) -> list[Dnat]:
+        """``wanted`` without the host ports newly published that something on this host
+        listens on (each an error on ``topology``)."""
+        new = [d for _, d in wanted if (d.proto, d.host_port) not in self.claimed]
+        taken = listening() if new else set()
+        kept = []
+        for what, dnat in wanted:
+            key = (dnat.proto, dnat.host_port)
+            if key in taken and key not in self.claimed:
+                errors.setdefault(topology, f"{what}: host port {dnat.host_port}/{dnat.proto} "
+                                  "is already taken on this host (something listens on it), "
+                                  "so it is not published here; publish another host port "
+                                  "or stop what listens on it")
+            else:
+                kept.append(dnat)
+        return kept
 
     def usable(self, plans: list[TopologyPlan]) -> list[TopologyPlan]:
         """``plans``, without egress while the host's part is not in place."""
         if self.ok:
             return plans
-        return [replace(plan, published=(), networks=tuple(replace(net, egress=False)
-                                                           for net in plan.networks))
+        return [replace(plan, published=(), published_vips=(),
+                        networks=tuple(replace(net, egress=False) for net in plan.networks))
                 for plan in plans]
 
     def available(self) -> bool:
@@ -198,6 +238,7 @@ class HostNat:
             LOG.info("removing host egress settings an earlier daemon left: table %s, "
                      "forwarding on %s", self.table, ", ".join(left.get("forwarding", [])) or "-")
             self.enabled = list(left.get("forwarding", []))
+            self.localnet = list(left.get("route_localnet", []))
         self.active = True  # a table without a record (none, or one of an older daemon) too
         self.close()
 
@@ -225,6 +266,7 @@ class HostNat:
         for leg in legs:
             if (leg.egress or leg.publishes) and _forwarding(leg.name) == "0":
                 _set_forwarding(leg.name, "1")
+        self._route_localnet({leg.name for leg in legs if leg.publishes})
         for name in uplinks():
             if name not in self.enabled and _forwarding(name) == "0":
                 self.enabled.append(name)
@@ -234,6 +276,7 @@ class HostNat:
         script = render(self.table, legs, self.enabled, published or [])
         subprocess.run(["nft", "-f", "-"], input=script, text=True, check=True,
                        capture_output=True)
+        self.claimed = {(d.proto, d.host_port) for d in published or []}
         for name in self.enabled:
             if _forwarding(name) == "0":
                 _set_forwarding(name, "1")
@@ -246,10 +289,39 @@ class HostNat:
             subprocess.run(["nft", "delete", "table", "ip", self.table], capture_output=True)
         for name in self.enabled:
             _set_forwarding(name, "0")
-        self.enabled = []
+        for name in self.localnet:
+            _set_forwarding(name, "0", "route_localnet")
+        self.enabled, self.localnet, self.claimed = [], [], set()
         self.record.unlink(missing_ok=True)
         self.active = False
 
     def _save(self) -> None:
         self.record.parent.mkdir(parents=True, exist_ok=True)
-        self.record.write_text(json.dumps({"table": self.table, "forwarding": self.enabled}))
+        self.record.write_text(json.dumps({"table": self.table, "forwarding": self.enabled,
+                                           "route_localnet": self.localnet}))
+
+    def _route_localnet(self, legs: set[str]) -> None:
+        """``route_localnet=1`` on the legs with published ports (the host reaches them
+        through 127.0.0.1), where it was 0; back to 0 on a leg that publishes no more."""
+        for name in sorted(legs):
+            if name not in self.localnet and _forwarding(name, "route_localnet") == "0":
+                self.localnet.append(name)
+        for name in [n for n in self.localnet if n not in legs]:
+            _set_forwarding(name, "0", "route_localnet")
+            self.localnet.remove(name)
+        self._save()  # before the change: a crash in between still leaves a record
+        for name in self.localnet:
+            _set_forwarding(name, "1", "route_localnet")
+
+
+def _dnats(plan: TopologyPlan, ports: Mapping[str, int]) -> list[tuple[str, str, Dnat]]:
+    """(network, what in the file, DNAT) of each published port and VIP of ``plan`` whose
+    host leg is plugged in. Pure."""
+    legs = {net.name for net in plan.networks if net.host_leg.port in ports}
+    found = [(p.network, f"containers.{p.container}.publish",
+              Dnat(p.publish.proto, p.publish.host_port, str(p.ip), p.publish.port))
+             for p in plan.published if p.network in legs]
+    found += [(v.network, f"services.{v.service}.publish",
+               Dnat(v.proto, v.host_port, str(v.vip), v.port, v.sources, masquerade=True))
+              for v in plan.published_vips if v.network in legs]
+    return found

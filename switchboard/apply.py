@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from plumbing.listeners import listening
 from sbcore.model import Topology, TopologyError, ipam
 from sbcore.model.desired import (
     DesiredState,
@@ -84,24 +84,27 @@ def decide(
 
 
 def taken_host_ports(topology: Topology, previous: Topology | None) -> list[str]:
-    """Ports ``topology`` newly publishes that something on this host already listens on
-    (a port its earlier version publishes is the topology's own)."""
-    before = {(p.proto, p.host_port) for c in (previous.containers.values() if previous
-                                                else ()) for p in c.published}
+    """Ports ``topology`` newly publishes (its containers' and its services') that something
+    on this host already listens on, from the host's socket tables (a port its earlier
+    version publishes is the topology's own)."""
+    before = set(previous.host_ports()) if previous else set()
+    taken = listening()
     problems = []
     for name, container in topology.containers.items():
         for i, pub in enumerate(container.published):
-            if (pub.proto, pub.host_port) in before:
-                continue
-            kind = socket.SOCK_STREAM if pub.proto == "tcp" else socket.SOCK_DGRAM
-            with socket.socket(socket.AF_INET, kind) as sock:
-                try:
-                    sock.bind(("0.0.0.0", pub.host_port))
-                except OSError as exc:
-                    problems.append(
-                        f"topology {topology.name!r}: containers.{name}.publish.{i}: host port "
-                        f"{pub.host_port}/{pub.proto} is already taken on this host "
-                        f"({exc.strerror}); pick another port or stop what listens on it")
+            if (pub.proto, pub.host_port) not in before and (pub.proto, pub.host_port) in taken:
+                problems.append(
+                    f"topology {topology.name!r}: containers.{name}.publish.{i}: host port "
+                    f"{pub.host_port}/{pub.proto} is already taken on this host (something "
+                    "listens on it); publish another host port or stop what listens on it")
+    for name, settings in topology.services.items():
+        spub = settings.published
+        if spub and (spub.proto, spub.host_port) not in before \
+                and (spub.proto, spub.host_port) in taken:
+            problems.append(
+                f"topology {topology.name!r}: services.{name}.publish: host port "
+                f"{spub.host_port}/{spub.proto} is already taken on this host (something "
+                "listens on it); publish another host port or stop what listens on it")
     return problems
 
 

@@ -12,11 +12,14 @@ from sbcore.plan.hostplan import TopologyPlan
 def service_rows(
     plan: TopologyPlan, passing: dict[ServiceKey, frozenset[str]]
 ) -> list[dict[str, Any]]:
-    """One status row per VIP service: its VIP and port, and the instances the switch sends
-    new connections to. Pure."""
+    """One status row per VIP service: its VIP and port, the host port that reaches it on
+    every host (``published``, None: not published), and the instances the switch sends new
+    connections to. Pure."""
+    published = {v.service: f"{v.host_port}/{v.proto}" for v in plan.published_vips}
     return [
         {
             "name": svc.name, "vip": str(svc.vip), "port": svc.port,
+            "published": published.get(svc.name),
             "backends": [
                 {"container": b.container, "ip": str(b.ip), "port": b.port}
                 for b in svc.active_backends(passing)

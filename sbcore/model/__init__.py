@@ -10,7 +10,7 @@ from sbcore.model.container import Attach, Attachment, Check, Container, Service
 from sbcore.model.loading import load_topology, load_topology_file, validation_problems
 from sbcore.model.network import Network, Router
 from sbcore.model.policy import Policy, PortSpec, parse_port_spec
-from sbcore.model.publish import Publish, parse_publish
+from sbcore.model.publish import Publish, ServicePublish, parse_publish
 from sbcore.model.scalars import (
     CIDR_PREFIX,
     DEFAULT_CHECK_INTERVAL,
@@ -47,6 +47,7 @@ __all__ = [
     "PortSpec",
     "Router",
     "ServiceInstance",
+    "ServicePublish",
     "ServiceSettings",
     "Subnet",
     "Topology",

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, StrictStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 from sbcore.model.base import Path, _Model, _Problems
 from sbcore.model.container import Container, ServiceInstance, _container_problems
 from sbcore.model.network import Network, Router, _network_problems, _router_problems
 from sbcore.model.policy import Policy
-from sbcore.model.publish import parse_publish
+from sbcore.model.publish import (
+    ServicePublish,
+    check_service_publish,
+    parse_publish,
+    parse_service_publish,
+)
 from sbcore.model.scalars import (
     CIDR_PREFIX,
     HOST,
@@ -25,10 +38,17 @@ from sbcore.model.scalars import (
 
 
 class ServiceSettings(_Model):
-    """Per-service settings: a virtual IP and its port (None: each instance's own port)."""
+    """Per-service settings: a virtual IP and its port (None: each instance's own port), and
+    the host port that reaches the VIP on every host (None: not published)."""
 
     vip: IPv4 | None = None
     port: Port | None = None
+    publish: Annotated[StrictInt | StrictStr, BeforeValidator(check_service_publish)] | None = None
+
+    @property
+    def published(self) -> ServicePublish | None:
+        """Parsed ``publish``."""
+        return None if self.publish is None else parse_service_publish(self.publish)
 
 
 class Topology(_Model):
@@ -76,6 +96,30 @@ class Topology(_Model):
         if ref == HOST and ref not in self.networks and ref not in self.containers:
             return "host"
         return "network" if ref in self.networks else "container"
+
+    def host_ports(self) -> dict[tuple[str, int], str]:
+        """(proto, host port) -> what publishes it (``container 'web'``, ``service 'api'``),
+        first one kept; entries that do not parse are left out."""
+        out: dict[tuple[str, int], str] = {}
+        for cname, c in self.containers.items():
+            for text in c.publish:
+                with suppress(ValueError):
+                    pub = parse_publish(text)
+                    out.setdefault((pub.proto, pub.host_port), f"container {cname!r}")
+        for sname, settings in self.services.items():
+            with suppress(ValueError):
+                if (spub := settings.published) is not None:
+                    out.setdefault((spub.proto, spub.host_port), f"service {sname!r}")
+        return out
+
+    def vip_port(self, service: str) -> int | None:
+        """The port a published VIP is reached on: the service's ``port``, else its
+        instances' port when they all have one; None when they differ."""
+        settings = self.services.get(service)
+        if settings is not None and settings.port is not None:
+            return settings.port
+        ports = {inst.port for _, inst in self.declared_services().get(service, [])}
+        return ports.pop() if len(ports) == 1 else None
 
     def vips(self) -> dict[str, IPv4Address]:
         """Service name -> VIP, for services that have one."""
@@ -125,18 +169,7 @@ def _cross_problems(t: Topology) -> Iterator[tuple[Path, str]]:
                     f"unknown network {n!r} (networks: {known_nets})",
                 )
 
-    published: dict[tuple[str, int], str] = {}
-    for cname, c in t.containers.items():
-        for i, text in enumerate(c.publish):
-            try:
-                pub = parse_publish(text)
-            except ValueError:
-                continue  # reported where it is
-            other = published.setdefault((pub.proto, pub.host_port), cname)
-            if other != cname:
-                yield (("containers", cname, "publish", i),
-                       f"host port {pub.host_port}/{pub.proto} is already published by "
-                       f"container {other!r}")
+    yield from _publish_problems(t)
 
     gateways = {n.gateway: name for name, n in nets.items()}
     fixed: dict[tuple[str, IPv4Address], str] = {}
@@ -233,3 +266,38 @@ def _cross_problems(t: Topology) -> Iterator[tuple[Path, str]]:
             yield (path, f"VIP {vip} is also the VIP of service {vips[vip]!r}")
         else:
             vips[vip] = sname
+
+
+def _publish_problems(t: Topology) -> Iterator[tuple[Path, str]]:
+    """A host port published twice in the file (by containers or services), and a service's
+    ``publish`` without a VIP or a port to reach it on."""
+    published: dict[tuple[str, int], str] = {}
+    for cname, c in t.containers.items():
+        for i, text in enumerate(c.publish):
+            try:
+                pub = parse_publish(text)
+            except ValueError:
+                continue  # reported where it is
+            other = published.setdefault((pub.proto, pub.host_port), f"container {cname!r}")
+            if other != f"container {cname!r}":
+                yield (("containers", cname, "publish", i),
+                       f"host port {pub.host_port}/{pub.proto} is already published by "
+                       f"{other}; publish another host port")
+    for sname, settings in t.services.items():
+        try:
+            spub = settings.published
+        except ValueError:
+            continue  # reported where it is
+        if spub is None:
+            continue
+        path = ("services", sname, "publish")
+        if settings.vip is None:
+            yield (path, f"service {sname!r} has no vip: publish reaches a VIP; add vip "
+                         "(and port), or publish a container's port instead")
+        elif t.vip_port(sname) is None and sname in t.declared_services():
+            yield (path, f"service {sname!r} has no port and its instances' ports differ: "
+                         f"add port to say which VIP port host port {spub.host_port} reaches")
+        other = published.setdefault((spub.proto, spub.host_port), f"service {sname!r}")
+        if other != f"service {sname!r}":
+            yield (path, f"host port {spub.host_port}/{spub.proto} is already published by "
+                         f"{other}; publish another host port")

@@ -18,6 +18,10 @@ from sbcore.model import Topology, TopologyError, naming
 
 __all__ = ["check_against_applied", "conflicts", "first_come"]
 
+ADVICE = {  # what to do about a clash of this kind (else: rename one of them)
+    "published host port": "publish another host port, or take the other topology down first",
+}
+
 
 def _identifiers(topology: Topology) -> dict[str, dict[object, str]]:
     """Kind of identifier -> identifier -> what in the topology derives it."""
@@ -31,9 +35,8 @@ def _identifiers(topology: Topology) -> dict[str, dict[object, str]]:
                        for n in topology.networks},
         "conntrack zone": {naming.ct_zone(name): "the topology"},
         "VIP group": {naming.group_id(name, s): f"service {s!r}" for s in topology.vips()},
-        "published host port": {f"{p.host_port}/{p.proto}": f"container {c!r}"
-                                for c, container in topology.containers.items()
-                                for p in container.published},
+        "published host port": {f"{port}/{proto}": what
+                                for (proto, port), what in topology.host_ports().items()},
     }
 
 
@@ -61,7 +64,7 @@ def conflicts(topology: Topology, applied: Iterable[Topology]) -> list[str]:
                     problems.append(
                         f"topology {topology.name!r}: {what} gets the same {kind} ({ident}) "
                         f"as {theirs[kind][ident]} of applied topology {other.name!r}; "
-                        f"rename one of them"
+                        f"{ADVICE.get(kind, 'rename one of them')}"
                     )
     return problems
 

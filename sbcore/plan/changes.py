@@ -181,6 +181,8 @@ def _service_summary(value: dict[str, Any]) -> tuple[str, ...]:
     settings = value.get("settings", {})
     parts = [f"vip {settings['vip']}" + (f":{settings['port']}" if "port" in settings else "")
              ] if "vip" in settings else []
+    if "publish" in settings:
+        parts.append(f"published on host port {settings['publish']}")
     instances = value.get("instances", {})
     parts += [f"instance {c} {i['address']}:{i['port']}" for c, i in sorted(instances.items())]
     return tuple(parts)

@@ -17,6 +17,7 @@ from sbcore.model import (
 )
 from sbcore.model.image import ImageRun, image_run
 from sbcore.plan.policies import PolicyRule, host_rules, policy_rules
+from sbcore.plan.publishing import PublishedVip, published_vips
 
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 
@@ -217,6 +218,7 @@ class TopologyPlan:
     zone: int = 1  # conntrack zone of the topology
     site: Site = field(default_factory=Site, compare=False)
     published: tuple[PublishedPort, ...] = ()
+    published_vips: tuple[PublishedVip, ...] = ()  # on every host
 
     def endpoints(self) -> list[Endpoint]:
         return [ep for c in self.containers for ep in c.endpoints]
@@ -373,4 +375,5 @@ def plan_topology(
                           allocation[(c_name, container.default_network)], pub)
             for c_name, container in topology.containers.items() for pub in container.published
         ),
+        published_vips=published_vips(topology),
     )

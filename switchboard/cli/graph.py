@@ -101,6 +101,8 @@ def picture(
         if settings is not None and settings.vip is not None:
             port = f":{settings.port}" if settings.port is not None else ""
             lines.append(f"VIP {settings.vip}{port}")
+            if settings.publish is not None:
+                lines.append(f"published on host port {settings.published} (every host)")
         pic.nodes.append(Node(sid, "service", tuple(lines)))
         pic.edges += [Edge(sid, _id("ctr", name, c), "instance", f":{inst.port}")
                       for c, inst in declared.get(svc, [])]

@@ -261,6 +261,13 @@ def _print_topology(topo: dict[str, Any]) -> None:
             host_port, rest = entry.split(":", 1)
             console.print(f"  {r['container']}: host port {host_port}/{rest.split('/')[1]} -> "
                           f"{r['ip']}:{rest}", highlight=False)
+    published = {(svc["name"], svc["vip"], svc.get("port"), svc["published"])
+                 for report in topo["hosts"].values() for svc in report.get("services") or []
+                 if svc.get("published")}
+    for name, vip, port, host_port in sorted(published, key=str):  # on every host
+        target = f"{vip}:{port}" if port else vip
+        console.print(f"  service {name}: host port {host_port} on every host -> VIP {target}",
+                      highlight=False)
     imaged = {r["container"]: r for r in topo["containers"] if r.get("image")}
     for name, r in sorted(imaged.items()):  # image containers: the runtime's side
         ident = r.get("runtime_id") or "no container running"

@@ -62,10 +62,13 @@ def services(ctx: click.Context, topology: str | None, everything: bool, as_json
     console.print(table)
     if vips:
         console.print()
-        vip_table = Table("service", "topology", "vip:port", "backends", "host", box=None)
+        vip_table = Table("service", "topology", "vip:port", "published", "backends", "host",
+                          box=None)
         for row in vips:
+            published = f"host port {row['published']}" if row.get("published") else "-"
             vip_table.add_row(row["service"], row["topology"],
-                              _endpoint(row["vip"], row["port"]), _backends(row), row["host"])
+                              _endpoint(row["vip"], row["port"]), published, _backends(row),
+                              row["host"])
         console.print(vip_table)
 
 

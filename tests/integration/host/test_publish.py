@@ -71,6 +71,13 @@ def test_the_published_port_answers_the_host_itself(published: Path,
     assert wait_until(lambda: _get(None, url) == outside.root_ip, 30), _get(None, url)
 
 
+def test_the_published_port_answers_the_host_on_127_0_0_1(published: Path,
+                                                         switchboard: Switchboard) -> None:
+    leg = str(switchboard.status(NAME)["networks"][0]["host_ip"])
+    url = f"http://127.0.0.1:{HOST_PORT}/"  # the container sees the host's address there
+    assert wait_until(lambda: _get(None, url) == leg, 30), _get(None, url)
+
+
 def test_nothing_unpublished_is_reachable_from_outside(published: Path,
                                                        outside: Outside) -> None:
     assert wait_until(lambda: _get(outside, f"http://{outside.root_ip}:{HOST_PORT}/")

@@ -82,10 +82,11 @@ def test_services_json_lists_each_instance_field_by_field(lab):
 def test_services_json_shows_the_vip_and_the_backends_the_switch_uses(lab):
     assert listing(lab, "-t", TOPOLOGY)["vips"] == [{
         "service": "sbtsvc-web", "topology": TOPOLOGY, "host": "test-host", "vip": VIP,
-        "port": 80, "backends": [{"container": "web-1", "ip": WEB_1, "port": 8080}],
+        "port": 80, "published": None,
+        "backends": [{"container": "web-1", "ip": WEB_1, "port": 8080}],
     }]
     assert lab.status(TOPOLOGY)["services"] == [{
-        "name": "sbtsvc-web", "vip": VIP, "port": 80,
+        "name": "sbtsvc-web", "vip": VIP, "port": 80, "published": None,
         "backends": [{"container": "web-1", "ip": WEB_1, "port": 8080}],
     }]
 
@@ -108,8 +109,8 @@ def test_services_table_shows_instances_and_vips(lab):
     lines = [line.split() for line in out.splitlines()]
     assert ["sbtsvc-web", "web-1", TOPOLOGY, f"{WEB_1}:8080", "v1,blue", "passing"] in lines
     assert ["sbtsvc-web", "web-2", TOPOLOGY, f"{WEB_2}:8080", "v2", "critical"] in lines
-    assert ["sbtsvc-web", TOPOLOGY, f"{VIP}:80", "web-1", f"{WEB_1}:8080", "test-host"] \
-        in lines
+    assert ["sbtsvc-web", TOPOLOGY, f"{VIP}:80", "-", "web-1", f"{WEB_1}:8080",
+            "test-host"] in lines  # "-": not published
 
 
 def test_services_shows_foreign_services_only_with_all(lab):

@@ -277,6 +277,79 @@ def test_a_daemon_killed_and_restarted_loses_no_packet_between_hosts(cluster: di
     assert " 0% packet loss" in out, out.splitlines()[-2:]
 
 
+PUBLISHED = """
+name: pub
+networks:
+  lan: {subnet: 10.33.1.0/24}
+containers:
+  web: {host: h2, networks: [lan], command: python3 -m http.server 80,
+        publish: ["18280:80/tcp"]}
+  api-1:
+    host: h2
+    networks: [lan]
+    command: python3 -m http.server 8080
+    services: [{name: api, port: 8080, check: {tcp: 8080, interval: 1s}}]
+  api-2:
+    host: h3
+    networks: [lan]
+    command: python3 -m http.server 8080
+    services: [{name: api, port: 8080, check: {tcp: 8080, interval: 1s}}]
+services:
+  api: {vip: 10.33.1.100, port: 80, publish: 18281}
+"""
+
+
+def _code(host: str, url: str) -> str:
+    """The HTTP status a GET of ``url`` from lab host ``host`` gets ("000": none)."""
+    return run_in(f"{NAME}-{host}", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                  "--max-time", "3", url).stdout
+
+
+def test_a_published_port_and_a_published_vip_answer_from_every_host(
+    cluster: dict, tmp_path: Path
+) -> None:
+    topology = tmp_path / "pub.yaml"
+    topology.write_text(PUBLISHED)
+    applied = sb("h1", "up", str(topology))
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    try:
+        hosts = {h["host"]: h["control_ip"]  # each host's own address on its LAN
+                 for h in json.loads(lab("status", "--json").stdout)["hosts"]}
+        # the container's port, published on h2 (its host), from every host
+        for host in sorted(hosts):
+            url = f"http://{hosts['h2']}:18280/"
+            assert eventually(lambda: _code(host, url) == "200"), (  # noqa: B023
+                host, sb("h1", "status", "pub").stdout)
+        # the VIP: on 127.0.0.1 of each host (once each host has published it), then on
+        # every host's address from every host
+        for host in sorted(hosts):
+            assert eventually(lambda: _code(host, "http://127.0.0.1:18281/")  # noqa: B023
+                              == "200"), (host, sb("h1", "status", "pub").stdout)
+        for host in sorted(hosts):
+            for target in sorted(hosts):
+                assert _code(host, f"http://{hosts[target]}:18281/") == "200", (host, target)
+        assert "service api: host port 18281/tcp on every host" in sb("h3", "status",
+                                                                      "pub").stdout
+        # a port something listens on in h1 only: h1 does not publish it and says so; `up`
+        # from h2 checks h2's own sockets
+        taken = subprocess.Popen(["ip", "netns", "exec", f"{NAME}-h1", sys.executable, "-c",
+                                  "import socket, time; s = socket.create_server(('', 18282));"
+                                  " time.sleep(120)"])
+        try:
+            assert eventually(lambda: ":18282" in run_in(f"{NAME}-h1", "ss", "-ltn").stdout)
+            topology.write_text(PUBLISHED.replace("publish: 18281", "publish: 18282"))
+            sb("h2", "up", str(topology))  # h1 runs no container: `up` does not wait for it
+            error = "h1: services.api.publish: host port 18282/tcp is already taken on this host"
+            assert eventually(lambda: error in " ".join(sb("h2", "status", "pub").stdout
+                                                        .split())), sb("h2", "status", "pub")
+            assert eventually(lambda: _code("h1", f"http://{hosts['h2']}:18282/") == "200")
+        finally:
+            taken.kill()
+            taken.wait()
+    finally:
+        sb("h1", "down", "pub")
+
+
 def test_an_mtu_that_cannot_fit_in_the_tunnel_is_refused_and_changes_nothing(
     cluster: dict, tmp_path: Path
 ) -> None:

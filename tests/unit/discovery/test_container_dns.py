@@ -155,7 +155,7 @@ def test_vip_rows_use_passing_instances_or_all_before_consul_answered():
     everyone = service_rows(plan, {})
     assert [b["container"] for b in everyone[0]["backends"]] == ["api-1", "api-2"]
     assert everyone[0] | {"backends": []} == {"name": "api", "vip": "10.10.2.100",
-                                              "port": 80, "backends": []}
+                                              "port": 80, "published": None, "backends": []}
     one = service_rows(plan, {("shop", "api"): frozenset({"api-2"})})
     assert one[0]["backends"] == [{"container": "api-2", "ip": "10.10.2.4", "port": 8080}]
     assert service_rows(plan, {("shop", "api"): frozenset()})[0]["backends"] == []
@@ -188,7 +188,7 @@ def test_vip_rows_come_from_every_hosts_report():
                                           "port": 8080}]}]}
     rows = vip_rows({("h1", "shop"): report, ("h1", "other"): {}})
     assert rows == [{"service": "api", "topology": "shop", "host": "h1",
-                     "vip": "10.10.2.100", "port": 80,
+                     "vip": "10.10.2.100", "port": 80, "published": None,
                      "backends": report["services"][0]["backends"]}]
     assert vip_rows({("h1", "shop"): report}, topology="other") == []
 
