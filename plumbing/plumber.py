@@ -114,6 +114,7 @@ class Plumber:
         whether its namespace exists and whether its container's command runs (None: none)."""
         existing = netns.list_namespaces(self.netns_prefix)
         pid_files = self.files.pid_files()
+        ids = self._runtime_ids(pid_files)
         status = {}
         for name, port in sorted(self.bridge.owned_ports().items()):
             ids = port.external_ids
@@ -134,22 +135,26 @@ class Plumber:
             if key in self._wanted and key in pid_files:  # restart policy at work
                 status[name]["command"] = self.supervisor.status(
                     pid_files[key], self._wanted[key].policy, bool(status[name]["running"]))
-            if ns and status[name]["running"] and key in pid_files:
-                status[name]["runtime_id"] = self._runtime_id(ns, pid_files[key])
+            if ns and status[name]["running"] and key in ids:
+                status[name]["runtime_id"] = ids[key]
         return status
 
-    def _runtime_id(self, name: str, pid_path: Path) -> str | None:
-        """The runtime's ID of the image container ``name`` whose client the pid file names
-        (None: not an image container, or the runtime does not know it); asked once per run."""
-        rec = processes.read(pid_path)
-        if rec is None or rec.runtime is None:
-            return None
-        if self._ids.get(name, (None, None))[0] != rec.pid:
-            found = self.runtime_containers().get(name)
-            if found is None:
-                return None
-            self._ids[name] = (rec.pid, found["id"])
-        return self._ids[name][1]
+    def _runtime_ids(self, pid_files: dict[str, Path]) -> dict[str, str | None]:
+        """Process key -> the runtime's ID of each image container whose client runs (None:
+        the runtime does not know it yet). IDs are kept per client run; those not known yet
+        are asked for with one ``ps`` of the runtime for all of them."""
+        clients = {key: rec for key, path in pid_files.items()
+                   if (rec := processes.read(path)) is not None and rec.runtime is not None
+                   and processes.is_running(path)}
+        unknown = [rec.netns for rec in clients.values()
+                   if self._ids.get(rec.netns, (None, None))[0] != rec.pid]
+        if unknown:
+            found = self.runtime_containers()
+            for rec in clients.values():
+                if rec.netns in found and rec.netns in unknown:
+                    self._ids[rec.netns] = (rec.pid, found[rec.netns]["id"])
+        return {key: ids[1] if (ids := self._ids.get(rec.netns)) and ids[0] == rec.pid
+                else None for key, rec in clients.items()}
 
     # -- reconciling -----------------------------------------------------------------
 
