@@ -63,7 +63,6 @@ class Plumber:
         self.bridge = bridge
         self.netns_prefix = netns_prefix  # the container namespaces this plumber owns
         self.runtime = runtime  # what runs image containers (plumbing.images)
-        self._ids: dict[str, tuple[int, str]] = {}  # name -> (client PID, runtime's ID)
         self._events: dict[str, RuntimeEvents] = {}  # runtime -> its events, when attached
         self._attached_names: dict[str, set[str]] = {}  # runtime -> names attached by name
         self.files = StateFiles(private_dir(state_dir))  # logs and commands: root's only
@@ -114,7 +113,7 @@ class Plumber:
         whether its namespace exists and whether its container's command runs (None: none)."""
         existing = netns.list_namespaces(self.netns_prefix)
         pid_files = self.files.pid_files()
-        ids = self._runtime_ids(pid_files)
+        runtime_ids = self._runtime_ids(pid_files)
         status = {}
         for name, port in sorted(self.bridge.owned_ports().items()):
             ids = port.external_ids
@@ -135,26 +134,16 @@ class Plumber:
             if key in self._wanted and key in pid_files:  # restart policy at work
                 status[name]["command"] = self.supervisor.status(
                     pid_files[key], self._wanted[key].policy, bool(status[name]["running"]))
-            if ns and status[name]["running"] and key in ids:
-                status[name]["runtime_id"] = ids[key]
+            if ns and status[name]["running"] and key in runtime_ids:
+                status[name]["runtime_id"] = runtime_ids[key]
         return status
 
     def _runtime_ids(self, pid_files: dict[str, Path]) -> dict[str, str | None]:
-        """Process key -> the runtime's ID of each image container whose client runs (None:
-        the runtime does not know it yet). IDs are kept per client run; those not known yet
-        are asked for with one ``ps`` of the runtime for all of them."""
-        clients = {key: rec for key, path in pid_files.items()
-                   if (rec := processes.read(path)) is not None and rec.runtime is not None
-                   and processes.is_running(path)}
-        unknown = [rec.netns for rec in clients.values()
-                   if self._ids.get(rec.netns, (None, None))[0] != rec.pid]
-        if unknown:
-            found = self.runtime_containers()
-            for rec in clients.values():
-                if rec.netns in found and rec.netns in unknown:
-                    self._ids[rec.netns] = (rec.pid, found[rec.netns]["id"])
-        return {key: ids[1] if (ids := self._ids.get(rec.netns)) and ids[0] == rec.pid
-                else None for key, rec in clients.items()}
+        """Process key -> the runtime's ID of each image container (None: the runtime has not
+        created it yet), from the file its runtime writes it to (asked nothing)."""
+        return {key: images.read_cid(path.with_suffix(".cid"))
+                for key, path in pid_files.items()
+                if (rec := processes.read(path)) is not None and rec.runtime is not None}
 
     # -- reconciling -----------------------------------------------------------------
 
@@ -167,7 +156,8 @@ class Plumber:
         A container attached to a process that is gone cannot be realised: the rest is, then
         PlumbingError names it.
         """
-        plans = images.with_run_commands(plans, self.runtime, self.netns_prefix)
+        plans = images.with_run_commands(plans, self.runtime, self.netns_prefix,
+                                         self.files.cid_path)
         plans, pending = self._resolve_names(plans)
         all_plans = plans
         plans, orphans = _without_dead_attachments(plans)
@@ -267,15 +257,6 @@ class Plumber:
         plan.start_commands = [cmd for cmd in plan.start_commands
                                if (cmd.topology, cmd.container) not in unable]
         return unable
-
-    def runtime_containers(self) -> dict[str, dict[str, Any]]:
-        """The runtime's containers of this daemon, by name (its namespace): id, image,
-        state ({} when the runtime cannot tell)."""
-        try:
-            return images.by_name(images.owned(self.runtime, self.netns_prefix))
-        except (images.ImageError, ValueError) as err:
-            LOG.warning("cannot list %s's containers: %s", self.runtime, err)
-            return {}
 
     def _supervise(self, plan: PlumbingPlan, exited: set[str], wanted: dict[str, Wanted],
                    due: float | None) -> None:
