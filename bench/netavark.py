@@ -48,6 +48,7 @@ def _save(tool: str, table: str) -> list[str]:
 
 def netavark_lines(lines: Iterable[str]) -> tuple[list[str], list[str]]:
     """The chains named NETAVARK... and the rules in or to them, of ``*-save`` lines. Pure."""
+    lines = list(lines)
     chains = [line[1:].split()[0] for line in lines
               if line.startswith(":") and line[1:].startswith("NETAVARK")]
     rules = [line for line in lines if line.startswith("-A ") and "NETAVARK" in line]
