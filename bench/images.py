@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bringup import _all_answer  # noqa: E402
 from bench.netavark import NetavarkPodman  # noqa: E402
+from sbcore.state.store import DEFAULT_CONSUL, Store, consul_client  # noqa: E402
 from tests.harness import private_switchboard, teardown  # noqa: E402
 
 IMAGE = "localhost/switchboard/demo:latest"
@@ -59,8 +60,10 @@ def switchboard_run(n: int, state: Path) -> tuple[float, float, float]:
         start = time.monotonic()
         sb.cli("up", str(topo), timeout=600)
         returned = time.monotonic() - start
-        rows = sb.status(f"sbt-img-bench{n}")["containers"]
-        _all_answer([r["ip"] for r in rows], timeout=300)
+        store = Store(consul_client(DEFAULT_CONSUL), sb.prefix)  # not a CLI process
+        reports = store.reports(f"sbt-img-bench{n}").values()
+        _all_answer([r["ip"] for report in reports for r in report["containers"]],
+                    timeout=300)
         answered = time.monotonic() - start
         deadline = time.monotonic() + 300
         while _running(prefix) < n:
@@ -69,6 +72,8 @@ def switchboard_run(n: int, state: Path) -> tuple[float, float, float]:
             time.sleep(0.1)
         return returned, answered, time.monotonic() - start
     finally:
+        if os.environ.get("SWITCHBOARD_BENCH_LOG"):  # the daemon's log, to see where time goes
+            Path(os.environ["SWITCHBOARD_BENCH_LOG"]).write_text(sb.log.read_text())
         teardown(sb)
 
 
