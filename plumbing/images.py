@@ -50,7 +50,8 @@ def run_command(runtime: str, c: ContainerPlan, prefix: str, cidfile: Path | Non
     namespace by path: its container starts with ``--network none`` and the plumber plugs
     the container's own namespace once it runs (as ``attach: {docker: NAME}``). With
     ``cidfile``, the runtime writes its container's ID there as it creates it (the file of
-    an earlier run is removed first): ``status`` reads it without asking the runtime."""
+    an earlier run must be gone: plumbing.processes removes it before each start), and
+    ``status`` reads it without asking the runtime."""
     spec = c.image
     assert spec is not None
     if runtime == "docker":
@@ -74,11 +75,10 @@ def run_command(runtime: str, c: ContainerPlan, prefix: str, cidfile: Path | Non
     if spec.user:
         argv += ["--user", spec.user]
     argv += ["--", spec.image, *(spec.args or ())]
-    first = f"rm -f {shlex.quote(str(cidfile))}; " if cidfile is not None else ""
     if runtime == "docker":  # no --replace: a container a killed client left goes first
-        return (f"{first}docker rm -f {shlex.quote(c.netns)} >/dev/null 2>&1; exec "
+        return (f"docker rm -f {shlex.quote(c.netns)} >/dev/null 2>&1; exec "
                 + shlex.join(argv))
-    return f"{first}exec " + shlex.join(argv)
+    return "exec " + shlex.join(argv)
 
 
 def with_run_commands(plans: list[TopologyPlan], runtime: str, prefix: str,

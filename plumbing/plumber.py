@@ -144,7 +144,7 @@ class Plumber:
     def _runtime_ids(self, pid_files: dict[str, Path]) -> dict[str, str | None]:
         """Process key -> the runtime's ID of each image container (None: the runtime has not
         created it yet), from the file its runtime writes it to (asked nothing)."""
-        return {key: images.read_cid(path.with_suffix(".cid"))
+        return {key: images.read_cid(processes.cid_path(path))
                 for key, path in pid_files.items()
                 if (rec := processes.read(path)) is not None and rec.runtime is not None}
 

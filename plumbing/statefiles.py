@@ -26,7 +26,7 @@ class StateFiles:
 
     def cid_path(self, topology: str, container: str) -> Path:
         """Where an image container's runtime writes its container's ID (``--cidfile``)."""
-        return self.pid_path(topology, container).with_suffix(".cid")
+        return processes.cid_path(self.pid_path(topology, container))
 
     def log_path(self, topology: str, container: str) -> Path:
         return processes.log_path(self.root, topology, container)

@@ -136,7 +136,7 @@ class Supervisor:
         """The container or its command is gone: drop its history, exit status and
         runtime container ID file."""
         self.history_path(pid_path).unlink(missing_ok=True)
-        Path(pid_path).with_suffix(".cid").unlink(missing_ok=True)
+        processes.cid_path(pid_path).unlink(missing_ok=True)
         processes.exit_path(pid_path).unlink(missing_ok=True)
 
     def status(self, pid_path: Path, policy: str, running: bool) -> dict[str, object]:
