@@ -19,8 +19,9 @@ import logging
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plumbing.netns import NETNS_DIR
@@ -41,12 +42,16 @@ class ImageError(RuntimeError):
     """The runtime cannot run an image container here (the message says why)."""
 
 
-def run_command(runtime: str, c: ContainerPlan, prefix: str) -> str:
+def run_command(runtime: str, c: ContainerPlan, prefix: str, cidfile: Path | None = None
+                ) -> str:
     """The shell command that runs ``c``'s image in its namespace, in the foreground.
 
     Podman joins the namespace Switchboard made (``--network ns:``). Docker cannot join a
     namespace by path: its container starts with ``--network none`` and the plumber plugs
-    the container's own namespace once it runs (as ``attach: {docker: NAME}``)."""
+    the container's own namespace once it runs (as ``attach: {docker: NAME}``). With
+    ``cidfile``, the runtime writes its container's ID there as it creates it (the file of
+    an earlier run must be gone: plumbing.processes removes it before each start), and
+    ``status`` reads it without asking the runtime."""
     spec = c.image
     assert spec is not None
     if runtime == "docker":
@@ -55,6 +60,8 @@ def run_command(runtime: str, c: ContainerPlan, prefix: str) -> str:
     else:
         argv = [runtime, "run", "--rm", "--replace", "--name", c.netns, "--hostname", c.name,
                 "--network", f"ns:{NETNS_DIR / c.netns}"]
+    if cidfile is not None:
+        argv += ["--cidfile", str(cidfile)]
     argv += ["--volume", f"{path_of(c.netns)}:/etc/resolv.conf:ro"]
     for key, value in (("topology", c.topology), ("container", c.name), ("prefix", prefix),
                        ("spec", spec.digest())):
@@ -74,16 +81,20 @@ def run_command(runtime: str, c: ContainerPlan, prefix: str) -> str:
     return "exec " + shlex.join(argv)
 
 
-def with_run_commands(plans: list[TopologyPlan], runtime: str, prefix: str
+def with_run_commands(plans: list[TopologyPlan], runtime: str, prefix: str,
+                      cid_path: Callable[[str, str], Path] | None = None
                       ) -> list[TopologyPlan]:
-    """The plans with each image container's command set to its runtime command."""
+    """The plans with each image container's command set to its runtime command
+    (``cid_path(topology, container)``: where its runtime writes its container's ID)."""
     out = []
     for topo in plans:
         if not any(c.image for c in topo.containers):
             out.append(topo)
             continue
         containers = tuple(
-            replace(c, command=run_command(runtime, c, prefix), runtime=runtime,
+            replace(c, command=run_command(runtime, c, prefix,
+                                           cid_path(topo.name, c.name) if cid_path else None),
+                    runtime=runtime,
                     attach_name=("docker", c.netns) if runtime == "docker" else None)
             if c.image else c for c in topo.containers)
         out.append(replace(topo, containers=containers))
@@ -96,6 +107,15 @@ def _call(argv: list[str], timeout: float = CALL_TIMEOUT) -> subprocess.Complete
                               check=False)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise ImageError(f"{argv[0]} {argv[1]} failed: {err}") from err
+
+
+def read_cid(path: Path) -> str | None:
+    """The short ID in a ``--cidfile`` (None: none written yet)."""
+    try:
+        found = Path(path).read_text().strip()
+    except OSError:
+        return None
+    return found[:12] or None
 
 
 def missing_runtime(runtime: str) -> str | None:

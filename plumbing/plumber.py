@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 from ovsdb.bridge import TOPOLOGY_KEY, Bridge, OwnedPort
 from plumbing import images, netns, processes, resolvconf
 from plumbing.apply import PlumbingError, apply_plan
+from plumbing.attachments import dead_attachments, pid_netns, without_dead_attachments
 from plumbing.exitwatch import ExitWatch
 from plumbing.observe import InterfaceReader, ObservedInterfaces
 from plumbing.plan import (
+    Command,
     PlumbingPlan,
     Problems,
     plan_plumbing,
@@ -63,7 +65,6 @@ class Plumber:
         self.bridge = bridge
         self.netns_prefix = netns_prefix  # the container namespaces this plumber owns
         self.runtime = runtime  # what runs image containers (plumbing.images)
-        self._ids: dict[str, tuple[int, str]] = {}  # name -> (client PID, runtime's ID)
         self._events: dict[str, RuntimeEvents] = {}  # runtime -> its events, when attached
         self._attached_names: dict[str, set[str]] = {}  # runtime -> names attached by name
         self.files = StateFiles(private_dir(state_dir))  # logs and commands: root's only
@@ -73,6 +74,7 @@ class Plumber:
         self.supervisor = Supervisor()
         self.running: dict[str, bool] = {}  # process key -> alive, after the last reconcile
         self._wanted: dict[str, Wanted] = {}  # commands of the last reconcile, by key
+        self._deferred: list[tuple[Command, bool]] = []  # runtime clients to start, restart?
         self._wake = wake
         self._exits = ExitWatch(lambda key, _pid: on_exit(key)) if on_exit else None
 
@@ -96,7 +98,7 @@ class Plumber:
         stale = set()
         for name in ours & wanted.keys():
             source = wanted[name].attach_source
-            if source is not None and netns.netns_inode(name) != _pid_netns(source):
+            if source is not None and netns.netns_inode(name) != pid_netns(source):
                 stale.add(name)
         running, commands = {}, {}
         for key, path in self.files.pid_files().items():
@@ -114,6 +116,7 @@ class Plumber:
         whether its namespace exists and whether its container's command runs (None: none)."""
         existing = netns.list_namespaces(self.netns_prefix)
         pid_files = self.files.pid_files()
+        runtime_ids = self._runtime_ids(pid_files)
         status = {}
         for name, port in sorted(self.bridge.owned_ports().items()):
             ids = port.external_ids
@@ -134,27 +137,27 @@ class Plumber:
             if key in self._wanted and key in pid_files:  # restart policy at work
                 status[name]["command"] = self.supervisor.status(
                     pid_files[key], self._wanted[key].policy, bool(status[name]["running"]))
-            if ns and status[name]["running"] and key in pid_files:
-                status[name]["runtime_id"] = self._runtime_id(ns, pid_files[key])
+            if ns and status[name]["running"] and key in runtime_ids:
+                status[name]["runtime_id"] = runtime_ids[key]
         return status
 
-    def _runtime_id(self, name: str, pid_path: Path) -> str | None:
-        """The runtime's ID of the image container ``name`` whose client the pid file names
-        (None: not an image container, or the runtime does not know it); asked once per run."""
-        rec = processes.read(pid_path)
-        if rec is None or rec.runtime is None:
-            return None
-        if self._ids.get(name, (None, None))[0] != rec.pid:
-            found = self.runtime_containers().get(name)
-            if found is None:
-                return None
-            self._ids[name] = (rec.pid, found["id"])
-        return self._ids[name][1]
+    def _runtime_ids(self, pid_files: dict[str, Path]) -> dict[str, str | None]:
+        """Process key -> the runtime's ID of each image container (None: the runtime has not
+        created it yet), from the file its runtime writes it to (asked nothing)."""
+        return {key: images.read_cid(processes.cid_path(path))
+                for key, path in pid_files.items()
+                if (rec := processes.read(path)) is not None and rec.runtime is not None}
 
     # -- reconciling -----------------------------------------------------------------
 
-    def reconcile(self, plans: list[TopologyPlan]) -> dict[str, int]:
+    def reconcile(self, plans: list[TopologyPlan], defer_runtime: bool = False
+                  ) -> dict[str, int]:
         """Make the host hold exactly ``plans``; port name -> ofport of every wanted port.
+
+        ``defer_runtime``: the image containers' runtime clients are not started here but by
+        :meth:`start_deferred`, which the daemon calls once the flows are in: a container
+        then starts with its network working, and the runtime's start-up (CPU-heavy, one
+        process per container) does not hold the flows back.
 
         Writes nothing (no OVSDB transaction, no ip command) when the host already matches.
         Every pass compares the interfaces in the namespaces too, and repairs what differs.
@@ -162,12 +165,13 @@ class Plumber:
         A container attached to a process that is gone cannot be realised: the rest is, then
         PlumbingError names it.
         """
-        plans = images.with_run_commands(plans, self.runtime, self.netns_prefix)
+        plans = images.with_run_commands(plans, self.runtime, self.netns_prefix,
+                                         self.files.cid_path)
         plans, pending = self._resolve_names(plans)
         all_plans = plans
-        plans, orphans = _without_dead_attachments(plans)
+        plans, orphans = without_dead_attachments(plans)
         with self._lock:
-            self.problems = Problems(containers=_dead_attachments(all_plans), pending=pending)
+            self.problems = Problems(containers=dead_attachments(all_plans), pending=pending)
             seen = self._observe(plans)
             wanted = wanted_commands(plans, self.files.pid_path)
             review = self.supervisor.review(wanted.values(), seen.running, seen.commands)
@@ -179,9 +183,15 @@ class Plumber:
                 netns_prefix=self.netns_prefix, hold=review.hold,
             )
             unable = self._unable_images(plan, plans)
+            later = [cmd for cmd in plan.start_commands
+                     if defer_runtime and cmd.runtime is not None]
+            plan.start_commands = [cmd for cmd in plan.start_commands if cmd not in later]
+            self._deferred = []
             try:
                 new_ofports = {} if plan.is_empty() else self._apply(plan, plans)
-                self._supervise(plan, review.exited, wanted, review.due)
+                self._supervise(plan, review.exited, wanted, review.due,
+                                {cmd.key for cmd in later})
+                self._deferred = [(cmd, cmd.key in review.exited) for cmd in later]
             finally:
                 self._record_problems(plans, seen, look_again=not plan.is_empty())
                 self.problems.containers.update(unable)
@@ -223,7 +233,7 @@ class Plumber:
                     continue
                 runtime, name = c.attach_name
                 pid = pids.get(runtime, {}).get(name)
-                if pid is not None and _pid_netns(pid) is not None:  # not gone meanwhile
+                if pid is not None and pid_netns(pid) is not None:  # not gone meanwhile
                     kept.append(replace(c, attach_pid=pid))
                 elif c.runtime is not None:  # its command makes it: start that, plug later
                     kept.append(c)
@@ -263,19 +273,31 @@ class Plumber:
                                if (cmd.topology, cmd.container) not in unable]
         return unable
 
-    def runtime_containers(self) -> dict[str, dict[str, Any]]:
-        """The runtime's containers of this daemon, by name (its namespace): id, image,
-        state ({} when the runtime cannot tell)."""
-        try:
-            return images.by_name(images.owned(self.runtime, self.netns_prefix))
-        except (images.ImageError, ValueError) as err:
-            LOG.warning("cannot list %s's containers: %s", self.runtime, err)
-            return {}
+    def start_deferred(self) -> None:
+        """Start the runtime clients the last :meth:`reconcile` held back (``defer_runtime``),
+        record their starts and watch them. One that cannot start is logged; the next pass
+        finds it not running and starts it again."""
+        with self._lock:
+            later, self._deferred = self._deferred, []
+            if not later:
+                return
+            try:
+                processes.start_all([processes.Start(
+                    cmd.netns, cmd.command, self.files.log_path(cmd.topology, cmd.container),
+                    self.files.pid_path(cmd.topology, cmd.container), cmd.runtime)
+                    for cmd, _ in later])
+            except processes.ProcessError as err:
+                LOG.error("starting image containers: %s", err)
+            for cmd, again in later:
+                self.supervisor.started(self.files.pid_path(cmd.topology, cmd.container),
+                                        restart_=again)
+            self._watch({cmd.key for cmd, _ in later})
 
     def _supervise(self, plan: PlumbingPlan, exited: set[str], wanted: dict[str, Wanted],
-                   due: float | None) -> None:
+                   due: float | None, later: set[str] = frozenset()) -> None:
         """Record the starts of this pass, wake the daemon when a held command is due, and
-        watch every running command for its exit."""
+        watch every running command for its exit (``later``: keys whose start is deferred,
+        counted as running meanwhile)."""
         for cmd in plan.start_commands:
             self.supervisor.started(self.files.pid_path(cmd.topology, cmd.container),
                                     restart_=cmd.key in exited)
@@ -287,8 +309,13 @@ class Plumber:
             timer.daemon = True
             timer.start()
         self._wanted = wanted
-        self.running, pids = running_commands(wanted.values(),
-                                              {c.key for c in plan.start_commands})
+        self._watch({c.key for c in plan.start_commands}, later)
+
+    def _watch(self, started: set[str], later: Set[str] = frozenset()) -> None:
+        """Set ``self.running`` from the pid files (``later``: about to start, as running)
+        and watch the running commands and those just ``started`` for their exit."""
+        self.running, pids = running_commands(self._wanted.values(), started)
+        self.running.update(dict.fromkeys(later, True))
         if self._exits is not None:
             self._exits.track(pids)
 
@@ -343,43 +370,3 @@ class Plumber:
 
     def _apply(self, plan: PlumbingPlan, plans: list[TopologyPlan]) -> dict[str, int]:
         return apply_plan(plan, plans, self.bridge, self.files, self.ofport_timeout)
-
-
-def _dead_attachments(plans: list[TopologyPlan]) -> dict[tuple[str, str], str]:
-    """(topology, container) -> why, of containers whose namespace to attach to is gone (an
-    image whose namespace its own command makes, under Docker, is not one of them)."""
-    return {(topo.name, c.name): "the process to attach to is not running"
-            if c.attach_pid is not None else f"the namespace {c.attach_path} does not exist"
-            for topo in plans for c in topo.containers
-            if c.attached and c.runtime is None and _pid_netns(c.attach_source) is None}
-
-
-def _without_dead_attachments(
-    plans: list[TopologyPlan],
-) -> tuple[list[TopologyPlan], list[str]]:
-    """Plans minus containers whose attach process is gone, and a sentence for each. An
-    image whose namespace follows its command (Docker) waits for it instead: its command
-    stays."""
-    kept, orphans = [], []
-    for topo in plans:
-        dead = [c for c in topo.containers if c.attached and _pid_netns(c.attach_source) is None]
-        orphans += [
-            f"{topo.name}/{c.name}: process {c.attach_pid} to attach to is not running"
-            if c.attach_pid is not None else
-            f"{topo.name}/{c.name}: namespace {c.attach_path} to attach to does not exist"
-            for c in dead if c.runtime is None
-        ]
-        containers = tuple(c if c not in dead else replace(c, attach_pid=None)
-                           for c in topo.containers if c not in dead or c.runtime is not None)
-        kept.append(replace(topo, containers=containers) if dead else topo)
-    return kept, orphans
-
-
-def _pid_netns(source: int | str | None) -> tuple[int, int] | None:
-    """(device, inode) of the namespace of a pid or at a path; None when there is none."""
-    path = f"/proc/{source}/ns/net" if isinstance(source, int) else source
-    try:
-        st = Path(str(path)).stat()
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino

@@ -136,6 +136,11 @@ def exit_path(pid_path: Path) -> Path:
     return Path(pid_path).with_suffix(".exit")
 
 
+def cid_path(pid_path: Path) -> Path:
+    """Where an image container's runtime writes its container's ID (plumbing.images)."""
+    return Path(pid_path).with_suffix(".cid")
+
+
 def read_exit(pid_path: Path, pid: int) -> int | None:
     """The exit status the wrapper recorded for the run with PID ``pid`` (None: none yet, or
     that run was started without a wrapper)."""
@@ -229,6 +234,8 @@ def _launch(one: Start) -> tuple[subprocess.Popen, int]:
         raise ProcessError(f"cannot start command in {one.netns}: no such namespace")
     private_dir(one.pid_path.parent)
     exit_path(one.pid_path).unlink(missing_ok=True)
+    if one.runtime is not None:  # the runtime refuses to write over an earlier --cidfile
+        cid_path(one.pid_path).unlink(missing_ok=True)
     read_end, write_end = os.pipe()
     try:
         with os.fdopen(open_private(one.log_path), "ab") as log:

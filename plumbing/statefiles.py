@@ -1,7 +1,8 @@
 """Where a Plumber keeps its state, under one directory (root's only).
 
-``pids/<topology>/<container>.pid`` (with ``.exit`` and ``.restarts`` beside it: see
-plumbing.processes and plumbing.supervisor), ``logs/<topology>/<container>.log`` and
+``pids/<topology>/<container>.pid`` (with ``.exit``, ``.restarts`` and, for an image
+container, ``.cid`` beside it: see plumbing.processes, plumbing.supervisor and
+plumbing.images), ``logs/<topology>/<container>.log`` and
 ``netns/<name>`` (a marker per namespace the Plumber made or named, holding its topology: only
 marked namespaces are ever deleted).
 """
@@ -22,6 +23,10 @@ class StateFiles:
 
     def pid_path(self, topology: str, container: str) -> Path:
         return self.root / "pids" / topology / f"{container}.pid"
+
+    def cid_path(self, topology: str, container: str) -> Path:
+        """Where an image container's runtime writes its container's ID (``--cidfile``)."""
+        return processes.cid_path(self.pid_path(topology, container))
 
     def log_path(self, topology: str, container: str) -> Path:
         return processes.log_path(self.root, topology, container)

@@ -133,8 +133,10 @@ class Supervisor:
                                              restart=restart_))
 
     def forget(self, pid_path: Path) -> None:
-        """The container or its command is gone: drop its history and exit status."""
+        """The container or its command is gone: drop its history, exit status and
+        runtime container ID file."""
         self.history_path(pid_path).unlink(missing_ok=True)
+        processes.cid_path(pid_path).unlink(missing_ok=True)
         processes.exit_path(pid_path).unlink(missing_ok=True)
 
     def status(self, pid_path: Path, policy: str, running: bool) -> dict[str, object]:

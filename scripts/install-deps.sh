@@ -21,12 +21,21 @@ command -v pgrep >/dev/null || need_apt+=(procps)
 command -v dot >/dev/null || need_apt+=(graphviz)  # switchboard graph --format svg|png
 python3 -c "import ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv)
 # Podman runs image containers (and the CNI plugin's tests) with runc (crun refuses hybrid
-# cgroups); without the recommended packages, which would make netavark its network backend.
+# cgroups); without the recommended packages (netavark comes on its own terms, below).
 # The reference CNI plugins (/usr/lib/cni); busybox-static for scripts/build-image.sh.
 [ -d /usr/lib/cni ] || need_apt+=(containernetworking-plugins)
 command -v podman >/dev/null || need_apt+=(podman)
 command -v runc >/dev/null || need_apt+=(runc)
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+# netavark, Podman's own network stack: the baseline of bench/images.py and
+# bench/images_tcp.py, which name it in a containers.conf of their own. Installed here, it
+# would become Podman's default network backend where Podman has not run yet; the drop-in
+# written below then names CNI, Podman's backend before it came.
+netavark_added=0
+if [ ! -x /usr/lib/podman/netavark ]; then
+  need_apt+=(netavark)
+  netavark_added=1
+fi
 
 if ! command -v consul >/dev/null; then
   # Debian 12 has no consul; Debian 11's 1.8.7 installs from the bullseye suite. Add that suite
@@ -75,6 +84,16 @@ default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
 cgroup_manager = "cgroupfs"
 runtime = "runc"
 events_logger = "file"
+CONF
+fi
+
+backend=/etc/containers/containers.conf.d/51-switchboard-network.conf
+if [ "$netavark_added" = 1 ] && [ ! -f "$backend" ]; then
+  cat > "$backend" <<'CONF'
+# Written by Switchboard's scripts/install-deps.sh when it installed netavark (for the
+# benchmarks' baseline): Podman's network backend stays what it was, CNI.
+[network]
+network_backend = "cni"
 CONF
 fi
 

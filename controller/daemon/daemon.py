@@ -214,7 +214,7 @@ class Daemon:
         )
         local = [plan.local_view() for plan in plans]  # the containers this host runs
         try:
-            ports = self.plumber.reconcile(local)
+            ports = self.plumber.reconcile(local, defer_runtime=True)  # started below
         except Exception as exc:  # noqa: BLE001
             LOG.exception("plumbing failed")
             for plan in plans:
@@ -244,6 +244,7 @@ class Daemon:
             for plan in plans:
                 errors.setdefault(plan.name, f"bridge {self.config.bridge}: "
                                   f"{self.app.failure or 'flows not applied'}")
+        self.plumber.start_deferred()  # image containers: once their flows are in
         if services is not None:  # instances with checks: once they pass, or after 1 s
             added = self._apply_services(SyncPlan(services.register, []), desired, errors,
                                          ready=partial(self._ready, early=early))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
-from plumbing.images import by_name, parse_ps, run_command, with_run_commands
+from plumbing.images import by_name, parse_ps, read_cid, run_command, with_run_commands
 from sbcore.model.image import ImageRun
 from sbcore.plan.hostplan import ContainerPlan, TopologyPlan
 
@@ -32,6 +33,21 @@ def test_the_run_command_joins_the_namespace_with_its_resolver_and_labels() -> N
     assert labels == {"switchboard.topology=shop", "switchboard.container=web",
                       "switchboard.prefix=sb-", f"switchboard.spec={SPEC.digest()}"}
     assert argv[-6:] == ["--", "localhost/demo:1", "httpd", "-f", "-p", "80"]
+
+
+def test_the_runtime_writes_its_container_id_to_a_cidfile(tmp_path: Path) -> None:
+    cid = tmp_path / "web.cid"
+    for runtime in ("podman", "docker"):
+        command = run_command(runtime, _container(SPEC), "sb-", cid)
+        argv = shlex.split(command.rsplit("exec ", 1)[1])
+        assert ("--cidfile", str(cid)) in set(zip(argv, argv[1:], strict=False))
+    topo = TopologyPlan(name="shop", networks=(), containers=(_container(SPEC),),
+                        allocation={})
+    [out] = with_run_commands([topo], "podman", "sb-", lambda t, c: tmp_path / f"{t}-{c}")
+    assert f"--cidfile {tmp_path / 'shop-web'}" in out.containers[0].command
+    assert read_cid(cid) is None
+    cid.write_text("0123456789abcdef0123\n")
+    assert read_cid(cid) == "0123456789ab"
 
 
 def test_an_image_without_arguments_runs_its_own_command() -> None:
