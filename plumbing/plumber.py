@@ -20,6 +20,7 @@ from plumbing import images, netns, processes, resolvconf
 from plumbing.apply import PlumbingError, apply_plan
 from plumbing.exitwatch import ExitWatch
 from plumbing.observe import InterfaceReader, ObservedInterfaces
+from plumbing.phases import Phases
 from plumbing.plan import (
     PlumbingPlan,
     Problems,
@@ -166,9 +167,11 @@ class Plumber:
         plans, pending = self._resolve_names(plans)
         all_plans = plans
         plans, orphans = _without_dead_attachments(plans)
+        phases = Phases()
         with self._lock:
             self.problems = Problems(containers=_dead_attachments(all_plans), pending=pending)
             seen = self._observe(plans)
+            phases.lap("observe")
             wanted = wanted_commands(plans, self.files.pid_path)
             review = self.supervisor.review(wanted.values(), seen.running, seen.commands)
             plan = plan_plumbing(
@@ -179,12 +182,18 @@ class Plumber:
                 netns_prefix=self.netns_prefix, hold=review.hold,
             )
             unable = self._unable_images(plan, plans)
+            phases.lap("plan")
             try:
                 new_ofports = {} if plan.is_empty() else self._apply(plan, plans)
+                phases.lap("apply")
                 self._supervise(plan, review.exited, wanted, review.due)
+                phases.lap("supervise")
             finally:
                 self._record_problems(plans, seen, look_again=not plan.is_empty())
                 self.problems.containers.update(unable)
+                phases.lap("look again")
+        if not plan.is_empty():
+            LOG.info("plumbing pass took %s", phases)
         if orphans:
             raise PlumbingError("; ".join(orphans))
         wanted = {ep.port for topo in plans for c in topo.containers if not waiting(c)

@@ -19,15 +19,14 @@ from functools import partial
 from typing import Any
 
 from controller.daemon import registration
-from controller.daemon.cluster import HostsWatch, site_of
+from controller.daemon import report as rows_of
+from controller.daemon.cluster import HostsWatch, site_of, tunnel_peers
 from controller.daemon.config import DaemonConfig
 from controller.daemon.exits import ExitFailover
 from controller.daemon.failover import Rescheduler, session_check_id
 from controller.daemon.monitor import Monitor
 from controller.daemon.realisable import log_skipped, realisable
-from controller.daemon.report import container_rows, data_path_problem, service_rows
 from controller.pipeline.compiler import compile_pipeline
-from controller.switch.app import TunnelPeers
 from controller.switch.runtime import start_controller
 from discovery.catalognames import CatalogNames, consul_services
 from discovery.dnsproxy import DnsProxy, consul_health, parse_server
@@ -41,6 +40,7 @@ from discovery.sync import ReadyGate, ServiceSync, SyncError
 from discovery.upstream import describe_upstreams, upstream_servers
 from ovsdb.bridge import Bridge, detect_datapath
 from plumbing.hostnat import HostNat
+from plumbing.phases import Phases
 from plumbing.plumber import Plumber
 from sbcore.model.desired import DesiredState
 from sbcore.model.naming import datapath_id
@@ -49,15 +49,7 @@ from sbcore.state import hosts as host_inventory
 from sbcore.state.store import Store, StoredTopology, consul_client
 
 LOG = logging.getLogger("switchboard.daemon")
-__all__ = ["Daemon", "DaemonConfig", "realisable"]
-
-
-def tunnel_peers(site: Site, tunnel_port: int | None) -> TunnelPeers | None:
-    """The tunnel port and every other host's underlay address, for the tunnel probes of a
-    userspace-datapath OVS; None without a tunnel port or another host to reach. Pure."""
-    addresses = tuple(sorted({peer.tunnel_ip for name, peer in site.peers.items()
-                              if name != site.host and peer.tunnel_ip}))
-    return TunnelPeers(tunnel_port, addresses) if tunnel_port and addresses else None
+__all__ = ["Daemon", "DaemonConfig", "realisable", "tunnel_peers"]
 
 
 class Daemon:
@@ -197,6 +189,7 @@ class Daemon:
             retry.daemon = True
             retry.start()
             return
+        phases = Phases()
         desired, refused = realisable(self.desired or DesiredState())
         plans: list[TopologyPlan] = []
         errors: dict[str, str] = {}
@@ -213,6 +206,7 @@ class Daemon:
             SyncPlan([], services.deregister), desired, errors
         )
         local = [plan.local_view() for plan in plans]  # the containers this host runs
+        phases.lap("plan")
         try:
             ports = self.plumber.reconcile(local)
         except Exception as exc:  # noqa: BLE001
@@ -224,6 +218,7 @@ class Daemon:
                 if port.ofport and port.ofport > 0
             }
         self._ports = ports
+        phases.lap("plumbing")
         self.failover.settle(self.plumber.running)
         self._serve_dns(plans, errors)
         plans = self.hostnat.sync(plans, ports, errors)
@@ -231,6 +226,7 @@ class Daemon:
         passing = self.failover.adjust(plans, self.health.passing())
         tunnel_port = self._tunnel_port()
         compiled = compile_pipeline(plans, ports, passing, tunnel_port)
+        phases.lap("dns, nat, compile")
         self.app.tunnel_peers = (tunnel_peers(site, tunnel_port)
                                  if self.bridge.datapath == "netdev" else None)
         early = self._early(services.register) if services is not None else None
@@ -244,14 +240,18 @@ class Daemon:
             for plan in plans:
                 errors.setdefault(plan.name, f"bridge {self.config.bridge}: "
                                   f"{self.app.failure or 'flows not applied'}")
+        phases.lap("flows")
         if services is not None:  # instances with checks: once they pass, or after 1 s
             added = self._apply_services(SyncPlan(services.register, []), desired, errors,
                                          ready=partial(self._ready, early=early))
             if removed and added:
                 self._service_topologies = set(desired)
+        phases.lap("services")
         self._report(desired, local, ports, errors, pending, len(compiled.flows), passing)
         self._report_refused(refused)
         self.monitor.reported(self._reported)
+        phases.lap("report")
+        (LOG.info if phases.total() > 0.5 else LOG.debug)("pass took %s", phases)
 
     def _program_now(self, plans: list[TopologyPlan]) -> None:
         """Program the flows with the ports of the last pass and without the instances whose
@@ -340,8 +340,8 @@ class Daemon:
         for plan in plans:  # this host's part of each topology
             stored = desired[plan.name]
             rows = [{**row, "host": host}
-                    for row in container_rows(plan, ports, observed, problems)]
-            short = data_path_problem(plan, rows, problems)
+                    for row in rows_of.container_rows(plan, ports, observed, problems)]
+            short = rows_of.data_path_problem(plan, rows, problems)
             if short and plan.name not in errors and plan.name not in pending:
                 errors[plan.name] = short  # repaired on the next pass, which comes soon
                 retry = threading.Timer(self.config.retry_seconds, self.wake.set)
@@ -352,24 +352,17 @@ class Daemon:
                 "state": "error" if plan.name in errors else
                          "pending" if plan.name in pending else "converged",
                 "error": errors.get(plan.name, "") or pending.get(plan.name, ""),
-                "daemon_pid": os.getpid(),
-                "bridge": self.config.bridge,
+                "daemon_pid": os.getpid(), "bridge": self.config.bridge,
                 "upstream_dns": describe_upstreams(self.upstreams),  # for `resolve`
                 "flows": flow_count,
                 "counters": {
-                    "flow_mods": self.app.flow_mods_sent,
-                    "bundles": self.app.bundles_sent,
+                    "flow_mods": self.app.flow_mods_sent, "bundles": self.app.bundles_sent,
                     "ovsdb_writes": self.bridge.writes,
                     "registrations": self.discovery.registrations,
                     "deregistrations": self.discovery.deregistrations,
                 },
-                "containers": rows,
-                "networks": [
-                    {"name": n.name, "subnet": str(n.subnet), "gateway": str(n.gateway),
-                     "host_ip": str(n.host_leg.ip), "mtu": n.mtu}
-                    for n in plan.networks
-                ],
-                "services": service_rows(plan, passing),
+                "containers": rows, "networks": rows_of.network_rows(plan),
+                "services": rows_of.service_rows(plan, passing),
             }
             if self._reported.get(plan.name) != report:
                 try:
@@ -391,9 +384,7 @@ class Daemon:
         """Report each desired topology this host does not realise as ``error``, with why."""
         host = self.config.host_id
         for name, (digest, why) in refused.items():
-            report = {"digest": digest, "state": "error", "error": why,
-                      "daemon_pid": os.getpid(), "bridge": self.config.bridge,
-                      "containers": [], "networks": [], "services": []}
+            report = rows_of.refused(digest, why, self.config.bridge)
             if self._reported.get(name) == report:
                 continue
             if name not in self._refused:
