@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,34 @@ def _store(ctx: click.Context) -> Store:
 
 
 
+# Commands defined in modules of their own, imported only when run (or listed by --help):
+# `up` does not pay for the imports of `services`, `trace` or `lab`.
+_LAZY = {
+    "controller": "switchboard.cli.controller:controller",
+    "hosts": "switchboard.cli.hosts:hosts",
+    "trace": "switchboard.cli.trace:trace",
+    "services": "switchboard.cli.services:services",
+    "resolve": "switchboard.cli.services:resolve",
+    "graph": "switchboard.cli.ops:graph_cmd",
+    "plan": "switchboard.cli.ops:plan",
+    "logs": "switchboard.cli.ops:logs_cmd",
+    "events": "switchboard.cli.events:events_cmd",
+    "lab": "switchboard.cli.lab:lab",
+}
+
+
 class _Group(click.Group):
-    """Every command's "a part is down" failure becomes one error line and exit status 1."""
+    """Every command's "a part is down" failure becomes one error line and exit status 1.
+    The commands of ``_LAZY`` are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _LAZY and cmd_name not in self.commands:
+            module, _, attr = _LAZY[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -87,7 +114,7 @@ def up(ctx: click.Context, file: Path, timeout: float, no_wait: bool, dry_run: b
     """Validate FILE, store it as desired state and wait until every host it is placed on
     has converged."""
     if dry_run:
-        ctx.invoke(plan, file=file)
+        ctx.invoke(ctx.parent.command.get_command(ctx, "plan"), file=file)
     try:
         topology = load_topology_file(file)
     except TopologyError as exc:
@@ -274,37 +301,3 @@ def _print_topology(topo: dict[str, Any]) -> None:
             noted.add(r["container"])
             console.print(f"  [yellow]{escape(r['container'])}: {r['state']}: "
                           f"{escape(r['note'])}[/yellow]", highlight=False, soft_wrap=True)
-
-
-from switchboard.cli.controller import controller  # noqa: E402
-
-main.add_command(controller)
-
-from switchboard.cli.hosts import hosts  # noqa: E402
-
-main.add_command(hosts)
-
-from switchboard.cli.trace import trace  # noqa: E402
-
-main.add_command(trace)
-
-from switchboard.cli.services import resolve, services  # noqa: E402
-
-main.add_command(services)
-main.add_command(resolve)
-
-from switchboard.cli.ops import graph_cmd, logs_cmd, plan  # noqa: E402
-
-main.add_command(graph_cmd, "graph")
-main.add_command(plan)
-main.add_command(logs_cmd, "logs")
-
-from switchboard.cli.events import events_cmd  # noqa: E402
-
-main.add_command(events_cmd, "events")
-
-from switchboard.cli.lab import lab  # noqa: E402
-
-main.add_command(lab)
-
-
