@@ -35,7 +35,7 @@ from plumbing.supervisor import Supervisor, Wanted, running_commands, wanted_com
 from sbcore.state.private import private_dir
 
 if TYPE_CHECKING:
-    from sbcore.plan.hostplan import TopologyPlan
+    from sbcore.plan.hostplan import Endpoint, TopologyPlan
 
 LOG = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class Plumber:
         self.problems = Problems()  # what the last reconcile left short of the plans
         self.supervisor = Supervisor()
         self.running: dict[str, bool] = {}  # process key -> alive, after the last reconcile
+        self.plumbed: list[Endpoint] = []  # interfaces the last reconcile made or set again
         self._wanted: dict[str, Wanted] = {}  # commands of the last reconcile, by key
         self._wake = wake
         self._exits = ExitWatch(lambda key, _pid: on_exit(key)) if on_exit else None
@@ -184,7 +185,9 @@ class Plumber:
             unable = self._unable_images(plan, plans)
             phases.lap("plan")
             try:
+                self.plumbed = []
                 new_ofports = {} if plan.is_empty() else self._apply(plan, plans)
+                self.plumbed = plan.create_endpoints + plan.configure_endpoints
                 phases.lap("apply")
                 self._supervise(plan, review.exited, wanted, review.due)
                 phases.lap("supervise")

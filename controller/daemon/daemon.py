@@ -24,6 +24,7 @@ from controller.daemon.cluster import HostsWatch, site_of, tunnel_peers
 from controller.daemon.config import DaemonConfig
 from controller.daemon.exits import ExitFailover
 from controller.daemon.failover import Rescheduler, session_check_id
+from controller.daemon.forwarding import ForwardingCheck
 from controller.daemon.monitor import Monitor
 from controller.daemon.realisable import log_skipped, realisable
 from controller.pipeline.compiler import compile_pipeline
@@ -96,30 +97,29 @@ class Daemon:
             config.reschedule_after, self.stopping)
         self.monitor = Monitor(self, config.metrics)  # metrics, /healthz, events
         self.hostnat = HostNat(config.bridge, config.state_dir)  # the host's part of egress
+        self.forwarding = ForwardingCheck()  # interfaces not yet seen forwarding
 
     # --- lifecycle -------------------------------------------------------------------------
     def run(self) -> None:
         """Start the controller app and the KV watch, then reconcile until stopped."""
         self.monitor.start()
-        registration.start(self.store.client, self.config.prefix, self.config.host_id,
-                           {"pid": os.getpid(), "bridge": self.config.bridge,
-                            "of_port": self.config.of_port, "tunnel_ip": self.config.tunnel_ip,
-                            "datapath": self.bridge.datapath,
-                            "underlay_mtu": self.config.underlay_mtu},
-                           self.stopping)
-        self.app, _ = start_controller(self.config.of_host, self.config.of_port,
-                                       datapath_id(self.config.bridge))
+        c = self.config
+        registration.start(self.store.client, c.prefix, c.host_id, {
+            "pid": os.getpid(), "bridge": c.bridge, "of_port": c.of_port,
+            "tunnel_ip": c.tunnel_ip, "datapath": self.bridge.datapath,
+            "underlay_mtu": c.underlay_mtu}, self.stopping)
+        self.app, _ = start_controller(c.of_host, c.of_port, datapath_id(c.bridge))
         self.app.wake = self.wake
-        self.bridge.ensure(f"tcp:{self.config.of_host}:{self.config.of_port}")
-        if self.config.tunnel_ip:
-            self.bridge.ensure_tunnel(self.config.tunnel_ip)
+        self.bridge.ensure(f"tcp:{c.of_host}:{c.of_port}")
+        if c.tunnel_ip:
+            self.bridge.ensure_tunnel(c.tunnel_ip)
         threading.Thread(target=self._watch, name="kv-watch", daemon=True).start()
         self.hosts.start()
         self.dns.catalog.start()
         self.rescheduler.start()
         self.hostnat.start()
-        LOG.info("controller for bridge %s on %s:%d, host %s", self.config.bridge,
-                 self.config.of_host, self.config.of_port, self.config.host_id)
+        LOG.info("controller for bridge %s on %s:%d, host %s", c.bridge, c.of_host, c.of_port,
+                 c.host_id)
         while not self.stopping.is_set():
             wait = self.config.resync_seconds if self.consul_ok else self.config.retry_seconds
             self.wake.wait(wait)
@@ -185,10 +185,7 @@ class Daemon:
         """
         site = self.site()
         if site is None:  # registration claims this host's slot: wait for it
-            retry = threading.Timer(self.config.retry_seconds, self.wake.set)
-            retry.daemon = True
-            retry.start()
-            return
+            return self._retry()
         phases = Phases()
         desired, refused = realisable(self.desired or DesiredState())
         plans: list[TopologyPlan] = []
@@ -231,15 +228,17 @@ class Daemon:
                                  if self.bridge.datapath == "netdev" else None)
         early = self._early(services.register) if services is not None else None
         pending: dict[str, str] = {}
+        self.forwarding.plumbed(local, self.plumber.plumbed)
         if not self.app.connected.is_set():
             for plan in plans:
-                pending[plan.name] = (
-                    f"waiting for bridge {self.config.bridge} to connect to the controller"
-                )
+                pending[plan.name] = f"waiting for bridge {self.config.bridge} to connect"
         elif not self.app.program(compiled.flows, compiled.groups):
             for plan in plans:
                 errors.setdefault(plan.name, f"bridge {self.config.bridge}: "
                                   f"{self.app.failure or 'flows not applied'}")
+        elif forwarding := self.forwarding.check(local):  # `up` waits until they forward
+            pending.update((name, why) for name, why in forwarding.items() if name not in errors)
+            self._retry()
         phases.lap("flows")
         if services is not None:  # instances with checks: once they pass, or after 1 s
             added = self._apply_services(SyncPlan(services.register, []), desired, errors,
@@ -252,6 +251,12 @@ class Daemon:
         self.monitor.reported(self._reported)
         phases.lap("report")
         (LOG.info if phases.total() > 0.5 else LOG.debug)("pass took %s", phases)
+
+    def _retry(self) -> None:
+        """Another pass in ``retry_seconds``."""
+        retry = threading.Timer(self.config.retry_seconds, self.wake.set)
+        retry.daemon = True
+        retry.start()
 
     def _program_now(self, plans: list[TopologyPlan]) -> None:
         """Program the flows with the ports of the last pass and without the instances whose
@@ -310,19 +315,13 @@ class Daemon:
         failed = self.dns.listen(scopes_of(plans, (s.topology for s in every)))
         for address, why in failed.items():
             LOG.error("DNS for containers: %s", why)
-            errors.setdefault(
-                topology_of[address],
-                f"containers cannot resolve names: {why} (is another DNS server bound to "
-                f"port {self.config.dns_port} on every address of this host?)",
-            )
+            errors.setdefault(topology_of[address], f"containers cannot resolve names: {why} "
+                              f"(is another DNS server bound to port {self.config.dns_port} "
+                              "on every address of this host?)")
 
     def _report(
-        self,
-        desired: dict[str, StoredTopology],
-        plans: list[TopologyPlan],
-        ports: dict[str, int],
-        errors: dict[str, str],
-        pending: dict[str, str],
+        self, desired: dict[str, StoredTopology], plans: list[TopologyPlan],
+        ports: dict[str, int], errors: dict[str, str], pending: dict[str, str],
         flow_count: int,
         passing: dict[ServiceKey, frozenset[str]],
     ) -> None:
@@ -344,9 +343,7 @@ class Daemon:
             short = rows_of.data_path_problem(plan, rows, problems)
             if short and plan.name not in errors and plan.name not in pending:
                 errors[plan.name] = short  # repaired on the next pass, which comes soon
-                retry = threading.Timer(self.config.retry_seconds, self.wake.set)
-                retry.daemon = True
-                retry.start()
+                self._retry()
             report = {
                 "digest": stored.digest,
                 "state": "error" if plan.name in errors else
