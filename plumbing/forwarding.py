@@ -1,129 +1,100 @@
-"""Whether the data path forwards for a container: from inside its namespace, an ARP request
-for its network's host address goes out of its interface, and the switch (its pipeline's ARP
-responder) answers it. The answer has crossed the container's port both ways, through the
-datapath and the container's flows; it does not depend on the container's own firewall.
+"""Whether the data path forwards for a container: an ICMP echo request from the host to the
+container's address crosses the host leg, the switch and the container's port, and the
+reply comes back the same way (the host reaches every container; what the host opens is let
+back in by the pipeline).
+
+One raw ICMP socket in the daemon's namespace, requests paced (``window`` every ``every``
+seconds, cycling over those not answered): a burst of a thousand requests at once would
+swamp the userspace datapath's upcalls.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import selectors
+import random
 import socket
 import struct
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from ipaddress import IPv4Address
+from collections.abc import Iterable
 
-from plumbing.netns import NETNS_DIR, NetnsError, enter_netns
-
-ETH_P_ARP = 0x0806
-_CHUNK = 256  # sockets open at once (a daemon's descriptor limit may be 1024)
+ECHO_REQUEST, ECHO_REPLY = 8, 0
+PAYLOAD = b"switchboard"
 
 
-@dataclass(frozen=True)
-class Probe:
-    """An interface to probe: ``ifname`` in ``netns``, with its MAC and address, asking for
-    ``target`` (an address the switch answers ARP for)."""
-
-    netns: str
-    ifname: str
-    mac: str
-    ip: IPv4Address
-    target: IPv4Address
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071). Pure."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    return ~(total + (total >> 16)) & 0xFFFF
 
 
-def arp_request(probe: Probe) -> bytes:
-    """The broadcast ARP request ``probe``'s interface sends for its target. Pure."""
-    mac = bytes.fromhex(probe.mac.replace(":", ""))
-    return (b"\xff" * 6 + mac + struct.pack("!HHHBBH", ETH_P_ARP, 1, 0x0800, 6, 4, 1)
-            + mac + probe.ip.packed + bytes(6) + probe.target.packed)
+def echo_request(ident: int, seq: int) -> bytes:
+    """An ICMP echo request. Pure."""
+    head = struct.pack("!BBHHH", ECHO_REQUEST, 0, 0, ident, seq)
+    return struct.pack("!BBHHH", ECHO_REQUEST, 0, checksum(head + PAYLOAD), ident,
+                       seq) + PAYLOAD
 
 
-def is_answer(frame: bytes, probe: Probe) -> bool:
-    """Whether ``frame`` is the ARP reply to ``probe``'s request. Pure."""
-    if len(frame) < 42 or frame[12:14] != b"\x08\x06":
-        return False
-    op, spa, tpa = struct.unpack_from("!H", frame, 20)[0], frame[28:32], frame[38:42]
-    return op == 2 and spa == probe.target.packed and tpa == probe.ip.packed
+def reply_ident(packet: bytes) -> int | None:
+    """The identifier of an ICMP echo reply in an IPv4 packet (None: not one). Pure."""
+    if len(packet) < 20:
+        return None
+    icmp = packet[(packet[0] & 0x0F) * 4:]
+    if len(icmp) < 8 or icmp[0] != ECHO_REPLY:
+        return None
+    return int(struct.unpack("!H", icmp[4:6])[0])
 
 
-def _open(probes: Sequence[Probe]) -> dict[Probe, socket.socket]:
-    """A packet socket bound to each probe's interface, made in its namespace (a socket keeps
-    the namespace it was made in); a probe whose namespace or interface is gone has none."""
-    found: dict[Probe, socket.socket] = {}
+def answered(addresses: Iterable[str], timeout: float, window: int = 32,
+             every: float = 0.01) -> set[str]:
+    """The addresses that answered an echo request from the host within ``timeout``."""
+    pending = set(addresses)
+    done: set[str] = set()
+    if not pending:
+        return done
+    ident = random.randrange(1, 0xFFFF)
+    lock = threading.Lock()
+    finished = threading.Event()
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
+        sock.settimeout(0.05)
 
-    def body() -> None:
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        def receive() -> None:
+            while not finished.is_set():
+                try:
+                    data, (address, _) = sock.recvfrom(2048)
+                except OSError:
+                    continue
+                if reply_ident(data) == ident:
+                    with lock:
+                        if address in pending:
+                            pending.discard(address)
+                            done.add(address)
+
+        listener = threading.Thread(target=receive, name="forwarding-replies", daemon=True)
+        listener.start()
+        deadline = time.monotonic() + timeout
+        queue: list[str] = []
+        seq = 0
         try:
-            for probe in probes:
-                try:
-                    fd = os.open(NETNS_DIR / probe.netns, os.O_RDONLY)
-                except OSError:
-                    continue
-                try:
-                    enter_netns(fd, probe.netns)
-                except NetnsError:
-                    continue
-                finally:
-                    os.close(fd)
-                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-                try:
-                    sock.bind((probe.ifname, ETH_P_ARP))
-                    sock.setblocking(False)
-                except OSError:
-                    sock.close()
-                    continue
-                found[probe] = sock
+            while time.monotonic() < deadline:
+                with lock:
+                    if not pending:
+                        break
+                    if not queue:
+                        queue = sorted(pending)
+                    batch, queue = queue[:window], queue[window:]
+                    batch = [a for a in batch if a in pending]
+                seq = (seq + 1) & 0xFFFF
+                packet = echo_request(ident, seq)
+                for address in batch:
+                    with contextlib.suppress(OSError):  # no route (yet), a full buffer
+                        sock.sendto(packet, socket.MSG_DONTWAIT, (address, 0))
+                time.sleep(every)
+            time.sleep(0.05 if pending else 0)  # replies to the last requests
         finally:
-            enter_netns(home, "the root namespace")
-            os.close(home)
-
-    worker = threading.Thread(target=body, name="switchboard-forwarding")
-    worker.start()
-    worker.join()
-    return found
-
-
-def answered(probes: Sequence[Probe], timeout: float, every: float = 0.1) -> set[Probe]:
-    """The probes whose ARP request the switch answered within ``timeout`` seconds (each
-    request is sent again every ``every`` seconds until it is answered)."""
-    done: set[Probe] = set()
-    deadline = time.monotonic() + timeout
-    for start in range(0, len(probes), _CHUNK):
-        done |= _answered(probes[start:start + _CHUNK], deadline, every)
-    return done
-
-
-def _answered(probes: Sequence[Probe], deadline: float, every: float) -> set[Probe]:
-    socks = _open(probes)
-    done: set[Probe] = set()
-    try:
-        with selectors.DefaultSelector() as sel:
-            for probe, sock in socks.items():
-                sel.register(sock, selectors.EVENT_READ, probe)
-            next_send = 0.0
-            while len(done) < len(socks):
-                now = time.monotonic()
-                if now >= next_send:
-                    for probe, sock in socks.items():
-                        if probe not in done:
-                            with contextlib.suppress(OSError):
-                                sock.send(arp_request(probe))
-                    next_send = now + every
-                if now > deadline:
-                    break
-                for key, _ in sel.select(max(0.0, min(next_send, deadline) - now)):
-                    probe = key.data
-                    with contextlib.suppress(OSError):
-                        while True:
-                            if is_answer(key.fileobj.recv(2048), probe):
-                                done.add(probe)
-                                sel.unregister(key.fileobj)
-                                break
-    finally:
-        for sock in socks.values():
-            sock.close()
+            finished.set()
+            listener.join()
     return done

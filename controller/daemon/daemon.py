@@ -228,7 +228,7 @@ class Daemon:
                                  if self.bridge.datapath == "netdev" else None)
         early = self._early(services.register) if services is not None else None
         pending: dict[str, str] = {}
-        self.forwarding.plumbed(local, self.plumber.plumbed)
+        self.forwarding.plumbed(self.plumber.plumbed)
         if not self.app.connected.is_set():
             for plan in plans:
                 pending[plan.name] = f"waiting for bridge {self.config.bridge} to connect"

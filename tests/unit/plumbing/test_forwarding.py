@@ -1,34 +1,24 @@
-"""The ARP request a forwarding probe sends, and what counts as the switch's answer."""
+"""The echo requests a forwarding check sends, and what counts as an answer to it."""
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address
+import struct
 
-from plumbing.forwarding import Probe, arp_request, is_answer
-
-PROBE = Probe("sb-t-c1", "eth0", "02:00:00:00:00:0a", IPv4Address("10.1.0.10"),
-              IPv4Address("10.1.0.254"))
+from plumbing.forwarding import checksum, echo_request, reply_ident
 
 
-def _reply(spa: str, tpa: str, op: int = 2) -> bytes:
-    return (bytes.fromhex("02000000000a" "02000000fffe" "0806" "0001" "0800" "06" "04")
-            + op.to_bytes(2, "big") + bytes.fromhex("02000000fffe")
-            + IPv4Address(spa).packed + bytes.fromhex("02000000000a") + IPv4Address(tpa).packed)
+def _reply(ident: int, kind: int = 0) -> bytes:
+    ip = bytes([0x45]) + bytes(19)
+    return ip + struct.pack("!BBHHH", kind, 0, 0, ident, 1) + b"switchboard"
 
 
-def test_request_is_a_broadcast_arp_who_has_from_the_interface() -> None:
-    frame = arp_request(PROBE)
-    assert len(frame) == 42
-    assert frame[:6] == b"\xff" * 6 and frame[6:12] == bytes.fromhex("02000000000a")
-    assert frame[12:14] == b"\x08\x06" and frame[20:22] == b"\x00\x01"
-    assert frame[28:32] == IPv4Address("10.1.0.10").packed
-    assert frame[38:42] == IPv4Address("10.1.0.254").packed
+def test_request_is_an_echo_request_with_a_valid_checksum() -> None:
+    packet = echo_request(0x1234, 7)
+    assert packet[0] == 8 and struct.unpack("!HH", packet[4:8]) == (0x1234, 7)
+    assert checksum(packet) == 0  # a correct checksum sums to zero
 
 
-def test_only_the_reply_for_the_target_to_this_address_counts() -> None:
-    assert is_answer(_reply("10.1.0.254", "10.1.0.10"), PROBE)
-    assert not is_answer(_reply("10.1.0.254", "10.1.0.10", op=1), PROBE)  # a request
-    assert not is_answer(_reply("10.1.0.9", "10.1.0.10"), PROBE)  # another address
-    assert not is_answer(_reply("10.1.0.254", "10.1.0.11"), PROBE)  # for someone else
-    assert not is_answer(arp_request(PROBE), PROBE)  # its own request, seen going out
-    assert not is_answer(b"\x00" * 20, PROBE)
+def test_only_echo_replies_carry_an_ident() -> None:
+    assert reply_ident(_reply(0x1234)) == 0x1234
+    assert reply_ident(_reply(0x1234, kind=8)) is None  # a request, not a reply
+    assert reply_ident(b"\x45" + bytes(10)) is None
