@@ -13,12 +13,15 @@ The floor, phase by phase (the bridge exists before the clock starts, as the dae
   delivery by MAC), in one ``ovs-ofctl --bundle`` transaction;
 - ``answer``: until every container answers a ping from the host.
 
-Switchboard's side is `switchboard up` of the same N on one network (a private daemon, bridge,
-KV prefix and OpenFlow port) until every container answers, split into `up` (the command)
-and what came after it returned (``answer``), and its teardown (`switchboard down`) is timed
-against OVS's own port-removal floor: one ``ovs-vsctl del-br`` of a bridge holding N netdev
-ports. Both sides ping with the same pinger (one raw ICMP socket, 32 requests every 10 ms,
-cycling over who has not answered). The sides take turns going first. Run as root with OVS
+Switchboard's side is `switchboard up` of the same N on one network (a private daemon,
+bridge, KV prefix and OpenFlow port) until every container answers, split into `up` (the
+command) and what came after it returned (``answer``; reading the addresses with
+`switchboard status` in between is not counted: the floor knows its addresses beforehand).
+Its teardown (`switchboard down`) is timed against OVS's own port-removal floor: one
+``ovs-vsctl del-br`` of a bridge holding N netdev ports. Both sides ping with the same pinger
+(one raw ICMP socket, 32 requests every 10 ms, cycling over who has not answered). The sides
+take turns going first. The daemon's log lines on where its passes spent their time follow
+each round. Run as root with OVS
 and Consul started:
 
     /opt/switchboard/venv/bin/python bench/floor.py 50 400 1000 [--rounds 2]
@@ -239,14 +242,24 @@ def switchboard_side(n: int, state: Path, datapath: str) -> tuple[Phases, Phases
         clock = Clock()
         sb.cli("up", str(topo), "--timeout", "600", timeout=700)
         clock.lap("up")
-        all_answer([r["ip"] for r in sb.status(f"floor{n}")["containers"]])
+        addresses = [r["ip"] for r in sb.status(f"floor{n}")["containers"]]
+        clock.lap("status")  # not counted: the floor knows its addresses beforehand
+        all_answer(addresses)
         clock.lap("answer")
         down = Clock()
         sb.cli("down", f"floor{n}", timeout=600)
         down.lap("down")
         return clock.phases, down.phases
     finally:
+        _daemon_phases(sb.log)
         teardown(sb)
+
+
+def _daemon_phases(log: Path) -> None:
+    """Print where the daemon's passes that changed something spent their time (its log)."""
+    for line in log.read_text().splitlines():
+        if " took " in line:
+            print("      daemon:", line.split(" INFO ", 1)[-1])
 
 
 def _fmt(phases: Phases) -> str:
@@ -283,7 +296,8 @@ def main(sizes: list[int], rounds: int) -> None:
         for r in range(rounds):
             order = ["switchboard", "floor"] if r % 2 == 0 else ["floor", "switchboard"]
             res = one_round(n, datapath, order)
-            fl, ours = sum(res["floor up"].values()), sum(res["switchboard up"].values())
+            fl = sum(res["floor up"].values())
+            ours = sum(v for k, v in res["switchboard up"].items() if k != "status")
             fd, od = res["floor down"]["del-br"], res["switchboard down"]["down"]
             print(f"{n:>5} {order[0]:>11} {fl:>8.2f} {ours:>7.2f} {ours / fl:>8.2f}x "
                   f"{1000 * ours / n:>10.2f} {fd:>17.2f} {od:>10.2f} {od / fd:>10.2f}x")
