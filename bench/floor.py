@@ -21,8 +21,7 @@ Its teardown (`switchboard down`) is timed against OVS's own port-removal floor:
 ``ovs-vsctl del-br`` of a bridge holding N netdev ports. Both sides ping with the same pinger
 (one raw ICMP socket, 32 requests every 10 ms, cycling over who has not answered). The sides
 take turns going first. The daemon's log lines on where its passes spent their time follow
-each round. Run as root with OVS
-and Consul started:
+each round. Run as root with OVS and Consul started:
 
     /opt/switchboard/venv/bin/python bench/floor.py 50 400 1000 [--rounds 2]
 """
