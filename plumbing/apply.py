@@ -86,27 +86,24 @@ def _create(
     created.links += [v.port for v in veths]
     netns.create(plan.create_netns, plan.attach_netns, veths)
     phases.lap("netns+veth")
+    files.mark({name: topology_of[name] for name in new_ns})
+    for name, text in plan.write_resolv:  # before any command starts
+        resolvconf.write(name, text)
+    phases.lap("files")
 
     specs = [_endpoint_spec(ep) for ep in plan.create_endpoints]
     specs += [_host_leg_spec(leg) for leg in plan.create_host_legs]
     created.ports += [s.name for s in specs]
-    # ovs-vswitchd adds the ports while this thread writes the files and sets the containers'
-    # interfaces (neither needs the ports); the host legs are OVS's own ports: set after.
-    with ThreadPoolExecutor(1, thread_name_prefix="ovs-ports") as pool:
-        adding = pool.submit(_add_ports, bridge, specs, ofport_timeout)
-        try:
-            files.mark({name: topology_of[name] for name in new_ns})
-            for name, text in plan.write_resolv:  # before any command starts
-                resolvconf.write(name, text)
-            endpoints = plan.create_endpoints + plan.configure_endpoints
-            netns.configure_namespaces(_iface(ep, ep.ifname, ep.netns) for ep in endpoints)
-            phases.lap("files and addresses (ports being added)")
-        finally:
-            ofports = adding.result()
-    phases.lap("ports")
+    bridge.add_ports(specs)
+    phases.lap("add ports")
+    ofports = bridge.wait_ofports([s.name for s in specs], ofport_timeout)
+    phases.lap("wait ofports")
+
     legs = plan.create_host_legs + plan.configure_host_legs
+    endpoints = plan.create_endpoints + plan.configure_endpoints
     netns.configure_host_interfaces(_iface(leg, leg.port, None) for leg in legs)
-    phases.lap("host legs")
+    netns.configure_namespaces(_iface(ep, ep.ifname, ep.netns) for ep in endpoints)
+    phases.lap("addresses")
 
     starts = [processes.Start(cmd.netns, cmd.command,
                               files.log_path(cmd.topology, cmd.container),
@@ -116,12 +113,6 @@ def _create(
     processes.start_all(starts)
     phases.lap("start commands")
     return ofports
-
-
-def _add_ports(bridge: Bridge, specs: list[PortSpec], timeout: float) -> dict[str, int]:
-    """Add the ports in one transaction; their OpenFlow numbers once ovs-vswitchd gave them."""
-    bridge.add_ports(specs)
-    return bridge.wait_ofports([s.name for s in specs], timeout)
 
 
 def _rollback(created: _Created, bridge: Bridge, files: StateFiles) -> list[str]:
