@@ -20,7 +20,8 @@ command) and what came after it returned (``answer``; reading the addresses with
 Its teardown (`switchboard down`) is timed against OVS's own port-removal floor: one
 ``ovs-vsctl del-br`` of a bridge holding N netdev ports. Both sides ping with the same pinger
 (one raw ICMP socket, 32 requests every 10 ms, cycling over who has not answered). The sides
-take turns going first. The daemon's log lines on where its passes spent their time follow
+take turns going first; the kernel's ARP table limits are raised for the run (and put back)
+as bench/cluster_bringup.py does. The daemon's log lines on where its passes spent their time follow
 each round. Run as root with OVS and Consul started:
 
     /opt/switchboard/venv/bin/python bench/floor.py 50 400 1000 [--rounds 2]
@@ -38,7 +39,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from ipaddress import IPv4Network
 from pathlib import Path
 
@@ -286,7 +287,29 @@ def one_round(n: int, datapath: str, order: list[str]) -> dict[str, Phases]:
     return out
 
 
+@contextlib.contextmanager
+def arp_table_room(entries: int) -> Iterator[None]:
+    """Raise the kernel's ARP table limits (global to all namespaces) to hold ``entries``;
+    the old values back after. N containers and the host need 2N entries: past the default
+    ``gc_thresh3`` of 1024, new ones fail ("neighbor table overflow") and pings go
+    unanswered for a minute, on either side."""
+    neigh = Path("/proc/sys/net/ipv4/neigh/default")
+    old = {k: int((neigh / k).read_text()) for k in ("gc_thresh2", "gc_thresh3")}
+    try:
+        (neigh / "gc_thresh3").write_text(str(max(old["gc_thresh3"], 2 * entries)))
+        (neigh / "gc_thresh2").write_text(str(max(old["gc_thresh2"], entries)))
+        yield
+    finally:
+        for key in ("gc_thresh2", "gc_thresh3"):
+            (neigh / key).write_text(str(old[key]))
+
+
 def main(sizes: list[int], rounds: int) -> None:
+    with arp_table_room(2 * max(sizes, default=0) + 1024):
+        _main(sizes, rounds)
+
+
+def _main(sizes: list[int], rounds: int) -> None:
     datapath = detect_datapath()
     print(f"datapath: {datapath}; {rounds} round(s) per size, the sides taking turns first")
     print(f"{'N':>5} {'first':>11} {'floor s':>8} {'sb s':>7} {'sb/floor':>9} "
