@@ -30,6 +30,7 @@ def host_environ(host: Host) -> dict[str, str]:
            if not k.startswith(("SWITCHBOARD_", "OVS_", "CONSUL_"))}
     env.update(host.env())
     env["SWITCHBOARD_CMD"] = switchboard_command()
+    env["PYTHONPATH"] = str(ROOT)  # the hosts run this checkout's code, as its CLI does
     env["PATH"] = env.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin"
     return env
 

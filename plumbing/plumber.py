@@ -21,6 +21,7 @@ from plumbing.apply import PlumbingError, apply_plan
 from plumbing.attachments import dead_attachments, pid_netns, without_dead_attachments
 from plumbing.exitwatch import ExitWatch
 from plumbing.observe import InterfaceReader, ObservedInterfaces
+from plumbing.phases import Phases
 from plumbing.plan import (
     Command,
     PlumbingPlan,
@@ -36,7 +37,7 @@ from plumbing.supervisor import Supervisor, Wanted, running_commands, wanted_com
 from sbcore.state.private import private_dir
 
 if TYPE_CHECKING:
-    from sbcore.plan.hostplan import TopologyPlan
+    from sbcore.plan.hostplan import Endpoint, TopologyPlan
 
 LOG = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class Plumber:
         self.problems = Problems()  # what the last reconcile left short of the plans
         self.supervisor = Supervisor()
         self.running: dict[str, bool] = {}  # process key -> alive, after the last reconcile
+        self.plumbed: list[Endpoint] = []  # interfaces the last reconcile made or set again
         self._wanted: dict[str, Wanted] = {}  # commands of the last reconcile, by key
         self._deferred: list[tuple[Command, bool]] = []  # runtime clients to start, restart?
         self._wake = wake
@@ -170,9 +172,11 @@ class Plumber:
         plans, pending = self._resolve_names(plans)
         all_plans = plans
         plans, orphans = without_dead_attachments(plans)
+        phases = Phases()
         with self._lock:
             self.problems = Problems(containers=dead_attachments(all_plans), pending=pending)
             seen = self._observe(plans)
+            phases.lap("observe")
             wanted = wanted_commands(plans, self.files.pid_path)
             review = self.supervisor.review(wanted.values(), seen.running, seen.commands)
             plan = plan_plumbing(
@@ -187,14 +191,22 @@ class Plumber:
                      if defer_runtime and cmd.runtime is not None]
             plan.start_commands = [cmd for cmd in plan.start_commands if cmd not in later]
             self._deferred = []
+            phases.lap("plan")
             try:
+                self.plumbed = []
                 new_ofports = {} if plan.is_empty() else self._apply(plan, plans)
+                self.plumbed = plan.create_endpoints + plan.configure_endpoints
+                phases.lap("apply")
                 self._supervise(plan, review.exited, wanted, review.due,
                                 {cmd.key for cmd in later})
                 self._deferred = [(cmd, cmd.key in review.exited) for cmd in later]
+                phases.lap("supervise")
             finally:
                 self._record_problems(plans, seen, look_again=not plan.is_empty())
                 self.problems.containers.update(unable)
+                phases.lap("look again")
+        if not plan.is_empty():
+            LOG.info("plumbing pass took %s", phases)
         if orphans:
             raise PlumbingError("; ".join(orphans))
         wanted = {ep.port for topo in plans for c in topo.containers if not waiting(c)

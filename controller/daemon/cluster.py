@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import consul
 
+from controller.switch.app import TunnelPeers
 from sbcore.plan.hostplan import PeerHost, Site, overlay_mtu
 from sbcore.state import hosts as host_inventory
 
@@ -33,6 +34,14 @@ def site_of(
         max_mtu=overlay_mtu([r.underlay_mtu for r in records.values()]),
         tx_offload=not tunnelled_netdev,
     )
+
+
+def tunnel_peers(site: Site, tunnel_port: int | None) -> TunnelPeers | None:
+    """The tunnel port and every other host's underlay address, for the tunnel probes of a
+    userspace-datapath OVS; None without a tunnel port or another host to reach. Pure."""
+    addresses = tuple(sorted({peer.tunnel_ip for name, peer in site.peers.items()
+                              if name != site.host and peer.tunnel_ip}))
+    return TunnelPeers(tunnel_port, addresses) if tunnel_port and addresses else None
 
 
 class HostsWatch:

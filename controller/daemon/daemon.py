@@ -19,15 +19,15 @@ from functools import partial
 from typing import Any
 
 from controller.daemon import registration
-from controller.daemon.cluster import HostsWatch, site_of
+from controller.daemon import report as rows_of
+from controller.daemon.cluster import HostsWatch, site_of, tunnel_peers
 from controller.daemon.config import DaemonConfig
 from controller.daemon.exits import ExitFailover
 from controller.daemon.failover import Rescheduler, session_check_id
+from controller.daemon.forwarding import ForwardingCheck
 from controller.daemon.monitor import Monitor
 from controller.daemon.realisable import log_skipped, realisable
-from controller.daemon.report import container_rows, data_path_problem, service_rows
 from controller.pipeline.compiler import compile_pipeline
-from controller.switch.app import TunnelPeers
 from controller.switch.runtime import start_controller
 from discovery.catalognames import CatalogNames, consul_services
 from discovery.dnsproxy import DnsProxy, consul_health, parse_server
@@ -41,6 +41,7 @@ from discovery.sync import ReadyGate, ServiceSync, SyncError
 from discovery.upstream import describe_upstreams, upstream_servers
 from ovsdb.bridge import Bridge, detect_datapath
 from plumbing.hostnat import HostNat
+from plumbing.phases import Phases
 from plumbing.plumber import Plumber
 from sbcore.model.desired import DesiredState
 from sbcore.model.naming import datapath_id
@@ -49,15 +50,7 @@ from sbcore.state import hosts as host_inventory
 from sbcore.state.store import Store, StoredTopology, consul_client
 
 LOG = logging.getLogger("switchboard.daemon")
-__all__ = ["Daemon", "DaemonConfig", "realisable"]
-
-
-def tunnel_peers(site: Site, tunnel_port: int | None) -> TunnelPeers | None:
-    """The tunnel port and every other host's underlay address, for the tunnel probes of a
-    userspace-datapath OVS; None without a tunnel port or another host to reach. Pure."""
-    addresses = tuple(sorted({peer.tunnel_ip for name, peer in site.peers.items()
-                              if name != site.host and peer.tunnel_ip}))
-    return TunnelPeers(tunnel_port, addresses) if tunnel_port and addresses else None
+__all__ = ["Daemon", "DaemonConfig", "realisable", "tunnel_peers"]
 
 
 class Daemon:
@@ -104,30 +97,29 @@ class Daemon:
             config.reschedule_after, self.stopping)
         self.monitor = Monitor(self, config.metrics)  # metrics, /healthz, events
         self.hostnat = HostNat(config.bridge, config.state_dir)  # the host's part of egress
+        self.forwarding = ForwardingCheck()  # interfaces not yet seen forwarding
 
     # --- lifecycle -------------------------------------------------------------------------
     def run(self) -> None:
         """Start the controller app and the KV watch, then reconcile until stopped."""
         self.monitor.start()
-        registration.start(self.store.client, self.config.prefix, self.config.host_id,
-                           {"pid": os.getpid(), "bridge": self.config.bridge,
-                            "of_port": self.config.of_port, "tunnel_ip": self.config.tunnel_ip,
-                            "datapath": self.bridge.datapath,
-                            "underlay_mtu": self.config.underlay_mtu},
-                           self.stopping)
-        self.app, _ = start_controller(self.config.of_host, self.config.of_port,
-                                       datapath_id(self.config.bridge))
+        c = self.config
+        registration.start(self.store.client, c.prefix, c.host_id, {
+            "pid": os.getpid(), "bridge": c.bridge, "of_port": c.of_port,
+            "tunnel_ip": c.tunnel_ip, "datapath": self.bridge.datapath,
+            "underlay_mtu": c.underlay_mtu}, self.stopping)
+        self.app, _ = start_controller(c.of_host, c.of_port, datapath_id(c.bridge))
         self.app.wake = self.wake
-        self.bridge.ensure(f"tcp:{self.config.of_host}:{self.config.of_port}")
-        if self.config.tunnel_ip:
-            self.bridge.ensure_tunnel(self.config.tunnel_ip)
+        self.bridge.ensure(f"tcp:{c.of_host}:{c.of_port}")
+        if c.tunnel_ip:
+            self.bridge.ensure_tunnel(c.tunnel_ip)
         threading.Thread(target=self._watch, name="kv-watch", daemon=True).start()
         self.hosts.start()
         self.dns.catalog.start()
         self.rescheduler.start()
         self.hostnat.start()
-        LOG.info("controller for bridge %s on %s:%d, host %s", self.config.bridge,
-                 self.config.of_host, self.config.of_port, self.config.host_id)
+        LOG.info("controller for bridge %s on %s:%d, host %s", c.bridge, c.of_host, c.of_port,
+                 c.host_id)
         while not self.stopping.is_set():
             wait = self.config.resync_seconds if self.consul_ok else self.config.retry_seconds
             self.wake.wait(wait)
@@ -193,10 +185,8 @@ class Daemon:
         """
         site = self.site()
         if site is None:  # registration claims this host's slot: wait for it
-            retry = threading.Timer(self.config.retry_seconds, self.wake.set)
-            retry.daemon = True
-            retry.start()
-            return
+            return self._retry()
+        phases = Phases()
         desired, refused = realisable(self.desired or DesiredState())
         plans: list[TopologyPlan] = []
         errors: dict[str, str] = {}
@@ -213,6 +203,7 @@ class Daemon:
             SyncPlan([], services.deregister), desired, errors
         )
         local = [plan.local_view() for plan in plans]  # the containers this host runs
+        phases.lap("plan")
         try:
             ports = self.plumber.reconcile(local, defer_runtime=True)  # started below
         except Exception as exc:  # noqa: BLE001
@@ -224,6 +215,7 @@ class Daemon:
                 if port.ofport and port.ofport > 0
             }
         self._ports = ports
+        phases.lap("plumbing")
         self.failover.settle(self.plumber.running)
         self._serve_dns(plans, errors)
         plans = self.hostnat.sync(plans, ports, errors)
@@ -231,28 +223,41 @@ class Daemon:
         passing = self.failover.adjust(plans, self.health.passing())
         tunnel_port = self._tunnel_port()
         compiled = compile_pipeline(plans, ports, passing, tunnel_port)
+        phases.lap("dns, nat, compile")
         self.app.tunnel_peers = (tunnel_peers(site, tunnel_port)
                                  if self.bridge.datapath == "netdev" else None)
         early = self._early(services.register) if services is not None else None
         pending: dict[str, str] = {}
+        self.forwarding.plumbed(self.plumber.plumbed)
         if not self.app.connected.is_set():
             for plan in plans:
-                pending[plan.name] = (
-                    f"waiting for bridge {self.config.bridge} to connect to the controller"
-                )
+                pending[plan.name] = f"waiting for bridge {self.config.bridge} to connect"
         elif not self.app.program(compiled.flows, compiled.groups):
             for plan in plans:
                 errors.setdefault(plan.name, f"bridge {self.config.bridge}: "
                                   f"{self.app.failure or 'flows not applied'}")
+        elif forwarding := self.forwarding.check(local):  # `up` waits until they forward
+            pending.update((name, why) for name, why in forwarding.items() if name not in errors)
+            self._retry()
+        phases.lap("flows")
         self.plumber.start_deferred()  # image containers: once their flows are in
         if services is not None:  # instances with checks: once they pass, or after 1 s
             added = self._apply_services(SyncPlan(services.register, []), desired, errors,
                                          ready=partial(self._ready, early=early))
             if removed and added:
                 self._service_topologies = set(desired)
+        phases.lap("services")
         self._report(desired, local, ports, errors, pending, len(compiled.flows), passing)
         self._report_refused(refused)
         self.monitor.reported(self._reported)
+        phases.lap("report")
+        (LOG.info if phases.total() > 0.5 else LOG.debug)("pass took %s", phases)
+
+    def _retry(self) -> None:
+        """Another pass in ``retry_seconds``."""
+        retry = threading.Timer(self.config.retry_seconds, self.wake.set)
+        retry.daemon = True
+        retry.start()
 
     def _program_now(self, plans: list[TopologyPlan]) -> None:
         """Program the flows with the ports of the last pass and without the instances whose
@@ -311,19 +316,13 @@ class Daemon:
         failed = self.dns.listen(scopes_of(plans, (s.topology for s in every)))
         for address, why in failed.items():
             LOG.error("DNS for containers: %s", why)
-            errors.setdefault(
-                topology_of[address],
-                f"containers cannot resolve names: {why} (is another DNS server bound to "
-                f"port {self.config.dns_port} on every address of this host?)",
-            )
+            errors.setdefault(topology_of[address], f"containers cannot resolve names: {why} "
+                              f"(is another DNS server bound to port {self.config.dns_port} "
+                              "on every address of this host?)")
 
     def _report(
-        self,
-        desired: dict[str, StoredTopology],
-        plans: list[TopologyPlan],
-        ports: dict[str, int],
-        errors: dict[str, str],
-        pending: dict[str, str],
+        self, desired: dict[str, StoredTopology], plans: list[TopologyPlan],
+        ports: dict[str, int], errors: dict[str, str], pending: dict[str, str],
         flow_count: int,
         passing: dict[ServiceKey, frozenset[str]],
     ) -> None:
@@ -341,36 +340,27 @@ class Daemon:
         for plan in plans:  # this host's part of each topology
             stored = desired[plan.name]
             rows = [{**row, "host": host}
-                    for row in container_rows(plan, ports, observed, problems)]
-            short = data_path_problem(plan, rows, problems)
+                    for row in rows_of.container_rows(plan, ports, observed, problems)]
+            short = rows_of.data_path_problem(plan, rows, problems)
             if short and plan.name not in errors and plan.name not in pending:
                 errors[plan.name] = short  # repaired on the next pass, which comes soon
-                retry = threading.Timer(self.config.retry_seconds, self.wake.set)
-                retry.daemon = True
-                retry.start()
+                self._retry()
             report = {
                 "digest": stored.digest,
                 "state": "error" if plan.name in errors else
                          "pending" if plan.name in pending else "converged",
                 "error": errors.get(plan.name, "") or pending.get(plan.name, ""),
-                "daemon_pid": os.getpid(),
-                "bridge": self.config.bridge,
+                "daemon_pid": os.getpid(), "bridge": self.config.bridge,
                 "upstream_dns": describe_upstreams(self.upstreams),  # for `resolve`
                 "flows": flow_count,
                 "counters": {
-                    "flow_mods": self.app.flow_mods_sent,
-                    "bundles": self.app.bundles_sent,
+                    "flow_mods": self.app.flow_mods_sent, "bundles": self.app.bundles_sent,
                     "ovsdb_writes": self.bridge.writes,
                     "registrations": self.discovery.registrations,
                     "deregistrations": self.discovery.deregistrations,
                 },
-                "containers": rows,
-                "networks": [
-                    {"name": n.name, "subnet": str(n.subnet), "gateway": str(n.gateway),
-                     "host_ip": str(n.host_leg.ip), "mtu": n.mtu}
-                    for n in plan.networks
-                ],
-                "services": service_rows(plan, passing),
+                "containers": rows, "networks": rows_of.network_rows(plan),
+                "services": rows_of.service_rows(plan, passing),
             }
             if self._reported.get(plan.name) != report:
                 try:
@@ -392,9 +382,7 @@ class Daemon:
         """Report each desired topology this host does not realise as ``error``, with why."""
         host = self.config.host_id
         for name, (digest, why) in refused.items():
-            report = {"digest": digest, "state": "error", "error": why,
-                      "daemon_pid": os.getpid(), "bridge": self.config.bridge,
-                      "containers": [], "networks": [], "services": []}
+            report = rows_of.refused(digest, why, self.config.bridge)
             if self._reported.get(name) == report:
                 continue
             if name not in self._refused:

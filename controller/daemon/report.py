@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from discovery.health import ServiceKey
@@ -27,6 +28,12 @@ def service_rows(
         }
         for svc in plan.services
     ]
+
+
+def network_rows(plan: TopologyPlan) -> list[dict[str, Any]]:
+    """One status row per network of a topology on this host. Pure."""
+    return [{"name": n.name, "subnet": str(n.subnet), "gateway": str(n.gateway),
+             "host_ip": str(n.host_leg.ip), "mtu": n.mtu} for n in plan.networks]
 
 
 def container_rows(
@@ -106,3 +113,9 @@ def data_path_problem(plan: TopologyPlan, rows: list[dict[str, Any]], problems: 
             for (topo, net), why in sorted(problems.host_legs.items()) if topo == plan.name]
     parts += legs
     return "; ".join(parts) + ("; see `switchboard status`" if parts else "")
+
+
+def refused(digest: str, why: str, bridge: str) -> dict[str, Any]:
+    """The report of a desired topology this host does not realise: ``error``, with why."""
+    return {"digest": digest, "state": "error", "error": why, "daemon_pid": os.getpid(),
+            "bridge": bridge, "containers": [], "networks": [], "services": []}

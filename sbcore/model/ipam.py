@@ -71,6 +71,13 @@ def reserved_addresses(topology: Topology, network_name: str) -> set[IPv4Address
     )
 
 
+def _free(subnet: IPv4Network, reserved: set[IPv4Address], used: set[IPv4Address]
+          ) -> Iterator[IPv4Address]:
+    """The host addresses of ``subnet`` in neither set, lowest first (read as it goes: an
+    address added to ``used`` meanwhile is skipped)."""
+    return (a for a in subnet.hosts() if a not in reserved and a not in used)
+
+
 def allocate(topology: Topology, previous: Allocation | None = None) -> Allocation:
     """Give every (container, network) attachment an address.
 
@@ -96,17 +103,19 @@ def allocate(topology: Topology, previous: Allocation | None = None) -> Allocati
                 continue
             old = previous.get((cname, nname))
             subnet = topology.networks[nname].subnet
-            if old is not None and old in subnet and old not in reserved[nname] | used[nname]:
+            if (old is not None and old in subnet and old not in reserved[nname]
+                    and old not in used[nname]):
                 result[cname, nname] = old
                 used[nname].add(old)
             else:
                 pending.append((cname, nname))
 
     problems = []
+    free = {name: _free(net.subnet, reserved[name], used[name])
+            for name, net in topology.networks.items()}
     for cname, nname in pending:
         subnet = topology.networks[nname].subnet
-        taken = reserved[nname] | used[nname]
-        address = next((a for a in subnet.hosts() if a not in taken), None)
+        address = next(free[nname], None)
         if address is None:
             problems.append(
                 f"network {nname!r} ({subnet}) has no free address for container {cname!r}; "

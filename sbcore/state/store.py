@@ -24,6 +24,7 @@ import base64
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import consul
@@ -49,6 +50,7 @@ __all__ = ["DEFAULT_CONSUL", "DesiredState", "Store", "StoredTopology", "consul_
 
 DEFAULT_CONSUL = "http://127.0.0.1:8500"  # the local agent
 TXN_LIMIT = 64  # Consul's limit of operations in one transaction
+STAGE_WRITERS = 4  # transactions of one version's objects under way at once
 ADMISSION = "admission"
 
 
@@ -146,8 +148,10 @@ class Store:
                for path, value in objects.items() if have.get(path) != encode(value)]
         ops += [kv_op("delete", base + path)
                 for path in have if path not in objects and path != SEALED]
-        for chunk in _chunks(ops, TXN_LIMIT):
-            self._txn(chunk)
+        # The chunks are independent (the seal, written after all of them, is what a commit
+        # checks): a few at a time, so that Consul commits them together.
+        with ThreadPoolExecutor(STAGE_WRITERS) as pool:
+            list(pool.map(self._txn, _chunks(ops, TXN_LIMIT)))
         reply = self._txn([kv_op("set", base + SEALED,
                                             encode({"objects": len(objects)}))])
         return int(reply["Results"][0]["KV"]["ModifyIndex"])
