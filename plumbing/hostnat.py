@@ -14,8 +14,9 @@ What the host kernel needs for egress (measured on Debian 12's kernel, docs/oper
   masquerade for packets from egress subnets leaving by a non-leg interface; in ``forward``,
   nothing between legs (topologies stay apart), no new connection into a topology subnet
   from elsewhere unless destination-NATed to a published port, and on an uplink whose
-  forwarding the daemon turned on, only replies, related packets and published ports (what
-  it forwarded before: nothing);
+  forwarding the daemon turned on, only replies, related packets and connections
+  destination-NATed to a host leg: published ports, also another daemon's (what it
+  forwarded before: nothing);
   in ``input``, a new connection arriving on a leg for any host address but the leg's own
   is dropped (egress never reaches the host's own listeners). Published ports: destination
   NAT of the host port on every host address to a container (the client's address kept) or
@@ -121,8 +122,9 @@ def render(table: str, legs: list[Leg], enabled_uplinks: list[str],
     if enabled_uplinks:
         uplinks = _set(enabled_uplinks, True)
         lines.append(f"    iifname {uplinks} ct state established,related accept")
-        if dnats:
-            lines.append(f"    iifname {uplinks} ct status dnat accept")
+        # published ports, this daemon's or another's on this host (which did not record
+        # the uplink: it found forwarding on), go to a host leg
+        lines.append(f'    iifname {uplinks} oifname "{LEG_PREFIX}*" ct status dnat accept')
         lines.append(f"    iifname {uplinks} drop")
     lines += ["  }", "  chain input {", "    type filter hook input priority filter;"]
     for leg in sorted(legs, key=lambda leg: leg.name):

@@ -170,7 +170,9 @@ def test_host_table_dnats_published_ports_from_outside_and_from_the_host():
     rule = "fib daddr type local tcp dport 8080 dnat to 10.10.1.10:80"
     assert f'iifname != {{ "sbhaaa" }} {rule}' in script  # prerouting: not from a leg
     assert f"    {rule}\n" in script  # output: the host's own connections
-    assert 'iifname { "eth0" } ct status dnat accept' in script
+    # to a host leg: this daemon's published ports, and another daemon's on the same host
+    assert 'iifname { "eth0" } oifname "sbh*" ct status dnat accept' in script
+    assert 'oifname "sbh*" ct status dnat accept' in render("switchboard", legs, ["eth0"])
     # the client's address is kept; only the host's own connections through 127.0.0.1 are
     # masqueraded (a loopback source cannot leave by a leg)
     masquerades = [line.strip() for line in script.splitlines() if "masquerade" in line]
