@@ -43,7 +43,12 @@ class ForwardingCheck:
             del self._unverified[port]
         if not self._unverified:
             return {}
-        ok = answered({ip for ip, _, _ in self._unverified.values()}, self.wait)
+        try:
+            ok = answered({ip for ip, _, _ in self._unverified.values()}, self.wait)
+        except OSError as err:  # no raw socket here: do not hold topologies back for it
+            LOG.warning("cannot ping the containers from the host: %s", err)
+            self._unverified.clear()
+            return {}
         now = time.monotonic()
         for port, (ip, topology, _) in list(self._unverified.items()):
             if ip in ok:

@@ -60,3 +60,12 @@ def test_interfaces_no_longer_wanted_are_forgotten(monkeypatch: pytest.MonkeyPat
     check.plumbed([_ep(1), _ep(2)])
     _answering(monkeypatch, {"10.0.0.1", "10.0.0.2"})
     assert check.check([_Plan([])]) == {}
+
+
+def test_no_raw_socket_holds_nothing_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(_addresses: Any, _timeout: float) -> set[str]:
+        raise PermissionError("Operation not permitted")
+    monkeypatch.setattr(forwarding, "answered", refused)
+    check = ForwardingCheck(wait=0, give_up=30)
+    check.plumbed([_ep(1)])
+    assert check.check([_Plan([_ep(1)])]) == {}
