@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import os
 import socket
-import struct
 import sys
 import tempfile
 import threading
@@ -38,7 +37,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from labrun import LabRun, icmp_checksum, percentile, raw_icmp_socket  # noqa: E402
+from labrun import LabRun, percentile, raw_icmp_socket  # noqa: E402
+
+from plumbing.forwarding import echo_request, reply_ident  # noqa: E402
 
 TOPOLOGY = "bup"
 SUBNET = "10.232.0.0/16"
@@ -64,8 +65,7 @@ class HostPinger:
 
     def send_some(self, seq: int, count: int) -> None:
         """One echo request to each of the next ``count`` pending addresses (round robin)."""
-        header = struct.pack("!BBHHH", 8, 0, 0, self.ident, seq)
-        packet = struct.pack("!BBHHH", 8, 0, icmp_checksum(header + b"sb"), self.ident, seq) + b"sb"
+        packet = echo_request(self.ident, seq)
         with self.lock:
             if not self.pending:
                 return
@@ -83,8 +83,7 @@ class HostPinger:
                 data, (address, _) = self.sock.recvfrom(2048)
             except OSError:
                 continue
-            icmp = data[(data[0] & 0x0F) * 4:]
-            if icmp[:1] == b"\0" and struct.unpack("!H", icmp[4:6])[0] == self.ident:
+            if reply_ident(data) == self.ident:
                 with self.lock:
                     if address in self.pending:
                         self.pending.discard(address)

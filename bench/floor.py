@@ -32,13 +32,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -46,8 +43,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ovsdb.bridge import detect_datapath  # noqa: E402
+from plumbing.forwarding import answered  # noqa: E402
 from plumbing.netlinkbatch import IfaceConfig, netlink_batch  # noqa: E402
 from plumbing.netns import NETNS_DIR, enter_netns  # noqa: E402
+from plumbing.phases import Phases  # noqa: E402
 from tests.harness import private_switchboard, sh, teardown  # noqa: E402
 
 SUBNET = IPv4Network("10.233.0.0/16")
@@ -56,78 +55,15 @@ SB_BRIDGE = "sbf-sb"  # the private daemon's
 LEG = "sbf-leg"
 LEG_MAC = "02:fb:00:00:00:01"
 OF_PORT = 6693
-Phases = dict[str, float]
+Took = dict[str, float]  # phase -> seconds
 
 
-def icmp_checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071)."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    return ~(total + (total >> 16)) & 0xFFFF
-
-
-def all_answer(addresses: list[str], timeout: float = 300, window: int = 32,
-               every: float = 0.01) -> None:
-    """Ping from the host until every address answered once (paced: ``window`` requests
-    every ``every`` seconds, cycling over those that have not answered)."""
-    pending = set(addresses)
-    lock = threading.Lock()
-    ident = os.getpid() & 0xFFFF
-    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    sock.settimeout(0.05)
-    done = threading.Event()
-
-    def receive() -> None:
-        while not done.is_set():
-            try:
-                data, (address, _) = sock.recvfrom(2048)
-            except OSError:
-                continue
-            icmp = data[(data[0] & 0x0F) * 4:]
-            if icmp[:1] == b"\0" and struct.unpack("!H", icmp[4:6])[0] == ident:
-                with lock:
-                    pending.discard(address)
-
-    threading.Thread(target=receive, daemon=True).start()
-    deadline = time.monotonic() + timeout
-    seq, queue = 0, []
-    try:
-        while True:
-            with lock:
-                if not pending:
-                    return
-                if not queue:
-                    queue = sorted(pending)
-                batch, queue = queue[:window], queue[window:]
-                batch = [a for a in batch if a in pending]
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{len(pending)} containers never answered, "
-                                   f"e.g. {min(pending)}")
-            seq = (seq + 1) & 0xFFFF
-            head = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-            packet = struct.pack("!BBHHH", 8, 0, icmp_checksum(head + b"sb"), ident, seq) + b"sb"
-            for address in batch:
-                with contextlib.suppress(OSError):  # no route yet, or a full buffer
-                    sock.sendto(packet, socket.MSG_DONTWAIT, (address, 0))
-            time.sleep(every)
-    finally:
-        done.set()
-        sock.close()
-
-
-class Clock:
-    """Times consecutive phases."""
-
-    def __init__(self) -> None:
-        self.phases: Phases = {}
-        self._last = time.monotonic()
-
-    def lap(self, name: str) -> None:
-        now = time.monotonic()
-        self.phases[name] = now - self._last
-        self._last = now
+def all_answer(addresses: list[str], timeout: float = 300) -> None:
+    """Ping from the host until every address answered once: the daemon's own check
+    (plumbing.forwarding, paced requests on one raw socket)."""
+    missing = set(addresses) - answered(addresses, timeout)
+    if missing:
+        raise RuntimeError(f"{len(missing)} containers never answered, e.g. {min(missing)}")
 
 
 def _mac(i: int) -> str:
@@ -164,14 +100,14 @@ def _configure(by_ns: dict[str, list[IfaceConfig]]) -> list[str]:
     return errors
 
 
-def floor_up(n: int, datapath: str) -> tuple[Phases, list[str]]:
+def floor_up(n: int, datapath: str) -> tuple[Took, list[str]]:
     """Bring up N containers the floor's way; phases and addresses."""
     hosts = list(SUBNET.hosts())
     gateway = hosts[0]
     ips = [hosts[i + 10] for i in range(n)]
     _run(["ovs-vsctl", "--if-exists", "del-br", BRIDGE, "--", "add-br", BRIDGE, "--", "set",
           "bridge", BRIDGE, f"datapath_type={datapath}", "fail_mode=secure"])
-    clock = Clock()
+    clock = Phases()
     script = "".join(f"netns add sbf{i}\n" for i in range(n))
     script += "".join(f"link add sbfv{i} type veth peer name eth0 address {_mac(i)} "
                       f"netns sbf{i}\nlink set sbfv{i} addrgenmode none arp off up\n"
@@ -213,20 +149,20 @@ def floor_up(n: int, datapath: str) -> tuple[Phases, list[str]]:
     addresses = [str(ip) for ip in ips]
     all_answer(addresses)
     clock.lap("answer")
-    return clock.phases, addresses
+    return clock.took, addresses
 
 
-def floor_down(n: int) -> Phases:
+def floor_down(n: int) -> Took:
     """Remove the floor's bridge (OVS's own port removal: the teardown floor) and namespaces."""
-    clock = Clock()
+    clock = Phases()
     _run(["ovs-vsctl", "--timeout=300", "del-br", BRIDGE])
     clock.lap("del-br")
     _run(["ip", "-force", "-batch", "-"], "".join(f"netns del sbf{i}\n" for i in range(n)))
     clock.lap("netns del")
-    return clock.phases
+    return clock.took
 
 
-def switchboard_side(n: int, state: Path, datapath: str) -> tuple[Phases, Phases]:
+def switchboard_side(n: int, state: Path, datapath: str) -> tuple[Took, Took]:
     """`up` of N containers until all answer, then `down`; phases of each."""
     sb = private_switchboard(state, prefix="sbfloor", bridge=SB_BRIDGE, of_port=OF_PORT)
     sb.start()
@@ -239,17 +175,17 @@ def switchboard_side(n: int, state: Path, datapath: str) -> tuple[Phases, Phases
         used = sh(f"ovs-vsctl get bridge {SB_BRIDGE} datapath_type").stdout.strip().strip('"')
         if (used or "system") != datapath:
             raise RuntimeError(f"the daemon's bridge is on {used}, the floor's on {datapath}")
-        clock = Clock()
+        clock = Phases()
         sb.cli("up", str(topo), "--timeout", "600", timeout=700)
         clock.lap("up")
         addresses = [r["ip"] for r in sb.status(f"floor{n}")["containers"]]
         clock.lap("status")  # not counted: the floor knows its addresses beforehand
         all_answer(addresses)
         clock.lap("answer")
-        down = Clock()
+        down = Phases()
         sb.cli("down", f"floor{n}", timeout=600)
         down.lap("down")
-        return clock.phases, down.phases
+        return clock.took, down.took
     finally:
         _daemon_phases(sb.log)
         teardown(sb)
@@ -262,12 +198,12 @@ def _daemon_phases(log: Path) -> None:
             print("      daemon:", line.split(" INFO ", 1)[-1])
 
 
-def _fmt(phases: Phases) -> str:
+def _fmt(phases: Took) -> str:
     return ", ".join(f"{k} {v:.2f}" for k, v in phases.items())
 
 
-def one_round(n: int, datapath: str, order: list[str]) -> dict[str, Phases]:
-    out: dict[str, Phases] = {}
+def one_round(n: int, datapath: str, order: list[str]) -> dict[str, Took]:
+    out: dict[str, Took] = {}
     steps: dict[str, Callable[[], None]] = {}
 
     def floor() -> None:

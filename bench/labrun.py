@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -31,15 +30,6 @@ from lab.hosts import host_environ, in_netns  # noqa: E402
 
 CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
-
-
-def icmp_checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of an ICMP message."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    return ~(total + (total >> 16)) & 0xFFFF
 
 
 def percentile(values: list[float], q: float) -> float:

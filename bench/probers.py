@@ -10,16 +10,16 @@ import contextlib
 import os
 import selectors
 import socket
-import struct
 import threading
 import time
 from collections.abc import Iterable
 
 import dns.exception
 import dns.message
-from labrun import icmp_checksum, in_namespace  # puts the repository first on sys.path
+from labrun import in_namespace  # puts the repository first on sys.path
 
 from discovery import lookup
+from plumbing.forwarding import echo_request, reply_ident
 
 
 class Pinger:
@@ -39,9 +39,7 @@ class Pinger:
         seq = 0
         while not self.stop.is_set() and self.pending:
             seq = (seq + 1) & 0xFFFF
-            header = struct.pack("!BBHHH", 8, 0, 0, self.ident, seq)
-            packet = struct.pack("!BBHHH", 8, 0, icmp_checksum(header + b"sb"), self.ident,
-                                 seq) + b"sb"
+            packet = echo_request(self.ident, seq)
             for address in list(self.pending):
                 with contextlib.suppress(OSError):  # no route yet: the host leg is not up
                     self.sock.sendto(packet, (address, 0))
@@ -53,9 +51,7 @@ class Pinger:
                 data, (address, _) = self.sock.recvfrom(2048)
             except OSError:
                 continue
-            icmp = data[(data[0] & 0x0F) * 4:]
-            if icmp[:1] == b"\0" and struct.unpack("!H", icmp[4:6])[0] == self.ident \
-                    and address in self.pending:
+            if reply_ident(data) == self.ident and address in self.pending:
                 self.seen[address] = time.monotonic()
                 self.pending.discard(address)
 

@@ -16,7 +16,6 @@ root with OVS and Consul started:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -26,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.vip import LOOP, _ms, _rate  # noqa: E402
+from bench.vip import _ms, _rate, loop  # noqa: E402
 from tests.harness import free_port, private_switchboard, teardown, wait_until  # noqa: E402
 from tests.integration.host.test_vip import (  # noqa: E402
     INSTANCES,
@@ -44,14 +43,6 @@ HOST_PORT = 18290
 CLIENT_NS = f"sb-{TOPO}-client"
 
 
-def loop(netns: str, target: str, seconds: float) -> list[tuple[float, bool]]:
-    """New connection + GET, serially, for ``seconds`` from ``netns``."""
-    out = subprocess.run(["ip", "netns", "exec", netns, "python3", "-c", LOOP, target,
-                          str(seconds)], capture_output=True, text=True, check=True,
-                         timeout=seconds + 60)
-    return [tuple(r) for r in json.loads(out.stdout)]
-
-
 def measure(outside: Outside, rounds: int, seconds: float) -> None:
     modes = {f"published ({outside.root_ip}:{HOST_PORT}) from outside":
              (outside.netns, f"{outside.root_ip}:{HOST_PORT}"),
@@ -63,7 +54,7 @@ def measure(outside: Outside, rounds: int, seconds: float) -> None:
         order = order[index % 2:] + order[:index % 2]  # which goes first alternates
         rates = {}
         for mode, (netns, target) in order:
-            results = loop(netns, target, seconds)
+            results = loop([target], seconds, netns)
             stats[mode] += results
             rates[mode] = _rate(results)
         published, inside = (rates[m] for m in modes)

@@ -71,8 +71,10 @@ print(json.dumps(results))
 """
 
 
-def loop(targets: list[str], seconds: float) -> list[tuple[float, bool]]:
-    out = subprocess.run(["ip", "netns", "exec", CLIENT_NS, "python3", "-c", LOOP,
+def loop(targets: list[str], seconds: float, netns: str = CLIENT_NS
+         ) -> list[tuple[float, bool]]:
+    """New connection + GET, serially, to ``targets`` in turn for ``seconds``, from ``netns``."""
+    out = subprocess.run(["ip", "netns", "exec", netns, "python3", "-c", LOOP,
                           ",".join(targets), str(seconds)],
                          capture_output=True, text=True, check=True, timeout=seconds + 60)
     return [tuple(r) for r in json.loads(out.stdout)]
