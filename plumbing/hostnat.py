@@ -133,14 +133,15 @@ def render(table: str, legs: list[Leg], enabled_uplinks: list[str],
     return "\n".join(lines) + "\n"
 
 
-def _forwarding(ifname: str, setting: str = "forwarding") -> str | None:
+def _conf(ifname: str, setting: str = "forwarding") -> str | None:
+    """``net.ipv4.conf.<ifname>.<setting>`` (None: no such interface)."""
     try:
         return (CONF / ifname / setting).read_text().strip()
     except OSError:
         return None
 
 
-def _set_forwarding(ifname: str, value: str, setting: str = "forwarding") -> None:
+def _set_conf(ifname: str, value: str, setting: str = "forwarding") -> None:
     try:
         (CONF / ifname / setting).write_text(value)
     except OSError as exc:  # the interface went away meanwhile
@@ -266,13 +267,13 @@ class HostNat:
             raise RuntimeError("egress needs nftables (the nft command): "
                                "apt-get install nftables, or set egress: false")
         for leg in legs:
-            if (leg.egress or leg.publishes) and _forwarding(leg.name) == "0":
-                _set_forwarding(leg.name, "1")
+            if (leg.egress or leg.publishes) and _conf(leg.name) == "0":
+                _set_conf(leg.name, "1")
         self._route_localnet({leg.name for leg in legs if leg.publishes})
         for name in uplinks():
-            if name not in self.enabled and _forwarding(name) == "0":
+            if name not in self.enabled and _conf(name) == "0":
                 self.enabled.append(name)
-        self.enabled = [n for n in self.enabled if _forwarding(n) is not None]
+        self.enabled = [n for n in self.enabled if _conf(n) is not None]
         self._save()  # before the change: a crash in between still leaves a record
         self.active = True
         script = render(self.table, legs, self.enabled, published or [])
@@ -280,8 +281,8 @@ class HostNat:
                        capture_output=True)
         self.claimed = {(d.proto, d.host_port) for d in published or []}
         for name in self.enabled:
-            if _forwarding(name) == "0":
-                _set_forwarding(name, "1")
+            if _conf(name) == "0":
+                _set_conf(name, "1")
 
     def close(self) -> None:
         """Delete the table and turn off the forwarding this daemon turned on."""
@@ -290,9 +291,9 @@ class HostNat:
         if self.available():
             subprocess.run(["nft", "delete", "table", "ip", self.table], capture_output=True)
         for name in self.enabled:
-            _set_forwarding(name, "0")
+            _set_conf(name, "0")
         for name in self.localnet:
-            _set_forwarding(name, "0", "route_localnet")
+            _set_conf(name, "0", "route_localnet")
         self.enabled, self.localnet, self.claimed = [], [], set()
         self.record.unlink(missing_ok=True)
         self.active = False
@@ -306,14 +307,14 @@ class HostNat:
         """``route_localnet=1`` on the legs with published ports (the host reaches them
         through 127.0.0.1), where it was 0; back to 0 on a leg that publishes no more."""
         for name in sorted(legs):
-            if name not in self.localnet and _forwarding(name, "route_localnet") == "0":
+            if name not in self.localnet and _conf(name, "route_localnet") == "0":
                 self.localnet.append(name)
         for name in [n for n in self.localnet if n not in legs]:
-            _set_forwarding(name, "0", "route_localnet")
+            _set_conf(name, "0", "route_localnet")
             self.localnet.remove(name)
         self._save()  # before the change: a crash in between still leaves a record
         for name in self.localnet:
-            _set_forwarding(name, "1", "route_localnet")
+            _set_conf(name, "1", "route_localnet")
 
 
 def _dnats(plan: TopologyPlan, ports: Mapping[str, int]) -> list[tuple[str, str, Dnat]]:
