@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ovsdb.bridge import Bridge, PortSpec
 from plumbing import images, netns, processes, resolvconf
 from plumbing.phases import Phases
-from plumbing.plan import PlumbingPlan, endpoint_ids, host_leg_ids
+from plumbing.plan import Command, PlumbingPlan, endpoint_ids, host_leg_ids
 from plumbing.statefiles import StateFiles
 
 if TYPE_CHECKING:
@@ -105,14 +105,17 @@ def _create(
     netns.configure_namespaces(_iface(ep, ep.ifname, ep.netns) for ep in endpoints)
     phases.lap("addresses")
 
-    starts = [processes.Start(cmd.netns, cmd.command,
-                              files.log_path(cmd.topology, cmd.container),
-                              files.pid_path(cmd.topology, cmd.container), cmd.runtime)
-              for cmd in plan.start_commands]
+    starts = [command_start(cmd, files) for cmd in plan.start_commands]
     created.pid_paths += [one.pid_path for one in starts]
     processes.start_all(starts)
     phases.lap("start commands")
     return ofports
+
+
+def command_start(cmd: Command, files: StateFiles) -> processes.Start:
+    """How ``cmd`` starts: in its namespace, with its log and pid files."""
+    return processes.Start(cmd.netns, cmd.command, files.log_path(cmd.topology, cmd.container),
+                           files.pid_path(cmd.topology, cmd.container), cmd.runtime)
 
 
 def _rollback(created: _Created, bridge: Bridge, files: StateFiles) -> list[str]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ovsdb.bridge import TOPOLOGY_KEY, Bridge, OwnedPort
 from plumbing import images, netns, processes, resolvconf
-from plumbing.apply import PlumbingError, apply_plan
+from plumbing.apply import PlumbingError, apply_plan, command_start
 from plumbing.attachments import dead_attachments, pid_netns, without_dead_attachments
 from plumbing.exitwatch import ExitWatch
 from plumbing.observe import InterfaceReader, ObservedInterfaces
@@ -294,10 +294,7 @@ class Plumber:
             if not later:
                 return
             try:
-                processes.start_all([processes.Start(
-                    cmd.netns, cmd.command, self.files.log_path(cmd.topology, cmd.container),
-                    self.files.pid_path(cmd.topology, cmd.container), cmd.runtime)
-                    for cmd, _ in later])
+                processes.start_all([command_start(cmd, self.files) for cmd, _ in later])
             except processes.ProcessError as err:
                 LOG.error("starting image containers: %s", err)
             for cmd, again in later:
